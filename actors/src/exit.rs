@@ -1,0 +1,168 @@
+//! What one exit was: code vs signal vs core dump, why it happened, and its history record.
+//!
+//! Owns the pure classification of a wait status into an [`Exit`] and the [`ExitRecord`] that
+//! is stored in `history.sqlite` and printed by `vigil history --json` (the contract's EXIT).
+//! It must not touch processes, clocks or the database.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use serde::{Deserialize, Serialize};
+
+use crate::signal::signal_name;
+
+/// Why a worker's run ended (the contract's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// It exited by itself with a code.
+    Exited,
+    /// It was killed by a signal it was not asked to die from.
+    Killed,
+    /// The watchdog killed it: no heartbeat within `heartbeat_timeout`.
+    Watchdog,
+    /// vigil stopped it (`vigil stop`, `vigil restart`, shutdown).
+    Stopped,
+    /// It could not be started at all.
+    SpawnFailed,
+    /// A leftover of a server that died, killed at the next start.
+    Orphan,
+}
+
+impl ExitReason {
+    /// The contract's spelling (`"spawn_failed"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exited => "exited",
+            ExitReason::Killed => "killed",
+            ExitReason::Watchdog => "watchdog",
+            ExitReason::Stopped => "stopped",
+            ExitReason::SpawnFailed => "spawn_failed",
+            ExitReason::Orphan => "orphan",
+        }
+    }
+
+    /// Parse the contract's spelling.
+    pub fn parse(s: &str) -> Option<ExitReason> {
+        Some(match s {
+            "exited" => ExitReason::Exited,
+            "killed" => ExitReason::Killed,
+            "watchdog" => ExitReason::Watchdog,
+            "stopped" => ExitReason::Stopped,
+            "spawn_failed" => ExitReason::SpawnFailed,
+            "orphan" => ExitReason::Orphan,
+            _ => return None,
+        })
+    }
+}
+
+/// How a process ended, with the code and the signal kept apart (`exit 137` is code 137).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+    /// Whether the kernel wrote a core dump.
+    pub core_dumped: bool,
+    /// Why it ended.
+    pub reason: ExitReason,
+}
+
+impl Exit {
+    /// Classify a wait status. `requested` is what vigil did to the process, if anything:
+    /// a stop or a watchdog kill turns into `stopped` / `watchdog` whatever the status says.
+    pub fn from_status(status: ExitStatus, requested: Option<ExitReason>) -> Exit {
+        let code = status.code();
+        let signal = status.signal();
+        let core_dumped = status.core_dumped();
+        let natural = if signal.is_some() { ExitReason::Killed } else { ExitReason::Exited };
+        Exit { code, signal, core_dumped, reason: requested.unwrap_or(natural) }
+    }
+
+    /// An exit that never had a process: the spawn failed.
+    pub fn spawn_failed() -> Exit {
+        Exit { code: None, signal: None, core_dumped: false, reason: ExitReason::SpawnFailed }
+    }
+
+    /// A clean exit: code 0 (what `Transient` does not restart).
+    pub fn is_clean(&self) -> bool {
+        self.code == Some(0) && self.signal.is_none()
+    }
+
+    /// The signal's name, if a signal killed it.
+    pub fn signal_name(&self) -> Option<String> {
+        self.signal.map(signal_name)
+    }
+
+    /// In words: `exited with code 3`, `killed by SIGSEGV (core dumped)`.
+    pub fn describe(&self) -> String {
+        let what = match (self.code, self.signal) {
+            (_, Some(sig)) => {
+                let core = if self.core_dumped { " (core dumped)" } else { "" };
+                format!("killed by {}{core}", signal_name(sig))
+            }
+            (Some(code), None) => format!("exited with code {code}"),
+            (None, None) => "never started".to_string(),
+        };
+        match self.reason {
+            ExitReason::Exited | ExitReason::Killed => what,
+            ExitReason::Watchdog => format!("{what} by the watchdog"),
+            ExitReason::Stopped => format!("stopped ({what})"),
+            ExitReason::SpawnFailed => "failed to start".to_string(),
+            ExitReason::Orphan => format!("orphan of a dead server ({what})"),
+        }
+    }
+}
+
+/// One exit as stored in `history.sqlite` and printed by `vigil history --json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// The worker's name.
+    pub worker: String,
+    /// The process id (`null` for a failed spawn).
+    pub pid: Option<u32>,
+    /// The generation that ended.
+    pub generation: u64,
+    /// RFC 3339 start time (the spawn attempt's time for a failed spawn).
+    pub started_at: String,
+    /// RFC 3339 exit time.
+    pub exited_at: String,
+    /// How long it ran.
+    pub uptime_ms: u64,
+    /// Exit code; `null` when killed by a signal.
+    pub code: Option<i32>,
+    /// Signal number; `null` unless killed by a signal.
+    pub signal: Option<i32>,
+    /// `"SIGKILL"`, or `null`.
+    pub signal_name: Option<String>,
+    /// Whether a core was dumped.
+    pub core_dumped: bool,
+    /// Why it ended.
+    pub reason: ExitReason,
+    /// The delay before the restart that followed; `null` when not restarted.
+    pub restart_delay_ms: Option<u64>,
+    /// The last lines the worker wrote (at most 20), or the spawn error.
+    pub log_tail: Vec<String>,
+    /// A sentence on what happened next (`restarting in 200ms`, `escalated`, `not restarted: temporary`).
+    #[serde(default)]
+    pub decision: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_and_signal_are_kept_apart() {
+        let e = Exit::from_status(ExitStatus::from_raw(137 << 8), None);
+        assert_eq!((e.code, e.signal, e.reason), (Some(137), None, ExitReason::Exited));
+        let k = Exit::from_status(ExitStatus::from_raw(libc::SIGKILL), None);
+        assert_eq!((k.code, k.signal, k.reason), (None, Some(9), ExitReason::Killed));
+        let core = Exit::from_status(ExitStatus::from_raw(libc::SIGSEGV | 0x80), None);
+        assert!(core.core_dumped);
+        assert_eq!(core.describe(), "killed by SIGSEGV (core dumped)");
+        let stopped = Exit::from_status(ExitStatus::from_raw(libc::SIGTERM), Some(ExitReason::Stopped));
+        assert_eq!(stopped.reason, ExitReason::Stopped);
+    }
+}

@@ -1,0 +1,10 @@
+//! vigil's supervision tree.
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used)]
+
+pub mod exit;
+pub mod signal;
+pub mod snapshot;
+pub mod spec;
+pub mod worker_type;
+pub mod root;

@@ -1,0 +1,136 @@
+//! The live tree as data: the JSON of `vigil dump --json` and `vigil status --json`.
+//!
+//! Owns the snapshot types (the contract's NODE), built by the actors when asked. It must not
+//! gather anything itself: the root and each WorkerSupervisor fill these in on request.
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::ExitRecord;
+
+/// A worker's state, as the contract spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Spawned, not yet ready (no `READY=1`, younger than `start_secs`).
+    Starting,
+    /// Ready, or alive for `start_secs`.
+    Running,
+    /// Dead, waiting to be restarted.
+    Backoff,
+    /// Asked to stop; waiting for the group to exit.
+    Stopping,
+    /// Not running and not going to be restarted (by policy or `vigil stop`).
+    Stopped,
+    /// Its supervisor escalated (restart intensity exceeded); the root will start a fresh one.
+    Failed,
+    /// Its supervisor did not answer in time (dump only).
+    Unresponsive,
+}
+
+impl WorkerState {
+    /// The contract's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Backoff => "backoff",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Stopped => "stopped",
+            WorkerState::Failed => "failed",
+            WorkerState::Unresponsive => "unresponsive",
+        }
+    }
+}
+
+/// One worker, as its WorkerSupervisor sees it (the contract's worker NODE without `children`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSnapshot {
+    /// The worker's name.
+    pub name: String,
+    /// The worker type (`"command"`, `"indexing"`, ...).
+    pub kind: String,
+    /// Current state.
+    pub state: WorkerState,
+    /// The WorkerSupervisor actor's id (`null` while failed).
+    pub actor_id: Option<String>,
+    /// Leader pid of the live process group, `null` when not running.
+    pub pid: Option<u32>,
+    /// Process group id, `null` when not running.
+    pub pgid: Option<u32>,
+    /// Generation of the current (or last) run; 0 before the first spawn.
+    pub generation: u64,
+    /// Restarts since the server started.
+    pub restarts: u64,
+    /// Restarts inside the current intensity window.
+    pub restarts_in_window: u32,
+    /// The intensity limit (`max_restarts`).
+    pub max_restarts: u32,
+    /// The intensity window in ms.
+    pub intensity_window_ms: u64,
+    /// The delay chosen for the pending restart, `null` unless in backoff.
+    pub backoff_ms: Option<u64>,
+    /// Time until the pending restart, `null` unless in backoff or failed.
+    pub next_start_in_ms: Option<u64>,
+    /// How long the current process has been alive (0 when none).
+    pub uptime_ms: u64,
+    /// Absolute path of the worker's log file.
+    pub log_path: String,
+    /// The last `STATUS=` text the worker sent.
+    pub status_text: Option<String>,
+    /// Time since the last `WATCHDOG=1` / `READY=1`, `null` before any.
+    pub heartbeat_age_ms: Option<u64>,
+    /// The most recent exit.
+    pub last_exit: Option<ExitRecord>,
+    /// Resident memory summed over the process group.
+    pub rss_bytes: Option<u64>,
+    /// CPU use summed over the process group (percent of one core).
+    pub cpu_percent: Option<f64>,
+    /// Number of processes in the group.
+    pub processes: Option<u32>,
+}
+
+/// A node of the dump: the root, or a worker (its snapshot's fields at the top level).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// What the node is; its fields appear at the node's top level (`name`, `state`, ...).
+    #[serde(flatten)]
+    pub info: NodeInfo,
+    /// Child nodes.
+    pub children: Vec<Node>,
+}
+
+/// The fields of a node, by kind of node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NodeInfo {
+    /// A worker's node.
+    Worker(WorkerSnapshot),
+    /// The root's node.
+    Root(RootInfo),
+}
+
+/// What the root node carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RootInfo {
+    /// Always `"root"`.
+    pub name: String,
+    /// `"running"`, or `"stopping"` during shutdown.
+    pub state: String,
+    /// The server's pid.
+    pub pid: u32,
+    /// Server uptime.
+    pub uptime_ms: u64,
+    /// The config file, if any.
+    pub config_path: Option<String>,
+    /// WorkerSupervisors that escalated since start.
+    pub escalations: u64,
+    /// Escalations within the root intensity window, when one is configured.
+    pub escalations_in_window: u32,
+}
+
+/// The whole dump: `{"root": NODE}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dump {
+    /// The root node.
+    pub root: Node,
+}

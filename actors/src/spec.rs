@@ -1,0 +1,216 @@
+//! Resolved specifications: what the tree is asked to run, after config parsing and validation.
+//!
+//! Owns the plain data that describes a tree (`TreeSpec`), each worker (`WorkerSpec`) and its
+//! restart policy (`RestartPolicy`). Everything here is already validated and resolved: durations
+//! are `Duration`s, signals are `Signal`s, paths are absolute. It must not read files, parse
+//! config text, or hold runtime state (pids, timers): that is the supervisors' job.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::signal::Signal;
+use crate::worker_type::WorkerType;
+
+/// OTP restart types: which exits are followed by a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum RestartType {
+    /// Always restarted, whatever the exit.
+    Permanent,
+    /// Restarted only after an abnormal exit (non-zero code, or killed by a signal).
+    Transient,
+    /// Never restarted.
+    Temporary,
+}
+
+/// Exponential backoff between restarts: `min(max, initial × multiplier^n)` with ± `jitter`,
+/// where `n` counts consecutive restarts and resets after a run of at least `reset_after`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BackoffSpec {
+    /// Delay before the first restart.
+    pub initial: Duration,
+    /// Upper bound of the delay (before jitter is applied, and after: jitter never exceeds it).
+    pub max: Duration,
+    /// Growth factor per consecutive restart, `>= 1`.
+    pub multiplier: f64,
+    /// Relative jitter in `[0, 1]`: the delay is scaled by a factor in `[1 - jitter, 1 + jitter]`.
+    pub jitter: f64,
+    /// A run at least this long resets the exponent to zero.
+    pub reset_after: Duration,
+}
+
+impl Default for BackoffSpec {
+    /// 100 ms initial, 30 s max, ×2, ±10 % jitter, reset after 60 s up.
+    fn default() -> Self {
+        BackoffSpec {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.1,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Restart intensity: more than `max_restarts` restarts within `within` is an escalation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntensitySpec {
+    /// Restarts allowed inside the window.
+    pub max_restarts: u32,
+    /// The sliding window.
+    pub within: Duration,
+}
+
+impl Default for IntensitySpec {
+    /// 5 restarts within 60 s.
+    fn default() -> Self {
+        IntensitySpec { max_restarts: 5, within: Duration::from_secs(60) }
+    }
+}
+
+/// How a worker is stopped: `signal` to its whole process group, then `SIGKILL` after `grace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShutdownSpec {
+    /// The first signal sent to the group.
+    pub signal: Signal,
+    /// How long to wait for the group to exit before `SIGKILL`.
+    pub grace: Duration,
+}
+
+impl Default for ShutdownSpec {
+    /// `SIGTERM`, 5 s grace.
+    fn default() -> Self {
+        ShutdownSpec { signal: Signal::TERM, grace: Duration::from_secs(5) }
+    }
+}
+
+/// Everything that decides when a worker is restarted, and how it is stopped.
+///
+/// There is no `Default`: a worker type must state its policy (see [`WorkerType::policy`]);
+/// the postmortem's indexing worker died for good because its registration had none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RestartPolicy {
+    /// Which exits are restarted.
+    pub restart: RestartType,
+    /// Delay between restarts.
+    pub backoff: BackoffSpec,
+    /// How many restarts escalate to the root.
+    pub intensity: IntensitySpec,
+    /// How the worker is stopped.
+    pub shutdown: ShutdownSpec,
+    /// A worker is `running` after `READY=1`, or after this long alive.
+    pub start_secs: Duration,
+    /// With `Some(t)`: no `WATCHDOG=1` (or `READY=1`) for `t` kills the worker.
+    pub heartbeat_timeout: Option<Duration>,
+}
+
+impl RestartPolicy {
+    /// A permanent worker with the default backoff, intensity and shutdown, `running` after 1 s.
+    pub fn permanent() -> Self {
+        RestartPolicy {
+            restart: RestartType::Permanent,
+            backoff: BackoffSpec::default(),
+            intensity: IntensitySpec::default(),
+            shutdown: ShutdownSpec::default(),
+            start_secs: Duration::from_secs(1),
+            heartbeat_timeout: None,
+        }
+    }
+}
+
+/// Where a worker's output goes and how much of it is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogSpec {
+    /// The live log file, `<log_dir>/<name>.log`.
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this many bytes.
+    pub max_bytes: u64,
+    /// Rotated files kept beside the live one (`name.log.1` … `name.log.N`).
+    pub max_files: u32,
+}
+
+impl LogSpec {
+    /// Default rotation: 10 MiB per file.
+    pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+    /// Default rotation: 5 rotated files kept.
+    pub const DEFAULT_MAX_FILES: u32 = 5;
+}
+
+/// The program a worker runs: argv, extra environment, working directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// Program and arguments; never empty, never passed through a shell.
+    pub argv: Vec<OsString>,
+    /// Extra environment on top of the server's.
+    pub env: BTreeMap<String, String>,
+    /// Working directory; `None` keeps the server's.
+    pub cwd: Option<PathBuf>,
+}
+
+/// One supervised worker: its identity, its type (which builds the command), its policy.
+#[derive(Clone, Debug)]
+pub struct WorkerSpec {
+    /// Unique name within the tree; also the log file's stem.
+    pub name: String,
+    /// The worker type: builds the command line, classifies exits.
+    pub worker_type: Arc<dyn WorkerType>,
+    /// The policy in force (the type's defaults overridden by config).
+    pub policy: RestartPolicy,
+    /// The log file and its rotation.
+    pub log: LogSpec,
+}
+
+/// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RootSpec {
+    /// Delay before a failed WorkerSupervisor is started afresh.
+    pub backoff: BackoffSpec,
+    /// With `Some`: more escalations than this stop the whole server (exit status 3).
+    pub intensity: Option<IntensitySpec>,
+}
+
+impl Default for RootSpec {
+    /// 5 s initial, 5 m max, ×2, ±10 %, reset after 60 s; no root intensity.
+    fn default() -> Self {
+        RootSpec {
+            backoff: BackoffSpec {
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(300),
+                ..BackoffSpec::default()
+            },
+            intensity: None,
+        }
+    }
+}
+
+/// A whole tree: where it keeps its files, the root's policy, the workers in start order.
+#[derive(Clone, Debug)]
+pub struct TreeSpec {
+    /// `history.sqlite`, `index.sqlite`, `vigil.sock`, `vigil.lock` live here.
+    pub data_dir: PathBuf,
+    /// Worker logs and `vigil.log`.
+    pub log_dir: PathBuf,
+    /// The config file this tree came from, if any (shown in the dump).
+    pub config_path: Option<PathBuf>,
+    /// The root supervisor's policy.
+    pub root: RootSpec,
+    /// Workers, in start order.
+    pub workers: Vec<WorkerSpec>,
+}
+
+impl TreeSpec {
+    /// `<data_dir>/history.sqlite`.
+    pub fn history_path(&self) -> PathBuf {
+        self.data_dir.join("history.sqlite")
+    }
+    /// `<data_dir>/vigil.sock`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join("vigil.sock")
+    }
+    /// `<data_dir>/vigil.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.data_dir.join("vigil.lock")
+    }
+}

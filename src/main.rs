@@ -1,0 +1,3 @@
+//! vigil: keeps worker processes alive, and tells you why they died.
+mod workers;
+fn main() {}
