@@ -1,5 +1,7 @@
 //! The indexing worker: walks source trees and indexes their files into `index.sqlite`.
 
+pub mod kind;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
