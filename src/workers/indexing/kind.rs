@@ -6,7 +6,6 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use vigil_actors::spec::{Launch, RestartPolicy};
 use vigil_actors::worker_type::{LaunchContext, WorkerType};
@@ -41,11 +40,9 @@ impl WorkerType for IndexingWorker {
         })
     }
 
-    /// Permanent; a heartbeat is expected (the worker sends `WATCHDOG=1` every few seconds).
+    /// Permanent, with the contract's defaults (no watchdog unless configured; the worker
+    /// sends `WATCHDOG=1` every few seconds, so `heartbeat_timeout` can be set safely).
     fn policy(&self) -> RestartPolicy {
-        RestartPolicy {
-            heartbeat_timeout: Some(Duration::from_secs(60)),
-            ..RestartPolicy::permanent()
-        }
+        RestartPolicy::permanent()
     }
 }
