@@ -1,3 +1,51 @@
 //! vigil: keeps worker processes alive, and tells you why they died.
+//!
+//! This file is a switchboard: parse the command line, call the command's function, print an
+//! error as one line on stderr and turn it into the exit status. Each command lives in
+//! `commands/`.
+
+mod cli;
+mod commands;
+mod config;
+mod error;
 mod workers;
-fn main() {}
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use vigil_actors::root::WorkerAction;
+
+use crate::cli::{Cli, Command, WorkerCommand};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            if err.is_located() {
+                eprintln!("{err}");
+            } else {
+                eprintln!("vigil: {err}");
+            }
+            err.exit_code()
+        }
+    }
+}
+
+/// One arm per command, one function per arm.
+fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let config = cli.config.as_path();
+    match cli.command {
+        Command::Serve => commands::serve::run(config),
+        Command::Check => commands::check::run(config),
+        Command::Dump(args) => commands::control::dump(config, &args),
+        Command::Status(args) => commands::control::status(config, &args),
+        Command::Restart(args) => commands::control::act(config, WorkerAction::Restart, &args),
+        Command::Stop(args) => commands::control::act(config, WorkerAction::Stop, &args),
+        Command::Start(args) => commands::control::act(config, WorkerAction::Start, &args),
+        Command::Shutdown => commands::control::shutdown(config),
+        Command::History(args) => commands::history::run(config, &args),
+        Command::Worker(WorkerCommand::Indexing(args)) => commands::worker::indexing(config, &args),
+    }
+}

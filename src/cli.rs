@@ -1,0 +1,115 @@
+//! The command line: clap types only, as the contract lists them.
+//!
+//! Owns the names, arguments and help of every command. It must not do any work: `main.rs`
+//! dispatches each command to its function in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// vigil keeps worker processes alive, and tells you why they died.
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about)]
+pub struct Cli {
+    /// The config file; relative paths inside it resolve against its folder.
+    #[arg(long, global = true, value_name = "PATH", default_value = "config.ron")]
+    pub config: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server in the foreground until SIGTERM/SIGINT or `vigil shutdown`.
+    Serve,
+    /// Validate the config and exit 0, or print FILE:LINE:COL: message and exit 2.
+    Check,
+    /// Print the live supervision tree of the running server.
+    Dump(DumpArgs),
+    /// Print one line (or JSON object) per worker of the running server.
+    Status(StatusArgs),
+    /// Restart one worker through the running server; returns once it is done.
+    Restart(WorkerArg),
+    /// Stop one worker (it stays stopped until `start`); returns once it has stopped.
+    Stop(WorkerArg),
+    /// Start a stopped worker through the running server; returns once it has started.
+    Start(WorkerArg),
+    /// Ask the running server to stop gracefully; returns when it has.
+    Shutdown,
+    /// Print exit records from the history database, newest first (server not needed).
+    History(HistoryArgs),
+    /// Run a built-in worker program in the foreground.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+}
+
+/// `vigil dump [--json]`.
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vigil status [WORKER] [--json]`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this worker.
+    pub worker: Option<String>,
+    /// Print a JSON list instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vigil restart|stop|start WORKER`.
+#[derive(Debug, Args)]
+pub struct WorkerArg {
+    /// The worker's configured name.
+    pub worker: String,
+}
+
+/// `vigil history [WORKER] [--limit N] [--json]`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this worker's records.
+    pub worker: Option<String>,
+    /// At most this many records.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+    /// Print a JSON list instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vigil worker KIND`: the built-in worker programs.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Run the indexing worker with the settings the server would give it.
+    Indexing(IndexingArgs),
+}
+
+/// `vigil worker indexing [--name NAME] [--once]`.
+#[derive(Debug, Args)]
+pub struct IndexingArgs {
+    /// The config's Indexing worker to run (needed when there are several).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Run one cycle and exit 0.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,11 @@
+//! One module per command (or family of commands); each exposes functions returning
+//! `Result<ExitCode, CliError>` that `main.rs` calls.
+//!
+//! Owns nothing shared: a command uses `config`, the library and its own rendering. It must not
+//! parse the command line (`cli.rs`) or print errors (`main.rs`).
+
+pub mod check;
+pub mod control;
+pub mod history;
+pub mod serve;
+pub mod worker;

@@ -1,0 +1,257 @@
+//! The RON shape of `config.ron`: serde types that mirror the file, and the file-level defaults.
+//!
+//! Owns what a user may write and what an omitted field means. Every struct rejects unknown
+//! fields. Durations and signals are parsed here, while RON still knows the position, so a bad
+//! `"5x"` is reported at its line and column. It must not resolve paths or check relations
+//! between fields (`initial <= max`, unique names): `resolve.rs` does that.
+//!
+//! Defaults, in one place:
+//! - file level (here): `data_dir` `"var"`, `log_dir` `"<data_dir>/log"`, `workers` `[]`,
+//!   `log: (max_bytes: 10485760, max_files: 5)` ([`LogSpec`]'s constants), Indexing `roots`
+//!   `["."]` and `interval` `"30s"`, Command `env` `{}` and `cwd` `None`;
+//! - restart policy: an omitted field keeps the worker type's
+//!   [`policy()`](vigil_actors::worker_type::WorkerType::policy) (for the built-in types:
+//!   Permanent; backoff 100ms..30s ×2 ±0.1 reset after 60s; intensity 5 within 60s;
+//!   SIGTERM with 5s grace; `start_secs` 1s; no heartbeat), and the root's omitted fields keep
+//!   [`RootSpec::default()`](vigil_actors::spec::RootSpec) (backoff 5s..5m, no intensity).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+use vigil_actors::signal::Signal;
+use vigil_actors::spec::{LogSpec, RestartType};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "config", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `history.sqlite`, `index.sqlite`, `vigil.sock`, `vigil.lock`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Worker logs and `vigil.log`; `None` means `<data_dir>/log`.
+    #[serde(default)]
+    pub log_dir: Option<PathBuf>,
+    /// The root supervisor's policy.
+    #[serde(default)]
+    pub root: RootFile,
+    /// Workers, in start order.
+    #[serde(default)]
+    pub workers: Vec<WorkerFile>,
+}
+
+/// `root: (backoff: (..), intensity: None)`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "root", deny_unknown_fields)]
+pub struct RootFile {
+    /// Delay before a failed WorkerSupervisor is started afresh.
+    #[serde(default)]
+    pub backoff: BackoffFile,
+    /// With `Some`: too many escalations stop the server (exit 3).
+    #[serde(default)]
+    pub intensity: Option<IntensityFile>,
+}
+
+/// One worker.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "worker", deny_unknown_fields)]
+pub struct WorkerFile {
+    /// Unique; also the log file's stem.
+    pub name: String,
+    /// What it runs.
+    pub kind: KindFile,
+    /// Permanent | Transient | Temporary.
+    #[serde(default)]
+    pub restart: Option<RestartType>,
+    /// Delay between restarts.
+    #[serde(default)]
+    pub backoff: BackoffFile,
+    /// Restarts allowed before escalating to the root.
+    #[serde(default)]
+    pub intensity: IntensityFile,
+    /// How the worker is stopped.
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+    /// `running` after `READY=1` or this long alive.
+    #[serde(default)]
+    pub start_secs: Option<Dur>,
+    /// Outer `None`: the field is absent (keep the type's default); `Some(None)`: `None` written.
+    #[serde(default, deserialize_with = "present")]
+    pub heartbeat_timeout: Option<Option<Dur>>,
+    /// Log rotation.
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+/// The built-in worker kinds.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "kind", deny_unknown_fields)]
+pub enum KindFile {
+    /// `vigil worker indexing`, run by the server with this config.
+    Indexing {
+        /// Folders to discover projects under.
+        #[serde(default = "default_roots")]
+        roots: Vec<PathBuf>,
+        /// Time between the start of one cycle and the next.
+        #[serde(default = "default_interval")]
+        interval: Dur,
+    },
+    /// Any program.
+    Command {
+        /// Program and arguments, never through a shell unless argv says so.
+        argv: Vec<String>,
+        /// Extra environment.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        /// Working directory; `None` keeps the server's.
+        #[serde(default)]
+        cwd: Option<PathBuf>,
+    },
+}
+
+/// `backoff: (initial, max, multiplier, jitter, reset_after)`, each optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "backoff", deny_unknown_fields)]
+pub struct BackoffFile {
+    /// Delay before the first restart.
+    #[serde(default)]
+    pub initial: Option<Dur>,
+    /// Upper bound.
+    #[serde(default)]
+    pub max: Option<Dur>,
+    /// Growth per consecutive restart.
+    #[serde(default)]
+    pub multiplier: Option<f64>,
+    /// Relative jitter.
+    #[serde(default)]
+    pub jitter: Option<f64>,
+    /// A run this long resets the growth.
+    #[serde(default)]
+    pub reset_after: Option<Dur>,
+}
+
+/// `intensity: (max_restarts, within)`, each optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "intensity", deny_unknown_fields)]
+pub struct IntensityFile {
+    /// Restarts allowed inside the window.
+    #[serde(default)]
+    pub max_restarts: Option<u32>,
+    /// The sliding window.
+    #[serde(default)]
+    pub within: Option<Dur>,
+}
+
+/// `shutdown: (signal, grace)`, each optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "shutdown", deny_unknown_fields)]
+pub struct ShutdownFile {
+    /// The first signal sent to the group.
+    #[serde(default)]
+    pub signal: Option<SignalName>,
+    /// Wait this long before SIGKILL.
+    #[serde(default)]
+    pub grace: Option<Dur>,
+}
+
+/// `log: (max_bytes, max_files)`: rotation of `<log_dir>/<name>.log`.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "log", deny_unknown_fields)]
+pub struct LogFile {
+    /// Rotate when the file would grow past this.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept.
+    #[serde(default = "default_max_files")]
+    pub max_files: u32,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        LogFile {
+            max_bytes: default_max_bytes(),
+            max_files: default_max_files(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+
+/// The log folder's name inside `data_dir` when `log_dir` is omitted.
+pub const DEFAULT_LOG_SUBDIR: &str = "log";
+
+fn default_roots() -> Vec<PathBuf> {
+    vec![PathBuf::from(".")]
+}
+
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+fn default_max_bytes() -> u64 {
+    LogSpec::DEFAULT_MAX_BYTES
+}
+
+fn default_max_files() -> u32 {
+    LogSpec::DEFAULT_MAX_FILES
+}
+
+/// Marks a field as present, so that `None` written in the file differs from no field at all.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Dur>>, D::Error> {
+    Option::<Dur>::deserialize(d).map(Some)
+}
+
+/// A duration written as a humantime string: `"250ms"`, `"5s"`, `"2m"`, `"1h 30m"`, `"0s"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct DurVisitor;
+        impl Visitor<'_> for DurVisitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string such as \"250ms\", \"5s\" or \"2m\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
+                humantime::parse_duration(s).map(Dur).map_err(|e| {
+                    let why = match e {
+                        humantime::DurationError::UnknownUnit { unit, .. } => {
+                            format!("unknown unit {unit:?}")
+                        }
+                        other => other.to_string(),
+                    };
+                    E::custom(format_args!(
+                        "invalid duration {s:?} ({why}); write it as \"250ms\", \"5s\" or \"2m\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+/// A signal written by name or number: `"SIGTERM"`, `"TERM"`, `"15"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalName(pub Signal);
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SignalVisitor;
+        impl Visitor<'_> for SignalVisitor {
+            type Value = SignalName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a signal name such as \"SIGTERM\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SignalName, E> {
+                s.parse::<Signal>().map(SignalName).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(SignalVisitor)
+    }
+}

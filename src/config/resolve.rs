@@ -1,0 +1,355 @@
+//! From the parsed file to the library's resolved [`TreeSpec`]: validation and path resolution.
+//!
+//! Owns every rule that a well-typed file can still break (unique, file-safe names; non-empty
+//! argv; multiplier >= 1; 0 <= jitter <= 1; initial <= max; ...), the merge of a worker type's
+//! default policy with what the file overrides, and the resolution of relative paths against the
+//! config file's folder. It must not read files or touch the OS beyond `current_exe`.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigil_actors::spec::{
+    BackoffSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec, ShutdownSpec, TreeSpec,
+    WorkerSpec,
+};
+use vigil_actors::worker_type::{CommandWorker, WorkerType};
+
+use super::error::{ConfigError, Position};
+use super::file::{
+    BackoffFile, ConfigFile, DEFAULT_LOG_SUBDIR, IntensityFile, KindFile, LogFile, ShutdownFile,
+    WorkerFile,
+};
+use crate::workers::indexing::IndexingSettings;
+use crate::workers::indexing::kind::IndexingWorker;
+
+/// Smallest `log.max_bytes` accepted: below one page, rotation would churn on every line.
+pub const MIN_LOG_BYTES: u64 = 4096;
+
+/// Where the file came from: used to resolve paths and to point errors at a line.
+pub struct Source<'a> {
+    /// The path as the user named it (shown in messages).
+    pub shown: &'a Path,
+    /// The folder of the absolute config path; relative paths resolve against it.
+    pub base: &'a Path,
+    /// The file's text, to find a worker's `name:` line.
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    fn invalid(&self, worker: Option<&str>, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.shown.to_path_buf(),
+            at: worker.and_then(|name| locate_name(self.text, name)),
+            message,
+        }
+    }
+
+    fn worker_error(&self, name: &str, message: String) -> ConfigError {
+        self.invalid(Some(name), format!("worker {name:?}: {message}"))
+    }
+
+    /// `base/p`, normalised; an absolute `p` stays itself.
+    fn path(&self, p: &Path) -> PathBuf {
+        normalize(&self.base.join(p))
+    }
+}
+
+/// What `resolve` produces besides the tree: each Indexing worker's settings, in config order.
+pub struct Resolved {
+    pub tree: TreeSpec,
+    pub indexing: Vec<IndexingSettings>,
+}
+
+/// Validates `file` and builds the tree. `config_path` is the absolute path of the file.
+pub fn resolve(
+    file: ConfigFile,
+    src: &Source,
+    config_path: &Path,
+) -> Result<Resolved, ConfigError> {
+    let data_dir = src.path(&file.data_dir);
+    let log_dir = match &file.log_dir {
+        Some(dir) => src.path(dir),
+        None => data_dir.join(DEFAULT_LOG_SUBDIR),
+    };
+
+    let root_default = RootSpec::default();
+    let root = RootSpec {
+        backoff: backoff(root_default.backoff, &file.root.backoff)
+            .map_err(|m| src.invalid(None, format!("root: {m}")))?,
+        intensity: match &file.root.intensity {
+            None => None,
+            Some(i) => Some(
+                intensity(IntensitySpec::default(), i)
+                    .map_err(|m| src.invalid(None, format!("root: {m}")))?,
+            ),
+        },
+    };
+
+    let mut seen = HashSet::new();
+    let mut workers = Vec::with_capacity(file.workers.len());
+    let mut indexing = Vec::new();
+    let mut exe: Option<PathBuf> = None;
+    for w in &file.workers {
+        check_name(&w.name).map_err(|m| src.invalid(Some(&w.name), m))?;
+        if !seen.insert(w.name.as_str()) {
+            return Err(ConfigError::Invalid {
+                path: src.shown.to_path_buf(),
+                at: locate_nth_name(src.text, &w.name, 1),
+                message: format!(
+                    "worker name {:?} is used twice; names must be unique",
+                    w.name
+                ),
+            });
+        }
+        let worker_type: Arc<dyn WorkerType> = match &w.kind {
+            KindFile::Command { argv, env, cwd } => Arc::new(CommandWorker {
+                launch: launch(src, argv, env, cwd.as_deref(), &w.name)?,
+            }),
+            KindFile::Indexing { roots, interval } => {
+                if roots.is_empty() {
+                    return Err(src.worker_error(&w.name, "kind.roots must not be empty".into()));
+                }
+                if interval.0.is_zero() {
+                    return Err(src.worker_error(&w.name, "kind.interval must be above 0s".into()));
+                }
+                indexing.push(IndexingSettings {
+                    worker_name: w.name.clone(),
+                    roots: roots.iter().map(|r| src.path(r)).collect(),
+                    interval: interval.0,
+                    db_path: data_dir.join("index.sqlite"),
+                });
+                let exe = match &exe {
+                    Some(exe) => exe.clone(),
+                    None => {
+                        let found = std::env::current_exe().map_err(|e| {
+                            src.worker_error(
+                                &w.name,
+                                format!("cannot locate the vigil executable to run it: {e}"),
+                            )
+                        })?;
+                        exe.insert(found).clone()
+                    }
+                };
+                Arc::new(IndexingWorker {
+                    exe,
+                    config_path: config_path.to_path_buf(),
+                })
+            }
+        };
+        let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
+        let log = log_spec(&log_dir, &w.name, &w.log).map_err(|m| src.worker_error(&w.name, m))?;
+        workers.push(WorkerSpec {
+            name: w.name.clone(),
+            worker_type,
+            policy,
+            log,
+        });
+    }
+
+    Ok(Resolved {
+        tree: TreeSpec {
+            data_dir,
+            log_dir,
+            config_path: Some(config_path.to_path_buf()),
+            root,
+            workers,
+        },
+        indexing,
+    })
+}
+
+/// A name must be usable as a file stem: `[A-Za-z0-9._-]+`, not starting with `.`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a worker name must not be empty".into());
+    }
+    if name.starts_with('.') {
+        return Err(format!("worker name {name:?} must not start with '.'"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "worker name {name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn launch(
+    src: &Source,
+    argv: &[String],
+    env: &std::collections::BTreeMap<String, String>,
+    cwd: Option<&Path>,
+    name: &str,
+) -> Result<Launch, ConfigError> {
+    let Some(program) = argv.first() else {
+        return Err(src.worker_error(name, "kind.argv must not be empty".into()));
+    };
+    if program.is_empty() {
+        return Err(src.worker_error(name, "kind.argv[0] must not be empty".into()));
+    }
+    if let Some(key) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
+        return Err(src.worker_error(
+            name,
+            format!("kind.env key {key:?} must be non-empty, without '=' or NUL"),
+        ));
+    }
+    // A bare program name is looked up in PATH; only a path with a '/' is resolved here.
+    let program = if program.contains('/') {
+        src.path(Path::new(program)).into_os_string()
+    } else {
+        OsString::from(program)
+    };
+    let argv = std::iter::once(program)
+        .chain(argv[1..].iter().map(OsString::from))
+        .collect();
+    Ok(Launch {
+        argv,
+        env: env.clone(),
+        cwd: cwd.map(|c| src.path(c)),
+    })
+}
+
+/// The type's policy with the file's fields laid over it.
+fn policy(base: RestartPolicy, w: &WorkerFile) -> Result<RestartPolicy, String> {
+    let heartbeat_timeout = match w.heartbeat_timeout {
+        None => base.heartbeat_timeout,
+        Some(None) => None,
+        Some(Some(d)) if d.0.is_zero() => {
+            return Err("heartbeat_timeout must be above 0s (or None for no watchdog)".into());
+        }
+        Some(Some(d)) => Some(d.0),
+    };
+    Ok(RestartPolicy {
+        restart: w.restart.unwrap_or(base.restart),
+        backoff: backoff(base.backoff, &w.backoff)?,
+        intensity: intensity(base.intensity, &w.intensity)?,
+        shutdown: shutdown(base.shutdown, &w.shutdown),
+        start_secs: w.start_secs.map_or(base.start_secs, |d| d.0),
+        heartbeat_timeout,
+    })
+}
+
+fn backoff(base: BackoffSpec, f: &BackoffFile) -> Result<BackoffSpec, String> {
+    let b = BackoffSpec {
+        initial: f.initial.map_or(base.initial, |d| d.0),
+        max: f.max.map_or(base.max, |d| d.0),
+        multiplier: f.multiplier.unwrap_or(base.multiplier),
+        jitter: f.jitter.unwrap_or(base.jitter),
+        reset_after: f.reset_after.map_or(base.reset_after, |d| d.0),
+    };
+    if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
+        return Err(format!(
+            "backoff.multiplier must be a number >= 1, got {}",
+            b.multiplier
+        ));
+    }
+    if !(0.0..=1.0).contains(&b.jitter) {
+        return Err(format!(
+            "backoff.jitter must be between 0 and 1, got {}",
+            b.jitter
+        ));
+    }
+    if b.initial > b.max {
+        return Err(format!(
+            "backoff.initial ({}) must not exceed backoff.max ({})",
+            show(b.initial),
+            show(b.max)
+        ));
+    }
+    Ok(b)
+}
+
+fn intensity(base: IntensitySpec, f: &IntensityFile) -> Result<IntensitySpec, String> {
+    let i = IntensitySpec {
+        max_restarts: f.max_restarts.unwrap_or(base.max_restarts),
+        within: f.within.map_or(base.within, |d| d.0),
+    };
+    if i.within.is_zero() {
+        return Err("intensity.within must be above 0s".into());
+    }
+    Ok(i)
+}
+
+fn shutdown(base: ShutdownSpec, f: &ShutdownFile) -> ShutdownSpec {
+    ShutdownSpec {
+        signal: f.signal.map_or(base.signal, |s| s.0),
+        grace: f.grace.map_or(base.grace, |d| d.0),
+    }
+}
+
+fn log_spec(log_dir: &Path, name: &str, f: &LogFile) -> Result<LogSpec, String> {
+    if f.max_bytes < MIN_LOG_BYTES {
+        return Err(format!(
+            "log.max_bytes must be at least {MIN_LOG_BYTES}, got {}",
+            f.max_bytes
+        ));
+    }
+    if f.max_files < 1 {
+        return Err("log.max_files must be at least 1".into());
+    }
+    Ok(LogSpec {
+        path: log_dir.join(format!("{name}.log")),
+        max_bytes: f.max_bytes,
+        max_files: f.max_files,
+    })
+}
+
+fn show(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// Removes `.` components and folds `..` into its parent, without touching the filesystem.
+/// Meant for absolute paths (`..` above `/` stays at `/`).
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() && !out.has_root() {
+                    out.push(c);
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The position of the first `name: "NAME"` in `text`, if any.
+fn locate_name(text: &str, name: &str) -> Option<Position> {
+    locate_nth_name(text, name, 0)
+}
+
+/// The position of the `n`-th (from 0) `name: "NAME"` in `text`: the opening quote.
+/// A cheap scan, not a parser: good enough to point at a worker, and `None` when unsure.
+fn locate_nth_name(text: &str, name: &str, n: usize) -> Option<Position> {
+    let quoted = format!("{name:?}");
+    let mut found = 0;
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(off) = line[from..].find(&quoted) {
+            let col = from + off;
+            let before = line[..col].trim_end();
+            if let Some(key) = before.strip_suffix(':') {
+                if key.trim_end().ends_with("name") {
+                    if found == n {
+                        return Some(Position {
+                            line: i + 1,
+                            col: line[..col].chars().count() + 1,
+                        });
+                    }
+                    found += 1;
+                }
+            }
+            from = col + quoted.len();
+        }
+    }
+    None
+}

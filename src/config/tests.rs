@@ -1,0 +1,619 @@
+//! Unit tests for config parsing, defaults, validation and path resolution.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vigil_actors::signal::Signal;
+use vigil_actors::spec::{RestartPolicy, RestartType, RootSpec, WorkerSpec};
+
+use super::resolve::normalize;
+use super::*;
+
+const FILE: &str = "/cfg/config.ron";
+
+fn parse(text: &str) -> Result<Loaded, ConfigError> {
+    parse_text(text, Path::new(FILE), Path::new(FILE), Path::new("/cfg"))
+}
+
+fn ok(text: &str) -> Loaded {
+    match parse(text) {
+        Ok(l) => l,
+        Err(e) => panic!("expected a valid config, got: {e}"),
+    }
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// One Command worker named `w` with `extra` fields appended.
+fn one(extra: &str) -> String {
+    format!("(workers: [(name: \"w\", kind: Command(argv: [\"prog\"]), {extra})])")
+}
+
+fn worker(l: &Loaded) -> &WorkerSpec {
+    &l.tree.workers[0]
+}
+
+fn argv(l: &Loaded, i: usize) -> Vec<OsString> {
+    l.tree.workers[i]
+        .worker_type
+        .launch(&ctx(l, i))
+        .unwrap()
+        .argv
+}
+
+fn ctx(l: &Loaded, i: usize) -> vigil_actors::worker_type::LaunchContext {
+    vigil_actors::worker_type::LaunchContext {
+        name: l.tree.workers[i].name.clone(),
+        generation: 1,
+        data_dir: l.tree.data_dir.clone(),
+        log_path: l.tree.workers[i].log.path.clone(),
+    }
+}
+
+fn launch(l: &Loaded, i: usize) -> vigil_actors::spec::Launch {
+    l.tree.workers[i].worker_type.launch(&ctx(l, i)).unwrap()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ms(m: u64) -> Duration {
+    Duration::from_millis(m)
+}
+
+// ---------------------------------------------------------------- defaults
+
+#[test]
+fn empty_file_has_file_level_defaults_and_no_workers() {
+    let l = ok("()");
+    assert_eq!(l.tree.data_dir, PathBuf::from("/cfg/var"));
+    assert_eq!(l.tree.log_dir, PathBuf::from("/cfg/var/log"));
+    assert_eq!(l.tree.config_path, Some(PathBuf::from(FILE)));
+    assert_eq!(l.path, PathBuf::from(FILE));
+    assert!(l.tree.workers.is_empty());
+    assert_eq!(l.tree.root, RootSpec::default());
+}
+
+#[test]
+fn root_defaults_are_the_contracts() {
+    let root = ok("()").tree.root;
+    assert_eq!(root.backoff.initial, secs(5));
+    assert_eq!(root.backoff.max, secs(300));
+    assert_eq!(root.intensity, None);
+}
+
+#[test]
+fn worker_defaults_are_the_contracts() {
+    let l = ok(&one(""));
+    let w = worker(&l);
+    assert_eq!(w.name, "w");
+    assert_eq!(w.worker_type.kind(), "command");
+    let p = w.policy;
+    assert_eq!(p, RestartPolicy::permanent());
+    assert_eq!(p.restart, RestartType::Permanent);
+    assert_eq!(p.backoff.initial, ms(100));
+    assert_eq!(p.backoff.max, secs(30));
+    assert_eq!(p.backoff.multiplier, 2.0);
+    assert_eq!(p.backoff.jitter, 0.1);
+    assert_eq!(p.backoff.reset_after, secs(60));
+    assert_eq!(p.intensity.max_restarts, 5);
+    assert_eq!(p.intensity.within, secs(60));
+    assert_eq!(p.shutdown.signal, Signal::TERM);
+    assert_eq!(p.shutdown.grace, secs(5));
+    assert_eq!(p.start_secs, secs(1));
+    assert_eq!(p.heartbeat_timeout, None);
+    assert_eq!(w.log.path, PathBuf::from("/cfg/var/log/w.log"));
+    assert_eq!(w.log.max_bytes, 10 * 1024 * 1024);
+    assert_eq!(w.log.max_files, 5);
+    let launch = launch(&l, 0);
+    assert_eq!(launch.argv, vec![OsString::from("prog")]);
+    assert!(launch.env.is_empty());
+    assert_eq!(launch.cwd, None);
+}
+
+#[test]
+fn indexing_defaults_and_launch() {
+    let l = ok("(workers: [(name: \"idx\", kind: Indexing())])");
+    let w = worker(&l);
+    assert_eq!(w.worker_type.kind(), "indexing");
+    assert_eq!(w.policy, RestartPolicy::permanent());
+    let s = l.indexing_settings(None).unwrap();
+    assert_eq!(s.worker_name, "idx");
+    assert_eq!(s.roots, vec![PathBuf::from("/cfg")]);
+    assert_eq!(s.interval, secs(30));
+    assert_eq!(s.db_path, PathBuf::from("/cfg/var/index.sqlite"));
+    let argv = argv(&l, 0);
+    assert_eq!(argv[0], std::env::current_exe().unwrap().into_os_string());
+    let rest: Vec<_> = argv[1..].iter().map(|a| a.to_str().unwrap()).collect();
+    assert_eq!(
+        rest,
+        ["worker", "indexing", "--config", FILE, "--name", "idx"]
+    );
+}
+
+#[test]
+fn the_contract_example_parses_with_its_values() {
+    let l = ok(r#"(
+    data_dir: "var",                 // history.sqlite, index.sqlite, vigil.sock, vigil.lock
+    log_dir: "var/log",              // default: "<data_dir>/log"
+    root: (backoff: (initial: "5s", max: "5m"), intensity: None),  // escalations, see below
+    workers: [
+        (
+            name: "indexing",
+            kind: Indexing(roots: ["."], interval: "30s"),
+            restart: Permanent,          // Permanent | Transient | Temporary (OTP meanings)
+            backoff: (initial: "100ms", max: "30s", multiplier: 2.0, jitter: 0.1, reset_after: "60s"),
+            intensity: (max_restarts: 5, within: "60s"),
+            shutdown: (signal: "SIGTERM", grace: "5s"),
+            start_secs: "1s",              // running after READY=1 or this long alive; "0s" allowed
+            heartbeat_timeout: Some("30s"),  // default None: no watchdog
+        ),
+        (
+            name: "echo",
+            kind: Command(argv: ["/bin/sh", "-c", "echo hi; sleep 60"], env: {"K": "V"}, cwd: None),
+        ),
+    ],
+)"#);
+    assert_eq!(l.tree.log_dir, PathBuf::from("/cfg/var/log"));
+    let names: Vec<_> = l.tree.workers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["indexing", "echo"]);
+    assert_eq!(l.tree.workers[0].policy.heartbeat_timeout, Some(secs(30)));
+    let echo = launch(&l, 1);
+    assert_eq!(
+        echo.argv,
+        ["/bin/sh", "-c", "echo hi; sleep 60"].map(OsString::from)
+    );
+    assert_eq!(echo.env.get("K").map(String::as_str), Some("V"));
+    assert_eq!(echo.cwd, None);
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.ron");
+    let l = load(&path).unwrap();
+    assert!(
+        l.tree
+            .workers
+            .iter()
+            .any(|w| w.worker_type.kind() == "indexing")
+    );
+    let s = l.indexing_settings(Some("indexing")).unwrap();
+    assert_eq!(s.roots, vec![PathBuf::from(env!("CARGO_MANIFEST_DIR"))]);
+}
+
+// ---------------------------------------------------------------- overrides and forms
+
+#[test]
+fn every_policy_field_overrides_the_type_default() {
+    let l = ok(&one(r#"restart: Transient,
+        backoff: (initial: "0s", max: "2m", multiplier: 1.5, jitter: 0.0, reset_after: "10m"),
+        intensity: (max_restarts: 0, within: "1s"),
+        shutdown: (signal: "SIGINT", grace: "0s"),
+        start_secs: "0s",
+        heartbeat_timeout: "250ms",
+        log: (max_bytes: 4096, max_files: 1)"#));
+    let p = worker(&l).policy;
+    assert_eq!(p.restart, RestartType::Transient);
+    assert_eq!(p.backoff.initial, Duration::ZERO);
+    assert_eq!(p.backoff.max, secs(120));
+    assert_eq!(p.backoff.multiplier, 1.5);
+    assert_eq!(p.backoff.jitter, 0.0);
+    assert_eq!(p.backoff.reset_after, secs(600));
+    assert_eq!(p.intensity.max_restarts, 0);
+    assert_eq!(p.intensity.within, secs(1));
+    assert_eq!(
+        p.shutdown.signal,
+        Signal::from_number(libc::SIGINT).unwrap()
+    );
+    assert_eq!(p.shutdown.grace, Duration::ZERO);
+    assert_eq!(p.start_secs, Duration::ZERO);
+    assert_eq!(p.heartbeat_timeout, Some(ms(250)));
+    assert_eq!(worker(&l).log.max_bytes, 4096);
+    assert_eq!(worker(&l).log.max_files, 1);
+}
+
+#[test]
+fn partial_sections_keep_the_other_defaults() {
+    let p = worker(&ok(&one(
+        r#"backoff: (max: "1m"), shutdown: (grace: "1s")"#,
+    )))
+    .policy;
+    assert_eq!(p.backoff.max, secs(60));
+    assert_eq!(p.backoff.initial, ms(100));
+    assert_eq!(p.backoff.multiplier, 2.0);
+    assert_eq!(p.shutdown.signal, Signal::TERM);
+    assert_eq!(p.shutdown.grace, secs(1));
+    assert_eq!(p.intensity.max_restarts, 5);
+}
+
+#[test]
+fn restart_types_parse() {
+    for (text, want) in [
+        ("Permanent", RestartType::Permanent),
+        ("Transient", RestartType::Transient),
+        ("Temporary", RestartType::Temporary),
+    ] {
+        assert_eq!(
+            worker(&ok(&one(&format!("restart: {text}"))))
+                .policy
+                .restart,
+            want
+        );
+    }
+    let e = err(&one("restart: Sometimes"));
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    assert!(e.to_string().contains("Sometimes"), "{e}");
+}
+
+#[test]
+fn signals_by_name_short_name_and_number() {
+    for text in ["SIGKILL", "KILL", "9"] {
+        let l = ok(&one(&format!("shutdown: (signal: {text:?})")));
+        assert_eq!(worker(&l).policy.shutdown.signal, Signal::KILL);
+    }
+}
+
+#[test]
+fn heartbeat_some_none_bare_and_absent() {
+    let hb = |extra: &str| worker(&ok(&one(extra))).policy.heartbeat_timeout;
+    assert_eq!(hb(r#"heartbeat_timeout: Some("30s")"#), Some(secs(30)));
+    assert_eq!(hb(r#"heartbeat_timeout: "30s""#), Some(secs(30)));
+    assert_eq!(hb("heartbeat_timeout: None"), None);
+    assert_eq!(hb(""), None);
+}
+
+#[test]
+fn root_intensity_some_bare_and_none() {
+    let root = |text: &str| ok(text).tree.root;
+    let some = root(r#"(root: (intensity: Some((max_restarts: 3, within: "10m"))))"#);
+    assert_eq!(
+        some.intensity.map(|i| (i.max_restarts, i.within)),
+        Some((3, secs(600)))
+    );
+    let bare = root(r#"(root: (intensity: (max_restarts: 2, within: "1m")))"#);
+    assert_eq!(
+        bare.intensity.map(|i| (i.max_restarts, i.within)),
+        Some((2, secs(60)))
+    );
+    assert_eq!(root("(root: (intensity: None))").intensity, None);
+    let backoff = root(r#"(root: (backoff: (initial: "1s", max: "2s", jitter: 0.0)))"#).backoff;
+    assert_eq!(
+        (backoff.initial, backoff.max, backoff.jitter),
+        (secs(1), secs(2), 0.0)
+    );
+}
+
+#[test]
+fn cwd_some_bare_and_none() {
+    let cwd = |c: &str| {
+        let text = format!("(workers: [(name: \"w\", kind: Command(argv: [\"p\"], cwd: {c}))])");
+        launch(&ok(&text), 0).cwd
+    };
+    assert_eq!(cwd(r#"Some("/tmp")"#), Some(PathBuf::from("/tmp")));
+    assert_eq!(cwd(r#""/tmp""#), Some(PathBuf::from("/tmp")));
+    assert_eq!(cwd("None"), None);
+}
+
+#[test]
+fn durations_accept_humantime_forms() {
+    for (text, want) in [
+        ("250ms", ms(250)),
+        ("5s", secs(5)),
+        ("2m", secs(120)),
+        ("1h 30m", secs(5400)),
+        ("0s", Duration::ZERO),
+    ] {
+        let l = ok(&one(&format!("start_secs: {text:?}")));
+        assert_eq!(worker(&l).policy.start_secs, want, "{text}");
+    }
+}
+
+// ---------------------------------------------------------------- paths
+
+#[test]
+fn relative_paths_resolve_against_the_config_folder() {
+    let l = ok(r#"(
+        data_dir: "data",
+        log_dir: "../logs",
+        workers: [
+            (name: "a", kind: Command(argv: ["./bin/a", "./arg"], cwd: "sub/./dir")),
+            (name: "b", kind: Command(argv: ["bin/b"])),
+            (name: "c", kind: Command(argv: ["/abs/c"], cwd: "/abs")),
+            (name: "d", kind: Command(argv: ["sh"])),
+            (name: "e", kind: Indexing(roots: ["src", ".", "/srv/code", "x/../y"])),
+        ],
+    )"#);
+    assert_eq!(l.tree.data_dir, PathBuf::from("/cfg/data"));
+    assert_eq!(l.tree.log_dir, PathBuf::from("/logs"));
+    assert_eq!(l.tree.workers[0].log.path, PathBuf::from("/logs/a.log"));
+    let a = launch(&l, 0);
+    assert_eq!(
+        a.argv,
+        ["/cfg/bin/a", "./arg"].map(OsString::from),
+        "only argv[0] resolves"
+    );
+    assert_eq!(a.cwd, Some(PathBuf::from("/cfg/sub/dir")));
+    assert_eq!(argv(&l, 1), [OsString::from("/cfg/bin/b")]);
+    assert_eq!(launch(&l, 2).argv, [OsString::from("/abs/c")]);
+    assert_eq!(launch(&l, 2).cwd, Some(PathBuf::from("/abs")));
+    assert_eq!(
+        argv(&l, 3),
+        [OsString::from("sh")],
+        "a bare name is left to PATH"
+    );
+    let roots = l.indexing_settings(Some("e")).unwrap().roots;
+    assert_eq!(
+        roots,
+        ["/cfg/src", "/cfg", "/srv/code", "/cfg/y"].map(PathBuf::from)
+    );
+    assert_eq!(
+        l.indexing_settings(None).unwrap().db_path,
+        PathBuf::from("/cfg/data/index.sqlite")
+    );
+}
+
+#[test]
+fn log_dir_defaults_under_data_dir() {
+    let l = ok(r#"(data_dir: "/srv/vigil", workers: [(name: "w", kind: Command(argv: ["p"]))])"#);
+    assert_eq!(l.tree.data_dir, PathBuf::from("/srv/vigil"));
+    assert_eq!(l.tree.log_dir, PathBuf::from("/srv/vigil/log"));
+    assert_eq!(worker(&l).log.path, PathBuf::from("/srv/vigil/log/w.log"));
+}
+
+#[test]
+fn normalize_is_lexical() {
+    assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    assert_eq!(normalize(Path::new("/a/.")), PathBuf::from("/a"));
+    assert_eq!(normalize(Path::new("/..")), PathBuf::from("/"));
+}
+
+#[test]
+fn load_resolves_against_the_real_file_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    let file = dir.path().join("etc/vigil.ron");
+    std::fs::write(&file, r#"(data_dir: "../state")"#).unwrap();
+    let l = load(&file).unwrap();
+    let real = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(l.tree.data_dir, real.join("state"));
+    assert_eq!(l.path, real.join("etc/vigil.ron"));
+    assert_eq!(l.shown, file);
+}
+
+// ---------------------------------------------------------------- indexing selection
+
+#[test]
+fn indexing_settings_selection() {
+    let two = ok(r#"(workers: [
+        (name: "a", kind: Indexing(roots: ["a"], interval: "1m")),
+        (name: "cmd", kind: Command(argv: ["p"])),
+        (name: "b", kind: Indexing(roots: ["b"], interval: "2s")),
+    ])"#);
+    let b = two.indexing_settings(Some("b")).unwrap();
+    assert_eq!(
+        (b.roots, b.interval),
+        (vec![PathBuf::from("/cfg/b")], secs(2))
+    );
+    let msg = |r: Result<_, ConfigError>| r.unwrap_err().to_string();
+    let ambiguous = msg(two.indexing_settings(None));
+    assert!(
+        ambiguous.contains("several") && ambiguous.contains("--name"),
+        "{ambiguous}"
+    );
+    assert!(msg(two.indexing_settings(Some("cmd"))).contains("not an Indexing worker"));
+    assert!(msg(two.indexing_settings(Some("zz"))).contains("no Indexing worker named \"zz\""));
+    let none = msg(ok(&one("")).indexing_settings(None));
+    assert!(
+        none.starts_with(&format!("{FILE}: no Indexing worker")),
+        "{none}"
+    );
+}
+
+// ---------------------------------------------------------------- validation
+
+/// Asserts a validation error that mentions `needle`, pointing at worker `w`'s name line.
+fn invalid(text: &str, needle: &str) -> ConfigError {
+    let e = err(text);
+    assert!(
+        matches!(e, ConfigError::Invalid { .. }),
+        "not a validation error: {e}"
+    );
+    let s = e.to_string();
+    assert!(s.contains(needle), "{s:?} does not mention {needle:?}");
+    e
+}
+
+#[test]
+fn backoff_rules() {
+    invalid(&one("backoff: (multiplier: 0.5)"), "backoff.multiplier");
+    invalid(&one("backoff: (multiplier: inf)"), "backoff.multiplier");
+    invalid(&one("backoff: (multiplier: NaN)"), "backoff.multiplier");
+    invalid(&one("backoff: (jitter: 1.5)"), "backoff.jitter");
+    invalid(&one("backoff: (jitter: -0.1)"), "backoff.jitter");
+    invalid(&one("backoff: (jitter: NaN)"), "backoff.jitter");
+    invalid(
+        &one(r#"backoff: (initial: "1m")"#),
+        "backoff.initial (1m) must not exceed backoff.max (30s)",
+    );
+    invalid(
+        r#"(root: (backoff: (multiplier: 0.9)))"#,
+        "root: backoff.multiplier",
+    );
+    invalid(
+        r#"(root: (backoff: (initial: "10m")))"#,
+        "root: backoff.initial",
+    );
+    // The edges are allowed.
+    ok(&one(
+        r#"backoff: (multiplier: 1.0, jitter: 1.0, initial: "30s", max: "30s")"#,
+    ));
+}
+
+#[test]
+fn intensity_shutdown_heartbeat_and_log_rules() {
+    invalid(&one(r#"intensity: (within: "0s")"#), "intensity.within");
+    invalid(
+        r#"(root: (intensity: Some((within: "0s"))))"#,
+        "root: intensity.within",
+    );
+    invalid(
+        &one(r#"heartbeat_timeout: Some("0s")"#),
+        "heartbeat_timeout",
+    );
+    invalid(&one("log: (max_bytes: 4095)"), "log.max_bytes");
+    invalid(&one("log: (max_files: 0)"), "log.max_files");
+    let e = err(&one("intensity: (max_restarts: -1)"));
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+}
+
+#[test]
+fn kind_rules() {
+    invalid(
+        r#"(workers: [(name: "w", kind: Command(argv: []))])"#,
+        "kind.argv must not be empty",
+    );
+    invalid(
+        r#"(workers: [(name: "w", kind: Command(argv: [""]))])"#,
+        "kind.argv[0]",
+    );
+    invalid(
+        r#"(workers: [(name: "w", kind: Command(argv: ["p"], env: {"A=B": "1"}))])"#,
+        "kind.env",
+    );
+    invalid(
+        r#"(workers: [(name: "w", kind: Indexing(roots: []))])"#,
+        "kind.roots",
+    );
+    invalid(
+        r#"(workers: [(name: "w", kind: Indexing(interval: "0s"))])"#,
+        "kind.interval",
+    );
+    let e = err(r#"(workers: [(name: "w", kind: Command())])"#);
+    assert!(e.to_string().contains("argv"), "{e}");
+}
+
+#[test]
+fn name_rules() {
+    for bad in ["", ".hidden", "a/b", "a b", "é"] {
+        let text = format!("(workers: [(name: {bad:?}, kind: Command(argv: [\"p\"]))])");
+        let e = err(&text);
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{bad:?}: {e}");
+        assert!(e.to_string().contains("name"), "{e}");
+    }
+    for good in ["a", "A-1", "x.y_z", "0"] {
+        ok(&format!(
+            "(workers: [(name: {good:?}, kind: Command(argv: [\"p\"]))])"
+        ));
+    }
+}
+
+#[test]
+fn duplicate_names_point_at_the_second() {
+    let text = "(workers: [\n  (name: \"w\", kind: Command(argv: [\"p\"])),\n  (name: \"w\", kind: Command(argv: [\"q\"])),\n])";
+    let e = invalid(text, "used twice");
+    assert_eq!(e.position(), Some(Position { line: 3, col: 10 }));
+    assert!(e.to_string().starts_with(&format!("{FILE}:3:10: ")), "{e}");
+}
+
+#[test]
+fn validation_errors_point_at_the_worker_name() {
+    let text = "(\n  workers: [\n    (\n      name: \"slow\",\n      kind: Command(argv: [\"p\"]),\n      backoff: (multiplier: 0.1),\n    ),\n  ],\n)";
+    let e = invalid(text, "worker \"slow\": backoff.multiplier");
+    assert_eq!(e.position(), Some(Position { line: 4, col: 13 }));
+}
+
+// ---------------------------------------------------------------- syntax and unknown fields
+
+#[test]
+fn unknown_fields_are_rejected_everywhere() {
+    for (text, field) in [
+        ("(bogus: 1)".to_string(), "bogus"),
+        ("(root: (bogus: 1))".to_string(), "bogus"),
+        (one("bogus: 1"), "bogus"),
+        (one("backoff: (bogus: 1)"), "bogus"),
+        (one("intensity: (bogus: 1)"), "bogus"),
+        (one("shutdown: (bogus: 1)"), "bogus"),
+        (one("log: (bogus: 1)"), "bogus"),
+        (
+            r#"(workers: [(name: "w", kind: Command(argv: ["p"], bogus: 1))])"#.to_string(),
+            "bogus",
+        ),
+        (
+            r#"(workers: [(name: "w", kind: Indexing(bogus: 1))])"#.to_string(),
+            "bogus",
+        ),
+    ] {
+        let e = err(&text);
+        assert!(matches!(e, ConfigError::Parse { .. }), "{text}: {e}");
+        assert!(e.to_string().contains(field), "{text}: {e}");
+    }
+}
+
+#[test]
+fn unknown_kind_is_rejected() {
+    let e = err(r#"(workers: [(name: "w", kind: Docker(image: "x"))])"#);
+    assert!(e.to_string().contains("Docker"), "{e}");
+}
+
+#[test]
+fn missing_name_or_kind_is_rejected() {
+    assert!(
+        err(r#"(workers: [(kind: Command(argv: ["p"]))])"#)
+            .to_string()
+            .contains("name")
+    );
+    assert!(
+        err(r#"(workers: [(name: "w")])"#)
+            .to_string()
+            .contains("kind")
+    );
+}
+
+#[test]
+fn syntax_errors_carry_line_and_column() {
+    let e = err("(\n  data_dir: \"var\"\n  log_dir: \"x\",\n)");
+    let at = e.position().unwrap();
+    assert_eq!(at.line, 3);
+    assert!(
+        e.to_string().starts_with(&format!("{FILE}:3:{}: ", at.col)),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_durations_and_signals_carry_positions() {
+    let e = err(&format!(
+        "(\n{}\n)",
+        r#"root: (backoff: (initial: "5 parsecs"))"#
+    ));
+    assert_eq!(e.position().map(|p| p.line), Some(2), "{e}");
+    assert!(
+        e.to_string().contains("invalid duration \"5 parsecs\""),
+        "{e}"
+    );
+    let e = err(&one("start_secs: 5"));
+    assert!(e.to_string().contains("duration string"), "{e}");
+    let e = err(&one(r#"shutdown: (signal: "SIGNOPE")"#));
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    assert!(e.to_string().contains("SIGNOPE"), "{e}");
+}
+
+#[test]
+fn a_missing_file_is_a_read_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.ron");
+    let e = load(&path).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}: cannot read config: ", path.display())),
+        "{e}"
+    );
+}
