@@ -21,7 +21,6 @@ use ron::extensions::Extensions;
 use vigil_actors::spec::TreeSpec;
 
 pub use error::ConfigError;
-#[allow(unused_imports)]
 pub use error::Position;
 
 use crate::workers::indexing::IndexingSettings;

@@ -28,6 +28,12 @@ use crate::workers::indexing::kind::IndexingWorker;
 /// Smallest `log.max_bytes` accepted: below one page, rotation would churn on every line.
 pub const MIN_LOG_BYTES: u64 = 4096;
 
+/// The control socket's file name inside `data_dir` (as [`TreeSpec::socket_path`]).
+const SOCKET_NAME: &str = "vigil.sock";
+
+/// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Where the file came from: used to resolve paths and to point errors at a line.
 pub struct Source<'a> {
     /// The path as the user named it (shown in messages).
@@ -43,6 +49,15 @@ impl Source<'_> {
         ConfigError::Invalid {
             path: self.shown.to_path_buf(),
             at: worker.and_then(|name| locate_name(self.text, name)),
+            message,
+        }
+    }
+
+    /// An error about a top-level field (`root`, `data_dir`), pointing at its key when found.
+    fn field_error(&self, key: &str, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.shown.to_path_buf(),
+            at: locate_key(self.text, key),
             message,
         }
     }
@@ -75,15 +90,26 @@ pub fn resolve(
         None => data_dir.join(DEFAULT_LOG_SUBDIR),
     };
 
+    let socket = data_dir.join(SOCKET_NAME);
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(src.field_error(
+            "data_dir",
+            format!(
+                "data_dir is too deep: the control socket {} would exceed the {MAX_SOCKET_PATH}-byte limit of a Unix socket path",
+                socket.display()
+            ),
+        ));
+    }
+
     let root_default = RootSpec::default();
     let root = RootSpec {
         backoff: backoff(root_default.backoff, &file.root.backoff)
-            .map_err(|m| src.invalid(None, format!("root: {m}")))?,
+            .map_err(|m| src.field_error("root", format!("root: {m}")))?,
         intensity: match &file.root.intensity {
             None => None,
             Some(i) => Some(
                 intensity(IntensitySpec::default(), i)
-                    .map_err(|m| src.invalid(None, format!("root: {m}")))?,
+                    .map_err(|m| src.field_error("root", format!("root: {m}")))?,
             ),
         },
     };
@@ -320,6 +346,18 @@ pub fn normalize(p: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// The position of the first line that starts with `KEY:` (a top-level field), if any.
+fn locate_key(text: &str, key: &str) -> Option<Position> {
+    text.lines().enumerate().find_map(|(i, line)| {
+        let trimmed = line.trim_start();
+        let rest = trimmed.strip_prefix(key)?;
+        rest.trim_start().starts_with(':').then(|| Position {
+            line: i + 1,
+            col: line.len() - trimmed.len() + 1,
+        })
+    })
 }
 
 /// The position of the first `name: "NAME"` in `text`, if any.

@@ -500,6 +500,28 @@ fn kind_rules() {
 }
 
 #[test]
+fn root_errors_point_at_the_root_key() {
+    let e = invalid(
+        "(\n  data_dir: \"v\",\n    root: (backoff: (jitter: 3.0)),\n)",
+        "root: backoff.jitter",
+    );
+    assert_eq!(e.position(), Some(Position { line: 3, col: 5 }));
+}
+
+#[test]
+fn a_data_dir_too_deep_for_a_socket_is_rejected() {
+    let deep = format!("/{}", "d".repeat(100));
+    let e = invalid(
+        &format!("(\n  data_dir: {deep:?},\n)"),
+        "data_dir is too deep",
+    );
+    assert_eq!(e.position(), Some(Position { line: 2, col: 3 }));
+    // 107 bytes in all is the limit: "/" + 95 + "/vigil.sock" (11) = 107.
+    ok(&format!("(data_dir: \"/{}\")", "d".repeat(95)));
+    invalid(&format!("(data_dir: \"/{}\")", "d".repeat(96)), "data_dir");
+}
+
+#[test]
 fn name_rules() {
     for bad in ["", ".hidden", "a/b", "a b", "é"] {
         let text = format!("(workers: [(name: {bad:?}, kind: Command(argv: [\"p\"]))])");
