@@ -28,8 +28,8 @@ use crate::workers::indexing::kind::IndexingWorker;
 /// Smallest `log.max_bytes` accepted: below one page, rotation would churn on every line.
 pub const MIN_LOG_BYTES: u64 = 4096;
 
-/// The control socket's file name inside `data_dir` (as [`TreeSpec::socket_path`]).
-const SOCKET_NAME: &str = "vigil.sock";
+/// The indexing worker's database inside `data_dir`.
+const INDEX_DB: &str = "index.sqlite";
 
 /// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -89,35 +89,12 @@ pub fn resolve(
         Some(dir) => src.path(dir),
         None => data_dir.join(DEFAULT_LOG_SUBDIR),
     };
-
-    let socket = data_dir.join(SOCKET_NAME);
-    if socket.as_os_str().len() > MAX_SOCKET_PATH {
-        return Err(src.field_error(
-            "data_dir",
-            format!(
-                "data_dir is too deep: the control socket {} would exceed the {MAX_SOCKET_PATH}-byte limit of a Unix socket path",
-                socket.display()
-            ),
-        ));
-    }
-
-    let root_default = RootSpec::default();
-    let root = RootSpec {
-        backoff: backoff(root_default.backoff, &file.root.backoff)
-            .map_err(|m| src.field_error("root", format!("root: {m}")))?,
-        intensity: match &file.root.intensity {
-            None => None,
-            Some(i) => Some(
-                intensity(IntensitySpec::default(), i)
-                    .map_err(|m| src.field_error("root", format!("root: {m}")))?,
-            ),
-        },
-    };
+    let root = root(&file, src)?;
 
     let mut seen = HashSet::new();
     let mut workers = Vec::with_capacity(file.workers.len());
     let mut indexing = Vec::new();
-    let mut exe: Option<PathBuf> = None;
+    let mut exe = None;
     for w in &file.workers {
         check_name(&w.name).map_err(|m| src.invalid(Some(&w.name), m))?;
         if !seen.insert(w.name.as_str()) {
@@ -135,29 +112,11 @@ pub fn resolve(
                 launch: launch(src, argv, env, cwd.as_deref(), &w.name)?,
             }),
             KindFile::Indexing { roots, interval } => {
-                if roots.is_empty() {
-                    return Err(src.worker_error(&w.name, "kind.roots must not be empty".into()));
-                }
-                if interval.0.is_zero() {
-                    return Err(src.worker_error(&w.name, "kind.interval must be above 0s".into()));
-                }
-                indexing.push(IndexingSettings {
-                    worker_name: w.name.clone(),
-                    roots: roots.iter().map(|r| src.path(r)).collect(),
-                    interval: interval.0,
-                    db_path: data_dir.join("index.sqlite"),
-                });
+                let settings = indexing_settings(src, &w.name, roots, interval.0, &data_dir)?;
+                indexing.push(settings);
                 let exe = match &exe {
-                    Some(exe) => exe.clone(),
-                    None => {
-                        let found = std::env::current_exe().map_err(|e| {
-                            src.worker_error(
-                                &w.name,
-                                format!("cannot locate the vigil executable to run it: {e}"),
-                            )
-                        })?;
-                        exe.insert(found).clone()
-                    }
+                    Some(exe) => PathBuf::clone(exe),
+                    None => exe.insert(current_exe(src, &w.name)?).clone(),
                 };
                 Arc::new(IndexingWorker {
                     exe,
@@ -175,15 +134,68 @@ pub fn resolve(
         });
     }
 
-    Ok(Resolved {
-        tree: TreeSpec {
-            data_dir,
-            log_dir,
-            config_path: Some(config_path.to_path_buf()),
-            root,
-            workers,
+    let tree = TreeSpec {
+        data_dir,
+        log_dir,
+        config_path: Some(config_path.to_path_buf()),
+        root,
+        workers,
+    };
+    let socket = tree.socket_path();
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(src.field_error(
+            "data_dir",
+            format!(
+                "data_dir is too deep: the control socket {} would exceed the \
+                 {MAX_SOCKET_PATH}-byte limit of a Unix socket path",
+                socket.display()
+            ),
+        ));
+    }
+    Ok(Resolved { tree, indexing })
+}
+
+/// `RootSpec::default()` with the file's `root:` laid over it.
+fn root(file: &ConfigFile, src: &Source) -> Result<RootSpec, ConfigError> {
+    let error = |m| src.field_error("root", format!("root: {m}"));
+    let default = RootSpec::default();
+    Ok(RootSpec {
+        backoff: backoff(default.backoff, &file.root.backoff).map_err(error)?,
+        intensity: match &file.root.intensity {
+            None => None,
+            Some(i) => Some(intensity(IntensitySpec::default(), i).map_err(error)?),
         },
-        indexing,
+    })
+}
+
+fn indexing_settings(
+    src: &Source,
+    name: &str,
+    roots: &[PathBuf],
+    interval: Duration,
+    data_dir: &Path,
+) -> Result<IndexingSettings, ConfigError> {
+    if roots.is_empty() {
+        return Err(src.worker_error(name, "kind.roots must not be empty".into()));
+    }
+    if interval.is_zero() {
+        return Err(src.worker_error(name, "kind.interval must be above 0s".into()));
+    }
+    Ok(IndexingSettings {
+        worker_name: name.to_string(),
+        roots: roots.iter().map(|r| src.path(r)).collect(),
+        interval,
+        db_path: data_dir.join(INDEX_DB),
+    })
+}
+
+/// The server's own executable: the indexing worker is `vigil worker indexing`.
+fn current_exe(src: &Source, name: &str) -> Result<PathBuf, ConfigError> {
+    std::env::current_exe().map_err(|e| {
+        src.worker_error(
+            name,
+            format!("cannot locate the vigil executable to run it: {e}"),
+        )
     })
 }
 
