@@ -76,13 +76,27 @@ impl Exit {
         let code = status.code();
         let signal = status.signal();
         let core_dumped = status.core_dumped();
-        let natural = if signal.is_some() { ExitReason::Killed } else { ExitReason::Exited };
-        Exit { code, signal, core_dumped, reason: requested.unwrap_or(natural) }
+        let natural = if signal.is_some() {
+            ExitReason::Killed
+        } else {
+            ExitReason::Exited
+        };
+        Exit {
+            code,
+            signal,
+            core_dumped,
+            reason: requested.unwrap_or(natural),
+        }
     }
 
     /// An exit that never had a process: the spawn failed.
     pub fn spawn_failed() -> Exit {
-        Exit { code: None, signal: None, core_dumped: false, reason: ExitReason::SpawnFailed }
+        Exit {
+            code: None,
+            signal: None,
+            core_dumped: false,
+            reason: ExitReason::SpawnFailed,
+        }
     }
 
     /// A clean exit: code 0 (what `Transient` does not restart).
@@ -99,7 +113,11 @@ impl Exit {
     pub fn describe(&self) -> String {
         let what = match (self.code, self.signal) {
             (_, Some(sig)) => {
-                let core = if self.core_dumped { " (core dumped)" } else { "" };
+                let core = if self.core_dumped {
+                    " (core dumped)"
+                } else {
+                    ""
+                };
                 format!("killed by {}{core}", signal_name(sig))
             }
             (Some(code), None) => format!("exited with code {code}"),
@@ -156,13 +174,22 @@ mod tests {
     #[test]
     fn code_and_signal_are_kept_apart() {
         let e = Exit::from_status(ExitStatus::from_raw(137 << 8), None);
-        assert_eq!((e.code, e.signal, e.reason), (Some(137), None, ExitReason::Exited));
+        assert_eq!(
+            (e.code, e.signal, e.reason),
+            (Some(137), None, ExitReason::Exited)
+        );
         let k = Exit::from_status(ExitStatus::from_raw(libc::SIGKILL), None);
-        assert_eq!((k.code, k.signal, k.reason), (None, Some(9), ExitReason::Killed));
+        assert_eq!(
+            (k.code, k.signal, k.reason),
+            (None, Some(9), ExitReason::Killed)
+        );
         let core = Exit::from_status(ExitStatus::from_raw(libc::SIGSEGV | 0x80), None);
         assert!(core.core_dumped);
         assert_eq!(core.describe(), "killed by SIGSEGV (core dumped)");
-        let stopped = Exit::from_status(ExitStatus::from_raw(libc::SIGTERM), Some(ExitReason::Stopped));
+        let stopped = Exit::from_status(
+            ExitStatus::from_raw(libc::SIGTERM),
+            Some(ExitReason::Stopped),
+        );
         assert_eq!(stopped.reason, ExitReason::Stopped);
     }
 }

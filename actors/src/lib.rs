@@ -3,8 +3,10 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod exit;
+pub mod history;
+pub mod procfs;
+pub mod root;
 pub mod signal;
 pub mod snapshot;
 pub mod spec;
 pub mod worker_type;
-pub mod root;

@@ -96,7 +96,11 @@ impl FromStr for Signal {
             return Signal::from_number(n).ok_or_else(|| UnknownSignal(s.to_string()));
         }
         let upper = t.to_ascii_uppercase();
-        let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+        let full = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
         NAMES
             .iter()
             .find(|(name, _)| *name == full)

@@ -66,7 +66,10 @@ pub struct IntensitySpec {
 impl Default for IntensitySpec {
     /// 5 restarts within 60 s.
     fn default() -> Self {
-        IntensitySpec { max_restarts: 5, within: Duration::from_secs(60) }
+        IntensitySpec {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        }
     }
 }
 
@@ -82,7 +85,10 @@ pub struct ShutdownSpec {
 impl Default for ShutdownSpec {
     /// `SIGTERM`, 5 s grace.
     fn default() -> Self {
-        ShutdownSpec { signal: Signal::TERM, grace: Duration::from_secs(5) }
+        ShutdownSpec {
+            signal: Signal::TERM,
+            grace: Duration::from_secs(5),
+        }
     }
 }
 

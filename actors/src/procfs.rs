@@ -1,0 +1,348 @@
+//! Reading process identity from `/proc`: start time in clock ticks, process group, members.
+//!
+//! Owns the parsing of `/proc/<pid>/stat` and the scan of `/proc` for a group's members. A pid
+//! alone is not an identity (pids are reused); a pid plus its kernel start time (field 22, in
+//! clock ticks since boot) is. It must not send signals: callers decide what to do with what it
+//! reads (see `orphan.rs`).
+//!
+//! # Caveats
+//! - Everything read here can be stale a microsecond later: a process may exit, and its pid be
+//!   reused, right after the read. Callers that act on a pid must re-check after taking a handle
+//!   that pins the process (a pidfd, see [`PidFd`]).
+//! - Zombies (exited, not yet reaped) are reported by [`stat`] with state `Z` but are not
+//!   [`group_members`]: they cannot run, and signalling them does nothing.
+
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+/// The fields of `/proc/<pid>/stat` that vigil uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 1: the pid.
+    pub pid: u32,
+    /// Field 2: the command name, without the parentheses (may contain spaces and `)`).
+    pub comm: String,
+    /// Field 3: the state letter (`R`, `S`, `D`, `Z`, `T`, ...).
+    pub state: char,
+    /// Field 4: the parent's pid.
+    pub ppid: u32,
+    /// Field 5: the process group.
+    pub pgid: u32,
+    /// Field 6: the session.
+    pub sid: u32,
+    /// Field 22: start time in clock ticks since boot.
+    pub start_ticks: u64,
+}
+
+impl ProcStat {
+    /// Whether the process has exited (zombie `Z` or dead `X`).
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Parse the text of `/proc/<pid>/stat`.
+///
+/// The command name sits between the first `(` and the LAST `)`: it may itself contain spaces
+/// and parentheses, so the remaining fields are split after the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    let pid = text[..open].trim().parse().ok()?;
+    let comm = text[open + 1..close].to_string();
+    // Fields 3.. are space separated after ") ".
+    let mut rest = text[close + 1..].split_ascii_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
+    let sid = rest.next()?.parse().ok()?;
+    // We consumed fields 3, 4, 5, 6; field 22 is 16 further on (index 15 of the remainder).
+    let start_ticks = rest.nth(15)?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        comm,
+        state,
+        ppid,
+        pgid,
+        sid,
+        start_ticks,
+    })
+}
+
+/// `/proc/<pid>/stat`, parsed; `None` when the process does not exist (or is unreadable).
+pub fn stat(pid: u32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the process's start time in clock ticks since boot.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    stat(pid).map(|s| s.start_ticks)
+}
+
+/// Field 5 of `/proc/<pid>/stat`: the process group.
+pub fn pgid(pid: u32) -> Option<u32> {
+    stat(pid).map(|s| s.pgid)
+}
+
+/// Every live (not zombie) process whose process group is `pgid`, by scanning `/proc`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    group_member_stats(pgid)
+        .into_iter()
+        .map(|s| s.pid)
+        .collect()
+}
+
+/// Like [`group_members`], with each member's parsed stat.
+pub fn group_member_stats(pgid: u32) -> Vec<ProcStat> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .filter(|s| s.pgid == pgid && !s.is_dead())
+        .collect()
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, almost always 100).
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+/// A tick count as a duration since boot.
+pub fn ticks_to_duration(ticks: u64) -> Duration {
+    let hz = ticks_per_second();
+    Duration::from_secs(ticks / hz) + Duration::from_nanos((ticks % hz) * 1_000_000_000 / hz)
+}
+
+/// Boot time as seconds since the Unix epoch (`btime` in `/proc/stat`).
+pub fn boot_time_unix() -> Option<u64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+}
+
+/// A process's start time as a Unix timestamp (second-level accuracy from `btime`).
+pub fn start_time_unix(start_ticks: u64) -> Option<Duration> {
+    Some(Duration::from_secs(boot_time_unix()?) + ticks_to_duration(start_ticks))
+}
+
+/// A pidfd: a handle on one process that can never refer to another, even after pid reuse.
+///
+/// Obtain one with [`PidFd::open_verified`], which checks the start time AFTER opening: the fd
+/// then provably refers to the process that had that start time.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+/// Why [`PidFd::open_verified`] did not give a handle.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFdError {
+    /// The process is gone, or is not the one with the expected start time (pid reused).
+    #[error("process {0} is gone or is not the expected one")]
+    NotThatProcess(u32),
+    /// The kernel has no `pidfd_open` (Linux < 5.3) or refused it.
+    #[error("pidfd_open({pid}) failed: {source}")]
+    Open {
+        /// The pid.
+        pid: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl PidFd {
+    /// Open a pidfd on `pid`, then verify that `pid` still has `start_ticks` (and is alive).
+    ///
+    /// Order matters: a pidfd pins the process that held the pid at open time; a matching
+    /// start time read afterwards proves it is the expected process, since two live processes
+    /// cannot share a pid.
+    pub fn open_verified(pid: u32, start_ticks: u64) -> Result<PidFd, PidFdError> {
+        let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
+            return Err(PidFdError::NotThatProcess(pid));
+        };
+        // SAFETY: pidfd_open(pid, flags) takes two integers and returns a new fd or -1.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+        if ret < 0 {
+            let err = std::io::Error::last_os_error();
+            return if err.raw_os_error() == Some(libc::ESRCH) {
+                Err(PidFdError::NotThatProcess(pid))
+            } else {
+                Err(PidFdError::Open { pid, source: err })
+            };
+        }
+        let Ok(raw) = i32::try_from(ret) else {
+            return Err(PidFdError::Open {
+                pid,
+                source: std::io::Error::other("bad fd"),
+            });
+        };
+        // SAFETY: `raw` is a freshly opened fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        match stat(pid) {
+            Some(s) if s.start_ticks == start_ticks && !s.is_dead() => Ok(PidFd { fd, pid }),
+            _ => Err(PidFdError::NotThatProcess(pid)),
+        }
+    }
+
+    /// The pid this handle was opened on.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Send `signal` to this exact process. `Ok(false)` when it has already exited.
+    pub fn signal(&self, signal: i32) -> std::io::Result<bool> {
+        // SAFETY: pidfd_send_signal(fd, sig, info = NULL, flags = 0) on an fd we own.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if ret == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(err)
+        }
+    }
+
+    /// Whether the process has exited (the pidfd polls readable then).
+    pub fn has_exited(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        n > 0 && (pfd.revents & libc::POLLIN) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn parses_comm_with_spaces_and_parens() {
+        let line = "1234 (a) b (c)) S 1 1200 1100 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 200 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 1 0 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.pid, 1234);
+        assert_eq!(s.comm, "a) b (c)");
+        assert_eq!(s.state, 'S');
+        assert_eq!((s.ppid, s.pgid, s.sid), (1, 1200, 1100));
+        assert_eq!(s.start_ticks, 987654);
+        assert!(parse_stat("garbage").is_none());
+        assert!(parse_stat("12 (x) S 1 2").is_none());
+    }
+
+    #[test]
+    fn reads_a_real_process() {
+        let child = Kill(Command::new("sleep").arg("100").spawn().unwrap());
+        let pid = child.0.id();
+        let s = stat(pid).unwrap();
+        assert_eq!(s.pid, pid);
+        assert_eq!(s.ppid, std::process::id());
+        // Not its own group leader: it shares ours.
+        assert_eq!(Some(s.pgid), pgid(std::process::id()));
+        let mine = start_ticks(std::process::id()).unwrap();
+        assert!(s.start_ticks >= mine, "the child started after us");
+        assert_eq!(start_ticks(pid), Some(s.start_ticks));
+        // Started within the last minute, per the boot clock.
+        let since_boot = std::fs::read_to_string("/proc/uptime").unwrap();
+        let up: f64 = since_boot
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let started = ticks_to_duration(s.start_ticks).as_secs_f64();
+        assert!(
+            up - started < 60.0 && up >= started - 1.0,
+            "up {up} started {started}"
+        );
+    }
+
+    #[test]
+    fn real_comm_with_parens_and_spaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("x) (y z");
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let child = Kill(Command::new(&link).arg("100").spawn().unwrap());
+        let s = stat(child.0.id()).unwrap();
+        assert_eq!(s.comm, "x) (y z");
+        assert_eq!(s.ppid, std::process::id());
+    }
+
+    #[test]
+    fn group_members_finds_the_whole_group() {
+        use std::os::unix::process::CommandExt;
+        let child = Kill(
+            Command::new("sh")
+                .args(["-c", "sleep 100 & sleep 100 & wait"])
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
+        let pgid = child.0.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while group_members(pgid).len() < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "members: {:?}",
+                group_members(pgid)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let members = group_members(pgid);
+        assert!(members.contains(&pgid));
+        assert_eq!(members.len(), 3);
+        // SAFETY: killing the test's own child group.
+        unsafe { libc::killpg(pgid as i32, libc::SIGKILL) };
+    }
+
+    #[test]
+    fn pidfd_refuses_a_wrong_start_time() {
+        let mut child = Kill(Command::new("sleep").arg("100").spawn().unwrap());
+        let pid = child.0.id();
+        let ticks = start_ticks(pid).unwrap();
+        assert!(matches!(
+            PidFd::open_verified(pid, ticks + 1),
+            Err(PidFdError::NotThatProcess(_))
+        ));
+        let fd = PidFd::open_verified(pid, ticks).unwrap();
+        assert!(!fd.has_exited());
+        assert!(fd.signal(libc::SIGKILL).unwrap());
+        child.0.wait().unwrap();
+        assert!(fd.has_exited());
+        assert!(
+            !fd.signal(libc::SIGKILL).unwrap(),
+            "a reaped process is gone"
+        );
+    }
+}
