@@ -4,6 +4,8 @@
 
 pub mod exit;
 pub mod history;
+pub mod lock;
+pub mod orphan;
 pub mod procfs;
 pub mod root;
 pub mod signal;

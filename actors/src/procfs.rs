@@ -166,6 +166,13 @@ impl PidFd {
     /// start time read afterwards proves it is the expected process, since two live processes
     /// cannot share a pid.
     pub fn open_verified(pid: u32, start_ticks: u64) -> Result<PidFd, PidFdError> {
+        PidFd::open_if(pid, |s| s.start_ticks == start_ticks)
+    }
+
+    /// Open a pidfd on `pid`, then check the process's stat (read after opening) with `accept`.
+    /// Dead processes are never accepted. `accept` should check the start time: that is what
+    /// ties the fd to the expected process.
+    pub fn open_if(pid: u32, accept: impl Fn(&ProcStat) -> bool) -> Result<PidFd, PidFdError> {
         let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
             return Err(PidFdError::NotThatProcess(pid));
         };
@@ -188,7 +195,7 @@ impl PidFd {
         // SAFETY: `raw` is a freshly opened fd that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         match stat(pid) {
-            Some(s) if s.start_ticks == start_ticks && !s.is_dead() => Ok(PidFd { fd, pid }),
+            Some(s) if !s.is_dead() && accept(&s) => Ok(PidFd { fd, pid }),
             _ => Err(PidFdError::NotThatProcess(pid)),
         }
     }

@@ -1,0 +1,205 @@
+//! Single instance: `<data_dir>/vigil.lock`, held with `flock` for the server's lifetime.
+//!
+//! Owns the lock file: taking the lock, writing our pid into it, and reading the holder's pid
+//! when the lock is taken. It must not remove the file (a second server could then lock a new
+//! inode while the first still holds the old one) and must not touch anything else of a running
+//! server.
+//!
+//! # Guarantees
+//! - The lock is released by the kernel when the process dies, however it dies: no stale lock.
+//! - The fd is close-on-exec, so workers never inherit (and never prolong) the lock.
+//!
+//! # Caveats
+//! - `flock` is per open file description: a second [`InstanceLock::acquire`] in the same
+//!   process on the same path is refused too, which is what the tests use.
+//! - The pid in a held lock is read, never trusted for anything but the message.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another server holds the lock.
+    #[error("already running (pid {pid})")]
+    AlreadyRunning {
+        /// The pid written by the holder (0 if it had not written it yet).
+        pid: u32,
+    },
+    /// The lock file could not be opened, locked or written.
+    #[error("cannot lock {}: {source}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The held lock; released when dropped (closing the fd), or when the process dies.
+///
+/// There is deliberately no explicit `LOCK_UN`: it would release the lock for every fd sharing
+/// the open file description, hiding a leaked copy instead of revealing it.
+#[derive(Debug)]
+pub struct InstanceLock {
+    /// Holding the open file is holding the lock.
+    #[allow(dead_code)]
+    file: File,
+    path: PathBuf,
+}
+
+impl InstanceLock {
+    /// Take `path` (typically `<data_dir>/vigil.lock`, created if missing; its directory must
+    /// exist) with `flock(LOCK_EX | LOCK_NB)`, then write our pid into it.
+    pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
+        let io = |source| LockError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        // std opens with O_CLOEXEC. Not truncated on open: the holder's pid must stay readable.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        // SAFETY: flock on an fd we own.
+        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if ret != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(LockError::AlreadyRunning {
+                    pid: read_holder_pid(&mut file),
+                });
+            }
+            return Err(io(err));
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(InstanceLock {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The pid the holder wrote. It truncates then writes right after locking, so an empty file is
+/// re-read for a short while before giving up (0).
+fn read_holder_pid(file: &mut File) -> u32 {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        let mut text = String::new();
+        let read = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.read_to_string(&mut text));
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            return pid;
+        }
+        if read.is_err() || Instant::now() >= deadline {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_with_the_holders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.lock");
+        std::fs::write(&path, "999999\nold junk that must go\n").unwrap();
+        let first = InstanceLock::acquire(&path).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        let err = InstanceLock::acquire(&path).unwrap_err();
+        assert!(matches!(err, LockError::AlreadyRunning { pid } if pid == std::process::id()));
+        assert_eq!(
+            err.to_string(),
+            format!("already running (pid {})", std::process::id())
+        );
+        // The refused attempt touched nothing.
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(first);
+        let again = InstanceLock::acquire(&path).unwrap();
+        assert_eq!(again.path(), path);
+    }
+
+    #[test]
+    fn the_lock_fd_is_close_on_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = InstanceLock::acquire(&dir.path().join("vigil.lock")).unwrap();
+        // SAFETY: F_GETFD on an fd we own.
+        let flags = unsafe { libc::fcntl(lock.file.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags & libc::FD_CLOEXEC != 0);
+    }
+
+    #[test]
+    fn workers_do_not_inherit_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.lock");
+        let lock = InstanceLock::acquire(&path).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .spawn()
+            .unwrap();
+        drop(lock);
+        // The child (still alive) holds no copy of the fd: the lock is free.
+        let again = InstanceLock::acquire(&path);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(again.is_ok(), "{again:?}");
+    }
+
+    #[test]
+    fn another_process_sees_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vigil.lock");
+        let flock = |p: &Path| {
+            std::process::Command::new("flock")
+                .args(["-n", "-E", "42"])
+                .arg(p)
+                .arg("true")
+                .status()
+        };
+        let Ok(free) = flock(&path) else {
+            eprintln!("no flock(1) here; covered by the same-process test");
+            return;
+        };
+        assert_eq!(free.code(), Some(0));
+        let lock = InstanceLock::acquire(&path).unwrap();
+        assert_eq!(
+            flock(&path).unwrap().code(),
+            Some(42),
+            "held against another process"
+        );
+        drop(lock);
+        assert_eq!(flock(&path).unwrap().code(), Some(0));
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = InstanceLock::acquire(&dir.path().join("nope/vigil.lock")).unwrap_err();
+        assert!(matches!(err, LockError::Io { .. }), "{err}");
+    }
+}
