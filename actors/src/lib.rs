@@ -8,6 +8,7 @@ pub mod lock;
 pub mod orphan;
 pub mod procfs;
 pub mod root;
+pub mod sd_notify;
 pub mod signal;
 pub mod snapshot;
 pub mod spec;
