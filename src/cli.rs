@@ -82,6 +82,9 @@ pub struct HistoryArgs {
     /// Print a JSON list instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Show every log-tail line (default: the last 3).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 /// `vigil worker KIND`: the built-in worker programs.

@@ -1,12 +1,233 @@
-//! `vigil history`: placeholder until helper "history" lands it; replace this file entirely.
+//! `vigil history [WORKER] [--limit N] [--json] [--verbose]`: exit records, newest first.
+//!
+//! Owns the rendering of exit records (one line per exit, the log tail indented, or a JSON
+//! list of the contract's EXIT objects). It only reads `<data_dir>/history.sqlite` through its
+//! own read-only connection, so it works with or without a running server; it must not write it.
+//! No database yet means no exits: an empty list, exit 0.
 
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
+use vigil_actors::exit::{ExitReason, ExitRecord};
+use vigil_actors::history::query_exits;
+use vigil_actors::signal::signal_name;
+
 use crate::cli::HistoryArgs;
+use crate::config;
 use crate::error::CliError;
 
-/// Not built yet.
-pub fn run(_config: &Path, _args: &HistoryArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::Runtime("`vigil history` is not built yet".into()))
+/// Lines of log tail shown per exit without `--verbose`.
+const TAIL_LINES: usize = 3;
+
+/// Reads the history database of `config`'s data dir and prints it.
+pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
+    let loaded = config::load(config)?;
+    let db = loaded.tree.history_path();
+    let records = query_exits(&db, args.worker.as_deref(), args.limit)
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&records)
+            .map_err(|e| CliError::Runtime(format!("cannot encode the history as JSON: {e}")))?;
+        s.push('\n');
+        s
+    } else {
+        render_text(&records, args.worker.as_deref(), args.verbose)
+    };
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // `vigil history | head`: the reader has all it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// One line per exit, then its log tail indented (the last [`TAIL_LINES`] unless `verbose`).
+fn render_text(records: &[ExitRecord], worker: Option<&str>, verbose: bool) -> String {
+    if records.is_empty() {
+        return match worker {
+            Some(w) => format!("no exits recorded for {w}\n"),
+            None => "no exits recorded\n".to_string(),
+        };
+    }
+    let width = records
+        .iter()
+        .map(|r| r.worker.chars().count())
+        .max()
+        .unwrap_or(0);
+    let mut s = String::new();
+    for r in records {
+        s.push_str(&format!(
+            "{}  {:width$}  gen {}  pid {}  {}  after {}",
+            short_time(&r.exited_at),
+            r.worker,
+            r.generation,
+            r.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            what_happened(r),
+            human_duration(r.uptime_ms),
+        ));
+        let next = next_step(r);
+        if !next.is_empty() {
+            s.push_str(&format!("  -> {next}"));
+        }
+        s.push('\n');
+        let skip = if verbose {
+            0
+        } else {
+            r.log_tail.len().saturating_sub(TAIL_LINES)
+        };
+        if skip > 0 {
+            s.push_str(&format!("    ... {skip} earlier line(s), see --verbose\n"));
+        }
+        for line in &r.log_tail[skip..] {
+            s.push_str(&format!("    | {line}\n"));
+        }
+    }
+    s
+}
+
+/// `2026-11-28T22:10:03Z` (whole seconds, UTC); the stored text if it does not parse.
+fn short_time(rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// `killed by SIGSEGV (core dumped)`, `exited with code 3`, `stopped (killed by SIGTERM)`, ...
+fn what_happened(r: &ExitRecord) -> String {
+    let status = match (r.code, r.signal) {
+        (_, Some(sig)) => {
+            let name = r.signal_name.clone().unwrap_or_else(|| signal_name(sig));
+            let core = if r.core_dumped { " (core dumped)" } else { "" };
+            Some(format!("killed by {name}{core}"))
+        }
+        (Some(code), None) => Some(format!("exited with code {code}")),
+        (None, None) => None,
+    };
+    match (r.reason, status) {
+        (ExitReason::Exited | ExitReason::Killed, Some(s)) => s,
+        (ExitReason::Exited | ExitReason::Killed, None) => "ended (status unknown)".to_string(),
+        (ExitReason::Watchdog, Some(s)) => format!("watchdog: no heartbeat, {s}"),
+        (ExitReason::Watchdog, None) => "watchdog: no heartbeat".to_string(),
+        (ExitReason::Stopped, Some(s)) => format!("stopped ({s})"),
+        (ExitReason::Stopped, None) => "stopped".to_string(),
+        (ExitReason::SpawnFailed, _) => "failed to start".to_string(),
+        (ExitReason::Orphan, Some(s)) => format!("orphan of a dead server ({s})"),
+        (ExitReason::Orphan, None) => "orphan of a dead server, killed at startup".to_string(),
+    }
+}
+
+/// The supervisor's decision, or the restart delay when no decision text was stored.
+fn next_step(r: &ExitRecord) -> String {
+    if !r.decision.is_empty() {
+        return r.decision.clone();
+    }
+    match r.restart_delay_ms {
+        Some(ms) => format!("restarting in {}", human_duration(ms)),
+        None => String::new(),
+    }
+}
+
+/// `400ms`, `12.3s`, `4m12s`, `2h03m`, `3d04h`.
+fn human_duration(ms: u64) -> String {
+    let secs = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3_600_000..86_400_000 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> ExitRecord {
+        ExitRecord {
+            worker: "indexing".into(),
+            pid: Some(1234),
+            generation: 4,
+            started_at: "2026-11-28T22:09:50.7Z".into(),
+            exited_at: "2026-11-28T22:10:03.123456Z".into(),
+            uptime_ms: 12_345,
+            code: None,
+            signal: Some(11),
+            signal_name: Some("SIGSEGV".into()),
+            core_dumped: true,
+            reason: ExitReason::Killed,
+            restart_delay_ms: Some(400),
+            log_tail: (1..=5).map(|i| format!("line {i}")).collect(),
+            decision: String::new(),
+        }
+    }
+
+    #[test]
+    fn one_line_then_the_tail() {
+        let text = render_text(&[rec()], None, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "2026-11-28T22:10:03Z  indexing  gen 4  pid 1234  killed by SIGSEGV (core dumped)  \
+             after 12.3s  -> restarting in 400ms"
+        );
+        assert_eq!(lines[1], "    ... 2 earlier line(s), see --verbose");
+        assert_eq!(
+            &lines[2..],
+            ["    | line 3", "    | line 4", "    | line 5"]
+        );
+        let all = render_text(&[rec()], None, true);
+        assert_eq!(all.lines().count(), 6);
+    }
+
+    #[test]
+    fn reasons_and_durations_in_words() {
+        let spawn = ExitRecord {
+            pid: None,
+            signal: None,
+            signal_name: None,
+            core_dumped: false,
+            reason: ExitReason::SpawnFailed,
+            restart_delay_ms: None,
+            decision: "not restarted: temporary".into(),
+            log_tail: vec!["No such file or directory (os error 2)".into()],
+            ..rec()
+        };
+        let line = render_text(&[spawn], None, false);
+        assert!(line.contains("pid -  failed to start"), "{line}");
+        assert!(
+            line.ends_with(
+                "-> not restarted: temporary\n    | No such file or directory (os error 2)\n"
+            ),
+            "{line}"
+        );
+        let code = ExitRecord {
+            code: Some(3),
+            signal: None,
+            signal_name: None,
+            ..rec()
+        };
+        assert_eq!(what_happened(&code), "exited with code 3");
+        let orphan = ExitRecord {
+            signal: None,
+            reason: ExitReason::Orphan,
+            ..rec()
+        };
+        assert_eq!(
+            what_happened(&orphan),
+            "orphan of a dead server, killed at startup"
+        );
+        assert_eq!(human_duration(999), "999ms");
+        assert_eq!(human_duration(252_000), "4m12s");
+        assert_eq!(human_duration(7_380_000), "2h03m");
+        assert_eq!(human_duration(u64::MAX), "213503982334d14h");
+        assert_eq!(
+            render_text(&[], Some("x"), false),
+            "no exits recorded for x\n"
+        );
+        assert_eq!(short_time("not a time"), "not a time");
+    }
 }
