@@ -2,14 +2,21 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 
+pub mod builder;
 pub mod exit;
 pub mod history;
 pub mod lock;
+pub mod logfile;
+pub mod notify;
 pub mod orphan;
+pub mod policy;
+pub mod process;
 pub mod procfs;
 pub mod root;
 pub mod sd_notify;
 pub mod signal;
 pub mod snapshot;
 pub mod spec;
+pub mod tree;
+pub mod worker_supervisor;
 pub mod worker_type;

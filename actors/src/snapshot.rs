@@ -104,7 +104,7 @@ pub struct Node {
 #[serde(untagged)]
 pub enum NodeInfo {
     /// A worker's node.
-    Worker(WorkerSnapshot),
+    Worker(Box<WorkerSnapshot>),
     /// The root's node.
     Root(RootInfo),
 }

@@ -1,11 +1,146 @@
-//! `vigil serve`: placeholder until the lead lands the server; replace this file entirely.
+//! `vigil serve`: run the supervision tree in the foreground until asked to stop.
+//!
+//! Owns the server's start-up order and its signal handling: config → directories → server log
+//! → instance lock → file-descriptor limit → history → orphan sweep → tree → control socket →
+//! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
+//! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
+//! supervision decisions: the actors do.
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use tokio::signal::unix::{SignalKind, signal};
+use vigil_actors::history::History;
+use vigil_actors::root::{RootMsg, TreeOutcome};
+use vigil_actors::tree::Tree;
+
+use crate::config;
 use crate::error::CliError;
 
-/// Not built yet.
-pub fn run(_config: &Path) -> Result<ExitCode, CliError> {
-    Err(CliError::Runtime("`vigil serve` is not built yet".into()))
+/// Run the server.
+pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
+    let loaded = config::load(config_path)?;
+    let tree = loaded.tree;
+    for dir in [&tree.data_dir, &tree.log_dir] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let _log_guard = init_server_log(&tree.log_dir)?;
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vigil")
+        .build()
+        .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(serve(tree))
+}
+
+async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError> {
+    let history =
+        History::open(&spec.history_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    // Install the handlers before the tree starts, so an early SIGTERM is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(signal_error)?;
+
+    let socket = spec.socket_path();
+    let workers = spec.workers.len();
+    let tree = Tree::start(spec, history.clone())
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    tracing::info!(pid = std::process::id(), workers, socket = %socket.display(), "vigil is up");
+
+    let root = tree.root().clone();
+    let wait = tree.wait();
+    tokio::pin!(wait);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut wait => break outcome,
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+
+                let _ = root.cast(RootMsg::Shutdown(None));
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: shutting down");
+
+                let _ = root.cast(RootMsg::Shutdown(None));
+            }
+            _ = sigusr1.recv() => {
+                match root.call(RootMsg::Dump, Some(Duration::from_secs(2))).await {
+                    Ok(ractor::rpc::CallResult::Success(dump)) => {
+                        let text = serde_json::to_string_pretty(&dump).unwrap_or_default();
+                        tracing::info!("SIGUSR1 dump:\n{text}");
+                    }
+                    _ => tracing::warn!("SIGUSR1: the root did not answer in time"),
+                }
+            }
+        }
+    };
+    history.flush().await;
+    match outcome {
+        Some(TreeOutcome::Shutdown) => {
+            tracing::info!("vigil stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(TreeOutcome::RootIntensityExceeded) => Err(CliError::RootIntensityExceeded(
+            "the root restart intensity was exceeded; every worker was stopped".into(),
+        )),
+        None => Err(CliError::Runtime(
+            "the root supervisor died unexpectedly; every worker was stopped".into(),
+        )),
+    }
+}
+
+fn signal_error(e: std::io::Error) -> CliError {
+    CliError::Runtime(format!("cannot install signal handlers: {e}"))
+}
+
+/// `<log_dir>/vigil.log` and stderr, with the fields every supervision event carries.
+fn init_server_log(
+    log_dir: &Path,
+) -> Result<tracing_appender::non_blocking::WorkerGuard, CliError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, fmt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("vigil.log"))
+        .map_err(|e| {
+            CliError::Runtime(format!(
+                "cannot open {}: {e}",
+                log_dir.join("vigil.log").display()
+            ))
+        })?;
+    let (writer, guard) = tracing_appender::non_blocking(file);
+    let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .with(fmt::layer().with_ansi(false).with_writer(writer))
+        .try_init();
+    Ok(guard)
+}
+
+/// 1000 workers need several thousand descriptors (two pipes each, plus the log file): raise
+/// the soft `RLIMIT_NOFILE` to the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!("cannot raise the open-file limit");
+            }
+        }
+    }
 }

@@ -1,0 +1,269 @@
+//! Assembling a tree in code: `Tree::builder()…worker(…)…start()`.
+//!
+//! Owns the checks every tree must pass, whether it comes from a config file or from code
+//! (unique, file-safe worker names; at least a sane policy), and the convenience of starting a
+//! tree with its history writer in one call. It must not parse config text (the binary's
+//! `config` module does, and hands its [`TreeSpec`] to [`TreeBuilder::from_spec`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::history::History;
+use crate::spec::{LogSpec, RestartPolicy, RootSpec, TreeSpec, WorkerSpec};
+use crate::tree::Tree;
+use crate::worker_type::WorkerType;
+
+/// Why a tree description was rejected.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BuildError {
+    /// Two workers share a name.
+    #[error("duplicate worker name {0:?}")]
+    DuplicateName(String),
+    /// A name that cannot be a log file stem.
+    #[error(
+        "invalid worker name {0:?}: use letters, digits, '.', '_' and '-', not starting with '.'"
+    )]
+    InvalidName(String),
+    /// A policy that cannot work.
+    #[error("worker {worker:?}: {problem}")]
+    InvalidPolicy {
+        /// The worker.
+        worker: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No data directory was given.
+    #[error("no data directory: call data_dir()")]
+    NoDataDir,
+    /// The history database could not be opened.
+    #[error("{0}")]
+    History(String),
+    /// The root actor did not start.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// Builds a [`TreeSpec`] (and optionally starts it). See [`Tree::builder`].
+#[derive(Debug, Default)]
+pub struct TreeBuilder {
+    data_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    root: RootSpec,
+    workers: Vec<WorkerSpec>,
+}
+
+impl Tree {
+    /// Start describing a tree in code.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), vigil_actors::builder::BuildError> {
+    /// use vigil_actors::spec::Launch;
+    /// use vigil_actors::tree::Tree;
+    /// use vigil_actors::worker_type::CommandWorker;
+    ///
+    /// let sleeper = CommandWorker {
+    ///     launch: Launch { argv: vec!["sleep".into(), "1000".into()], env: Default::default(), cwd: None },
+    /// };
+    /// let (tree, _history) = Tree::builder().data_dir("/tmp/demo").worker("sleeper", sleeper).start().await?;
+    /// tree.request_shutdown();
+    /// tree.wait().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> TreeBuilder {
+        TreeBuilder::default()
+    }
+}
+
+impl TreeBuilder {
+    /// Start from a resolved tree (from a config file), to add code-defined workers to it.
+    pub fn from_spec(spec: TreeSpec) -> TreeBuilder {
+        TreeBuilder {
+            data_dir: Some(spec.data_dir),
+            log_dir: Some(spec.log_dir),
+            config_path: spec.config_path,
+            root: spec.root,
+            workers: spec.workers,
+        }
+    }
+
+    /// Where `history.sqlite` (and the worker logs, unless [`log_dir`](Self::log_dir)) go.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Where worker logs go (default `<data_dir>/log`).
+    pub fn log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_dir = Some(dir.into());
+        self
+    }
+
+    /// The root's own backoff and intensity.
+    pub fn root(mut self, root: RootSpec) -> Self {
+        self.root = root;
+        self
+    }
+
+    /// Add a worker with its type's own policy.
+    pub fn worker(self, name: impl Into<String>, worker_type: impl WorkerType) -> Self {
+        let policy = worker_type.policy();
+        self.worker_with_policy(name, worker_type, policy)
+    }
+
+    /// Add a worker with an explicit policy (e.g. the one config gave for this name).
+    pub fn worker_with_policy(
+        mut self,
+        name: impl Into<String>,
+        worker_type: impl WorkerType,
+        policy: RestartPolicy,
+    ) -> Self {
+        let name = name.into();
+        self.workers.push(WorkerSpec {
+            log: LogSpec {
+                path: PathBuf::new(), // resolved in build(), once log_dir is known
+                max_bytes: LogSpec::DEFAULT_MAX_BYTES,
+                max_files: LogSpec::DEFAULT_MAX_FILES,
+            },
+            name,
+            worker_type: Arc::new(worker_type),
+            policy,
+        });
+        self
+    }
+
+    /// Check everything and produce the spec.
+    pub fn build(self) -> Result<TreeSpec, BuildError> {
+        let data_dir = self.data_dir.ok_or(BuildError::NoDataDir)?;
+        let log_dir = self.log_dir.unwrap_or_else(|| data_dir.join("log"));
+        let mut workers = self.workers;
+        validate(&workers)?;
+        for w in &mut workers {
+            if w.log.path.as_os_str().is_empty() {
+                w.log.path = log_path(&log_dir, &w.name);
+            }
+        }
+        Ok(TreeSpec {
+            data_dir,
+            log_dir,
+            config_path: self.config_path,
+            root: self.root,
+            workers,
+        })
+    }
+
+    /// Build, open `<data_dir>/history.sqlite`, and start the tree.
+    pub async fn start(self) -> Result<(Tree, History), BuildError> {
+        let spec = self.build()?;
+        std::fs::create_dir_all(&spec.data_dir).map_err(|e| {
+            BuildError::History(format!("cannot create {}: {e}", spec.data_dir.display()))
+        })?;
+        let history =
+            History::open(&spec.history_path()).map_err(|e| BuildError::History(e.to_string()))?;
+        let tree = Tree::start(spec, history.clone())
+            .await
+            .map_err(|e| BuildError::Start(e.to_string()))?;
+        Ok((tree, history))
+    }
+}
+
+/// `<log_dir>/<name>.log`.
+pub fn log_path(log_dir: &Path, name: &str) -> PathBuf {
+    log_dir.join(format!("{name}.log"))
+}
+
+/// Whether `name` can be a worker name (and a log file stem).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The checks every tree passes: names unique and file-safe, policies that can work.
+pub fn validate(workers: &[WorkerSpec]) -> Result<(), BuildError> {
+    let mut seen = std::collections::HashSet::new();
+    for w in workers {
+        if !valid_name(&w.name) {
+            return Err(BuildError::InvalidName(w.name.clone()));
+        }
+        if !seen.insert(w.name.as_str()) {
+            return Err(BuildError::DuplicateName(w.name.clone()));
+        }
+        let b = &w.policy.backoff;
+        let problem = if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
+            Some("backoff multiplier must be a number >= 1")
+        } else if !(0.0..=1.0).contains(&b.jitter) {
+            Some("backoff jitter must be between 0 and 1")
+        } else if b.initial > b.max {
+            Some("backoff initial must not exceed max")
+        } else if w.policy.intensity.within.is_zero() {
+            Some("intensity window must be longer than 0s")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(BuildError::InvalidPolicy {
+                worker: w.name.clone(),
+                problem: problem.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Launch;
+    use crate::worker_type::CommandWorker;
+
+    fn sleeper() -> CommandWorker {
+        CommandWorker {
+            launch: Launch {
+                argv: vec!["sleep".into(), "1".into()],
+                env: Default::default(),
+                cwd: None,
+            },
+        }
+    }
+
+    #[test]
+    fn rejects_duplicate_names() {
+        let err = Tree::builder()
+            .data_dir("/tmp/x")
+            .worker("a", sleeper())
+            .worker("a", sleeper())
+            .build();
+        assert_eq!(err.unwrap_err(), BuildError::DuplicateName("a".into()));
+    }
+
+    #[test]
+    fn rejects_unsafe_names_and_bad_policies() {
+        let err = Tree::builder()
+            .data_dir("/tmp/x")
+            .worker("../etc", sleeper())
+            .build();
+        assert!(matches!(err, Err(BuildError::InvalidName(_))));
+        let mut p = sleeper().policy();
+        p.backoff.multiplier = 0.5;
+        let err = Tree::builder()
+            .data_dir("/tmp/x")
+            .worker_with_policy("a", sleeper(), p)
+            .build();
+        assert!(matches!(err, Err(BuildError::InvalidPolicy { .. })));
+    }
+
+    #[test]
+    fn resolves_log_paths() {
+        let spec = Tree::builder()
+            .data_dir("/tmp/x")
+            .worker("a", sleeper())
+            .build()
+            .unwrap();
+        assert_eq!(spec.workers[0].log.path, PathBuf::from("/tmp/x/log/a.log"));
+        assert_eq!(spec.history_path(), PathBuf::from("/tmp/x/history.sqlite"));
+    }
+}

@@ -1,0 +1,280 @@
+//! A worker's log file: created before the spawn, timestamped lines, rotated by size.
+//!
+//! Owns `<log_dir>/<name>.log` and its rotated siblings `<name>.log.1` … `<name>.log.N`, and the
+//! capture of a worker's output into it: the pipe is read in large chunks, every line gets a
+//! timestamp, and the last lines are kept for the exit record. It must not decide anything about
+//! the worker: it only writes what it is given.
+//!
+//! # Guarantees
+//! - The file exists (created, with its directory) as soon as [`LogFile::open`] returns, before
+//!   any process is spawned.
+//! - A worker that floods its output is never blocked by the supervisor: the reader drains the
+//!   pipe as fast as the page cache takes writes, one `write` per chunk read, never per line.
+//! - Disk use is bounded by `max_bytes × (max_files + 1)` plus one chunk.
+//!
+//! # Caveats
+//! - Lines longer than [`MAX_LINE`] are split; a line without a final newline is flushed when
+//!   the pipe closes.
+//! - All lines read in one chunk share one timestamp (the time of the read).
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::io::AsyncReadExt;
+
+use crate::spec::LogSpec;
+
+/// Longest line kept as one line; longer ones are split.
+pub const MAX_LINE: usize = 16 * 1024;
+/// Lines kept for an exit record's `log_tail`.
+pub const TAIL_LINES: usize = 20;
+/// Bytes read from the pipe at once.
+const CHUNK: usize = 64 * 1024;
+
+/// An open, size-rotated log file shared by the supervisor and its capture tasks.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    max_files: u32,
+}
+
+impl LogFile {
+    /// Create (or append to) the log file and its directory.
+    pub fn open(spec: &LogSpec) -> io::Result<LogFile> {
+        if let Some(dir) = spec.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        let file = open_append(&spec.path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            inner: Arc::new(Mutex::new(Inner {
+                path: spec.path.clone(),
+                file,
+                size,
+                max_bytes: spec.max_bytes.max(1),
+                max_files: spec.max_files,
+            })),
+        })
+    }
+
+    /// The live file's path.
+    pub fn path(&self) -> PathBuf {
+        self.lock().path.clone()
+    }
+
+    /// Append one line written by vigil itself (`[vigil] started generation 3, pid 1234`).
+    pub fn note(&self, line: &str) {
+        let mut buf = Vec::with_capacity(line.len() + 40);
+        push_timestamp(&mut buf);
+        buf.extend_from_slice(b"[vigil] ");
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        self.write(&buf);
+    }
+
+    /// Write already formatted bytes, rotating first when they would overflow the file.
+    /// Errors are reported once through tracing and otherwise ignored: a full disk must not
+    /// stop the supervisor or block the worker.
+    fn write(&self, buf: &[u8]) {
+        let mut inner = self.lock();
+        if inner.size > 0 && inner.size + buf.len() as u64 > inner.max_bytes {
+            if let Err(e) = inner.rotate() {
+                tracing::warn!(path = %inner.path.display(), error = %e, "log rotation failed");
+            }
+        }
+        match inner.file.write_all(buf) {
+            Ok(()) => inner.size += buf.len() as u64,
+            Err(e) => tracing::warn!(path = %inner.path.display(), error = %e, "log write failed"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// `name.log.(N-1)` → `name.log.N`, …, `name.log` → `name.log.1`, then a fresh `name.log`.
+    fn rotate(&mut self) -> io::Result<()> {
+        if self.max_files == 0 {
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
+        for i in (1..self.max_files).rev() {
+            let from = rotated(&self.path, i);
+            if from.exists() {
+                fs::rename(&from, rotated(&self.path, i + 1))?;
+            }
+        }
+        fs::rename(&self.path, rotated(&self.path, 1))?;
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn rotated(path: &Path, i: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    PathBuf::from(s)
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn push_timestamp(buf: &mut Vec<u8>) {
+    let now = jiff::Timestamp::now();
+    // RFC 3339 with milliseconds, UTC: 2026-11-28T22:10:03.123Z
+    let _ = write!(buf, "{:.3} ", now);
+}
+
+/// The last lines a worker wrote, most recent last.
+#[derive(Debug, Default, Clone)]
+pub struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn push(&mut self, line: &[u8]) {
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        let text = String::from_utf8_lossy(line);
+        self.lines
+            .push_back(text.trim_end_matches('\r').to_string());
+    }
+
+    /// The kept lines, oldest first.
+    pub fn into_lines(self) -> Vec<String> {
+        self.lines.into()
+    }
+}
+
+/// Read `pipe` until end of file, writing timestamped lines to `log`; returns the tail.
+pub async fn capture(mut pipe: tokio::net::unix::pipe::Receiver, log: LogFile) -> Tail {
+    let mut tail = Tail::default();
+    let mut chunk = vec![0u8; CHUNK];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+    loop {
+        let n = match pipe.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading worker output failed");
+                break;
+            }
+        };
+        out.clear();
+        let mut stamp = Vec::with_capacity(32);
+        push_timestamp(&mut stamp);
+        let mut data = &chunk[..n];
+        while let Some(pos) = memchr_newline(data) {
+            let (line, rest) = data.split_at(pos);
+            data = &rest[1..];
+            if pending.is_empty() {
+                emit(&mut out, &stamp, line, &mut tail);
+            } else {
+                pending.extend_from_slice(line);
+                let whole = std::mem::take(&mut pending);
+                emit(&mut out, &stamp, &whole, &mut tail);
+            }
+        }
+        pending.extend_from_slice(data);
+        while pending.len() >= MAX_LINE {
+            let rest = pending.split_off(MAX_LINE);
+            let line = std::mem::replace(&mut pending, rest);
+            emit(&mut out, &stamp, &line, &mut tail);
+        }
+        if !out.is_empty() {
+            log.write(&out);
+        }
+    }
+    if !pending.is_empty() {
+        out.clear();
+        let mut stamp = Vec::with_capacity(32);
+        push_timestamp(&mut stamp);
+        emit(&mut out, &stamp, &pending, &mut tail);
+        log.write(&out);
+    }
+    tail
+}
+
+fn emit(out: &mut Vec<u8>, stamp: &[u8], line: &[u8], tail: &mut Tail) {
+    out.extend_from_slice(stamp);
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    tail.push(line);
+}
+
+fn memchr_newline(data: &[u8]) -> Option<usize> {
+    data.iter().position(|b| *b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("sub/w.log"),
+            max_bytes: 100,
+            max_files: 2,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        assert!(spec.path.exists(), "created before anything is written");
+        for i in 0..20 {
+            log.note(&format!("line {i} with some padding to fill the file"));
+        }
+        assert!(dir.path().join("sub/w.log.1").exists());
+        assert!(dir.path().join("sub/w.log.2").exists());
+        assert!(!dir.path().join("sub/w.log.3").exists());
+        let live = fs::read_to_string(&spec.path).unwrap();
+        assert!(live.contains("line 19"));
+        assert!(fs::metadata(&spec.path).unwrap().len() <= 200);
+    }
+
+    #[tokio::test]
+    async fn capture_timestamps_lines_and_keeps_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("w.log"),
+            max_bytes: 1 << 20,
+            max_files: 1,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        let (tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
+        let task = tokio::spawn(capture(rx, log));
+        let mut tx = tx;
+        use tokio::io::AsyncWriteExt;
+        for i in 0..30 {
+            tx.write_all(format!("out {i}\n").as_bytes()).await.unwrap();
+        }
+        tx.write_all(b"no newline at end").await.unwrap();
+        drop(tx);
+        let tail = task.await.unwrap().into_lines();
+        assert_eq!(tail.len(), TAIL_LINES);
+        assert_eq!(tail.last().unwrap(), "no newline at end");
+        assert_eq!(tail[0], "out 11");
+        let text = fs::read_to_string(&spec.path).unwrap();
+        let first = text.lines().next().unwrap();
+        assert!(first.ends_with(" out 0"), "{first}");
+        assert!(first.starts_with("20"), "timestamped: {first}");
+    }
+}

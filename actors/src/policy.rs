@@ -1,0 +1,257 @@
+//! Restart decisions as pure functions: backoff delay, restart intensity window, restart type.
+//!
+//! Owns the arithmetic of OTP-style supervision: `min(max, initial × multiplier^n)` with jitter,
+//! the sliding restart window of OTP's `add_restart/3`, and the restart-type decision. Nothing
+//! here reads a clock, a random source or the process table: callers pass `now` and the jitter
+//! sample, so every decision is reproducible and unit-tested beside the code.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::exit::Exit;
+use crate::spec::{BackoffSpec, RestartType};
+
+/// The longest delay a backoff can produce, whatever the spec says (guards float overflow).
+const DELAY_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl BackoffSpec {
+    /// The delay before restart number `attempt` (0 for the first restart after a stable run).
+    ///
+    /// `jitter_sample` is a uniform sample in `[0, 1)`; it scales the delay by a factor in
+    /// `[1 - jitter, 1 + jitter]`. The result never exceeds `max` and never panics: the
+    /// exponent saturates, and NaN or infinity collapse to `max`.
+    pub fn delay(&self, attempt: u32, jitter_sample: f64) -> Duration {
+        let max = self.max.min(DELAY_CEILING);
+        let initial = self.initial.min(max).as_secs_f64();
+        let multiplier = if self.multiplier.is_finite() && self.multiplier >= 1.0 {
+            self.multiplier
+        } else {
+            1.0
+        };
+        // powi saturates to +inf for large exponents; clamp before building a Duration.
+        let exponent = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let raw = initial * multiplier.powi(exponent);
+        let base = if raw.is_finite() {
+            raw.min(max.as_secs_f64())
+        } else {
+            max.as_secs_f64()
+        };
+        let jitter = if self.jitter.is_finite() {
+            self.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let sample = if jitter_sample.is_finite() {
+            jitter_sample.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        let factor = 1.0 - jitter + 2.0 * jitter * sample;
+        let jittered = (base * factor).clamp(0.0, max.as_secs_f64());
+        Duration::try_from_secs_f64(jittered).unwrap_or(max)
+    }
+}
+
+/// Consecutive-restart counter for the backoff exponent, reset by a stable run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackoffCounter {
+    attempt: u32,
+}
+
+impl BackoffCounter {
+    /// The exponent for the next delay, after a run that lasted `uptime`: a run of at least
+    /// `reset_after` starts the sequence again at 0. Advances the counter (saturating).
+    pub fn next_attempt(&mut self, uptime: Duration, reset_after: Duration) -> u32 {
+        if uptime >= reset_after {
+            self.attempt = 0;
+        }
+        let n = self.attempt;
+        self.attempt = self.attempt.saturating_add(1);
+        n
+    }
+
+    /// Forget the sequence (an operator's `start` or `restart`).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// OTP's restart intensity as a sliding window: the restarts newer than `now - period`.
+///
+/// Restarts spaced wider than the window never trip it (OTP's `multiple_restarts` case).
+#[derive(Clone, Debug, Default)]
+pub struct RestartWindow {
+    restarts: VecDeque<Instant>,
+}
+
+impl RestartWindow {
+    /// Record a restart at `now` and drop those older than `period`. Returns how many restarts
+    /// are inside the window now, this one included. The caller compares it with the limit:
+    /// more than `max_restarts` is an escalation.
+    pub fn add(&mut self, now: Instant, period: Duration) -> u32 {
+        self.prune(now, period);
+        self.restarts.push_back(now);
+        u32::try_from(self.restarts.len()).unwrap_or(u32::MAX)
+    }
+
+    /// How many restarts lie inside the window ending at `now` (for the dump).
+    pub fn count(&self, now: Instant, period: Duration) -> u32 {
+        let n = self
+            .restarts
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= period)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn prune(&mut self, now: Instant, period: Duration) {
+        while let Some(oldest) = self.restarts.front() {
+            if now.saturating_duration_since(*oldest) > period {
+                self.restarts.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// Whether an exit is followed by a restart under `restart` (OTP meanings): `Permanent`
+/// always, `Transient` unless the exit was clean (code 0), `Temporary` never.
+pub fn should_restart(restart: RestartType, exit: &Exit) -> bool {
+    match restart {
+        RestartType::Permanent => true,
+        RestartType::Transient => !exit.is_clean(),
+        RestartType::Temporary => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::ExitReason;
+
+    fn spec(initial_ms: u64, max_ms: u64, multiplier: f64, jitter: f64) -> BackoffSpec {
+        BackoffSpec {
+            initial: Duration::from_millis(initial_ms),
+            max: Duration::from_millis(max_ms),
+            multiplier,
+            jitter,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn grows_and_caps() {
+        let b = spec(100, 1000, 2.0, 0.0);
+        let got: Vec<u64> = (0..6).map(|n| b.delay(n, 0.5).as_millis() as u64).collect();
+        assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds_and_under_max() {
+        let b = spec(1000, 10_000, 2.0, 0.2);
+        assert_eq!(b.delay(0, 0.0), Duration::from_millis(800));
+        assert_eq!(b.delay(0, 1.0), Duration::from_millis(1200));
+        // At the cap, jitter may only go down.
+        assert!(b.delay(10, 1.0) <= Duration::from_millis(10_000));
+        assert!(b.delay(10, 0.0) >= Duration::from_millis(8_000));
+    }
+
+    #[test]
+    fn hundred_thousand_consecutive_restarts_saturate() {
+        let b = spec(100, 30_000, 2.0, 0.1);
+        let mut counter = BackoffCounter::default();
+        let mut last = Duration::ZERO;
+        for i in 0..100_000u32 {
+            let n = counter.next_attempt(Duration::from_millis(1), b.reset_after);
+            assert_eq!(n, i);
+            last = b.delay(n, (i % 7) as f64 / 7.0);
+            assert!(last <= b.max);
+        }
+        assert!(last >= Duration::from_millis(27_000));
+        // Extreme specs: huge multiplier, u32::MAX attempts, absurd max.
+        let wild = BackoffSpec {
+            max: Duration::MAX,
+            multiplier: 1e300,
+            ..b
+        };
+        assert_eq!(wild.delay(u32::MAX, 0.5), DELAY_CEILING);
+        let nan = BackoffSpec {
+            multiplier: f64::NAN,
+            jitter: f64::NAN,
+            ..b
+        };
+        assert_eq!(nan.delay(5, f64::NAN), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn zero_initial_means_immediate() {
+        let b = spec(0, 1000, 2.0, 0.5);
+        assert_eq!(b.delay(50, 0.9), Duration::ZERO);
+    }
+
+    #[test]
+    fn stable_run_resets_the_exponent() {
+        let mut c = BackoffCounter::default();
+        let reset = Duration::from_secs(10);
+        assert_eq!(c.next_attempt(Duration::from_secs(1), reset), 0);
+        assert_eq!(c.next_attempt(Duration::from_secs(1), reset), 1);
+        assert_eq!(c.next_attempt(Duration::from_secs(1), reset), 2);
+        assert_eq!(c.next_attempt(Duration::from_secs(10), reset), 0);
+        assert_eq!(c.next_attempt(Duration::from_secs(1), reset), 1);
+    }
+
+    #[test]
+    fn window_counts_only_recent_restarts() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut w = RestartWindow::default();
+        assert_eq!(w.add(t0, period), 1);
+        assert_eq!(w.add(t0 + Duration::from_secs(5), period), 2);
+        assert_eq!(w.add(t0 + Duration::from_secs(9), period), 3);
+        // t0 falls out of the window.
+        assert_eq!(w.add(t0 + Duration::from_secs(11), period), 3);
+        assert_eq!(w.count(t0 + Duration::from_secs(30), period), 0);
+    }
+
+    #[test]
+    fn restarts_spaced_just_past_the_window_never_trip_it() {
+        // OTP multiple_restarts: intensity 1 within 10 s; restarts every 10.001 s.
+        let t0 = Instant::now();
+        let period = Duration::from_secs(10);
+        let mut w = RestartWindow::default();
+        for i in 0..1000u32 {
+            let now = t0 + (period + Duration::from_millis(1)) * i;
+            assert_eq!(w.add(now, period), 1, "restart {i} tripped the window");
+        }
+    }
+
+    #[test]
+    fn restart_types() {
+        let clean = Exit {
+            code: Some(0),
+            signal: None,
+            core_dumped: false,
+            reason: ExitReason::Exited,
+        };
+        let crash = Exit {
+            code: None,
+            signal: Some(9),
+            core_dumped: false,
+            reason: ExitReason::Killed,
+        };
+        let failed = Exit {
+            code: Some(3),
+            signal: None,
+            core_dumped: false,
+            reason: ExitReason::Exited,
+        };
+        assert!(should_restart(RestartType::Permanent, &clean));
+        assert!(should_restart(RestartType::Permanent, &crash));
+        assert!(!should_restart(RestartType::Transient, &clean));
+        assert!(should_restart(RestartType::Transient, &crash));
+        assert!(should_restart(RestartType::Transient, &failed));
+        assert!(!should_restart(RestartType::Temporary, &crash));
+        assert!(!should_restart(RestartType::Temporary, &failed));
+    }
+}

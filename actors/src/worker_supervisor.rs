@@ -1,0 +1,952 @@
+//! The WorkerSupervisor actor: one worker's process group, its restarts, its state.
+//!
+//! Owns one worker: the live [`ProcessGroup`] (only while one exists), the state machine of the
+//! contract (`starting`, `running`, `backoff`, `stopping`, `stopped`), the backoff counter, the
+//! restart-intensity window and the timers. Every exit goes down one straight path:
+//! classify ([`Exit`]) → decide ([`policy`]) → record (history) → apply (spawn, wait, stop or
+//! escalate). It must not touch other workers, SQLite (it sends records to the history
+//! writer), or the root's state: exceeding the restart intensity fails this actor for real and
+//! the root decides what happens next.
+//!
+//! # Messages
+//! See [`WorkerMsg`]: three requests from the root (snapshot, operator action, shutdown) and
+//! two internal messages (process events and timers), each tagged with the generation or
+//! the timer ticket it belongs to, so stale ones are dropped.
+//!
+//! # Guarantees
+//! - The process group is killed when the actor's state is dropped, whatever the reason the
+//!   actor ended (the `Drop` of [`ProcessGroup`]); `post_stop` is not relied on.
+//! - A worker is never left dead silently: every exit produces an exit record and either a
+//!   scheduled restart, a `stopped` state whose record says why, or an escalation.
+//! - After a shutdown request nothing is restarted, whatever arrives later (OTP's
+//!   `sup_stop_race`): an exit that races with the request ends the worker as `stopped`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+
+use crate::exit::{Exit, ExitReason, ExitRecord};
+use crate::history::{History, LiveProcess};
+use crate::logfile::LogFile;
+use crate::notify::NotifyEvent;
+use crate::policy::{BackoffCounter, RestartWindow, should_restart};
+use crate::process::{self, ExitReport, ProcessEvent, ProcessGroup, SpawnRequest};
+use crate::root::{ControlError, WorkerAction};
+use crate::signal::Signal;
+use crate::snapshot::{WorkerSnapshot, WorkerState};
+use crate::spec::WorkerSpec;
+use crate::worker_type::{ExitVerdict, LaunchContext};
+
+// ---------------------------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------------------------
+
+/// The WorkerSupervisor's messages: its whole API.
+pub enum WorkerMsg {
+    /// From the root: describe yourself. Replies at once.
+    Snapshot(RpcReplyPort<WorkerSnapshot>),
+    /// From the root (an operator's `start`/`stop`/`restart`): replies once the action is
+    /// done — `start`/`restart` when the new process has been spawned, `stop` when the group
+    /// has exited.
+    Act {
+        /// What to do.
+        action: WorkerAction,
+        /// The snapshot afterwards, or why it failed.
+        reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
+    },
+    /// From the root during shutdown: stop the worker for good. Replies when the group is gone.
+    Shutdown(RpcReplyPort<()>),
+    /// Internal: something happened to the process of `generation`.
+    Process {
+        /// The generation the event belongs to.
+        generation: u64,
+        /// The event.
+        event: ProcessEvent,
+    },
+    /// Internal: a timer armed with `ticket` fired.
+    Timer {
+        /// Identifies the timer; a timer whose ticket is no longer current is ignored.
+        ticket: u64,
+    },
+}
+
+/// How a WorkerSupervisor begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialState {
+    /// Spawn the worker at once.
+    Start,
+    /// Wait for an operator's `start`.
+    Stopped,
+}
+
+/// What a WorkerSupervisor is started with.
+pub struct WorkerArgs {
+    /// The worker.
+    pub spec: WorkerSpec,
+    /// The tree's data directory (passed to the worker type).
+    pub data_dir: PathBuf,
+    /// The history writer.
+    pub history: History,
+    /// Carried over from a previous WorkerSupervisor of the same worker (after an escalation).
+    pub carry: Carry,
+    /// Start the worker, or wait.
+    pub initial: InitialState,
+}
+
+/// What survives a WorkerSupervisor's failure: counters and the last exit, for the next one.
+#[derive(Clone, Debug, Default)]
+pub struct Carry {
+    /// Restarts since the server started.
+    pub restarts: u64,
+    /// The last generation spawned.
+    pub generation: u64,
+    /// The most recent exit.
+    pub last_exit: Option<ExitRecord>,
+}
+
+/// The error a WorkerSupervisor fails with when its restart intensity is exceeded. The root
+/// receives it in `ActorFailed` and takes the [`Carry`] from it.
+#[derive(Debug, thiserror::Error)]
+#[error("{worker}: {restarts} restarts within {within:?} exceed the limit of {max_restarts}")]
+pub struct Escalation {
+    /// The worker.
+    pub worker: String,
+    /// Restarts inside the window.
+    pub restarts: u32,
+    /// The limit.
+    pub max_restarts: u32,
+    /// The window.
+    pub within: Duration,
+    /// Counters for the next WorkerSupervisor.
+    pub carry: Carry,
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+/// A live process and what is known about it. Only states that own a process hold one, so a
+/// stale pid has nowhere to live.
+#[derive(Debug)]
+struct Live {
+    group: ProcessGroup,
+    generation: u64,
+    last_heartbeat: Instant,
+    heartbeat_ticket: Option<u64>,
+}
+
+/// Why a stop was requested, and what happens after the group has exited.
+#[derive(Debug)]
+enum StopCause {
+    /// `vigil stop`: stay stopped.
+    Operator,
+    /// `vigil restart`: spawn again at once.
+    Restart,
+    /// Server shutdown: stay stopped, never restart.
+    Shutdown,
+    /// No heartbeat in time: restart per policy (reason `watchdog`).
+    Watchdog,
+}
+
+/// A caller waiting for an action to complete.
+enum Waiter {
+    /// Replies with the snapshot (start/stop/restart).
+    Act(RpcReplyPort<Result<WorkerSnapshot, ControlError>>),
+    /// Replies when stopped (shutdown).
+    Shutdown(RpcReplyPort<()>),
+}
+
+/// The worker's state: one variant per contract state, each with only what is valid then.
+enum Phase {
+    /// Spawned; waiting for `READY=1` or `start_secs`.
+    Starting { live: Live, ready_ticket: u64 },
+    /// Ready.
+    Running { live: Live },
+    /// Dead; restart scheduled.
+    Backoff {
+        until: Instant,
+        delay: Duration,
+        ticket: u64,
+    },
+    /// Signalled; waiting for the group to exit (`SIGKILL` at the kill ticket).
+    Stopping {
+        live: Live,
+        cause: StopCause,
+        kill_ticket: u64,
+        waiters: Vec<Waiter>,
+    },
+    /// Not running and not to be restarted until an operator's `start`.
+    Stopped,
+}
+
+impl Phase {
+    fn name(&self) -> WorkerState {
+        match self {
+            Phase::Starting { .. } => WorkerState::Starting,
+            Phase::Running { .. } => WorkerState::Running,
+            Phase::Backoff { .. } => WorkerState::Backoff,
+            Phase::Stopping { .. } => WorkerState::Stopping,
+            Phase::Stopped => WorkerState::Stopped,
+        }
+    }
+
+    fn live(&self) -> Option<&Live> {
+        match self {
+            Phase::Starting { live, .. }
+            | Phase::Running { live }
+            | Phase::Stopping { live, .. } => Some(live),
+            Phase::Backoff { .. } | Phase::Stopped => None,
+        }
+    }
+
+    fn live_mut(&mut self) -> Option<&mut Live> {
+        match self {
+            Phase::Starting { live, .. }
+            | Phase::Running { live }
+            | Phase::Stopping { live, .. } => Some(live),
+            Phase::Backoff { .. } | Phase::Stopped => None,
+        }
+    }
+}
+
+/// The WorkerSupervisor's state.
+pub struct SupervisorState {
+    spec: WorkerSpec,
+    data_dir: PathBuf,
+    history: History,
+    log: Option<LogFile>,
+    phase: Phase,
+    generation: u64,
+    restarts: u64,
+    counter: BackoffCounter,
+    window: RestartWindow,
+    next_ticket: u64,
+    status_text: Option<String>,
+    last_exit: Option<ExitRecord>,
+    /// Once true, nothing is restarted again (a shutdown was requested).
+    terminating: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The actor
+// ---------------------------------------------------------------------------------------------
+
+/// The WorkerSupervisor behaviour (stateless; see [`WorkerMsg`] for its API).
+pub struct WorkerSupervisor;
+
+impl Actor for WorkerSupervisor {
+    type Msg = WorkerMsg;
+    type State = SupervisorState;
+    type Arguments = WorkerArgs;
+
+    /// Builds the state and, unless asked to wait, spawns the first process. A failed spawn
+    /// is not a failed `pre_start`: it is recorded and backed off like any other failed start.
+    async fn pre_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        args: WorkerArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            spec: args.spec,
+            data_dir: args.data_dir,
+            history: args.history,
+            log: None,
+            phase: Phase::Stopped,
+            generation: args.carry.generation,
+            restarts: args.carry.restarts,
+            counter: BackoffCounter::default(),
+            window: RestartWindow::default(),
+            next_ticket: 0,
+            status_text: None,
+            last_exit: args.carry.last_exit,
+            terminating: false,
+        };
+        if args.initial == InitialState::Start {
+            state.start(&myself)?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        msg: WorkerMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            WorkerMsg::Snapshot(reply) => {
+                let _ = reply.send(state.snapshot(&myself));
+            }
+            WorkerMsg::Act { action, reply } => state.act(&myself, action, reply)?,
+            WorkerMsg::Shutdown(reply) => state.shutdown(&myself, reply),
+            WorkerMsg::Process { generation, event } => match event {
+                ProcessEvent::Exited(report) => state.on_exit(&myself, generation, report)?,
+                ProcessEvent::Notify(ev) => state.on_notify(generation, ev),
+            },
+            WorkerMsg::Timer { ticket } => state.on_timer(&myself, ticket)?,
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    fn arm(&mut self, myself: &ActorRef<WorkerMsg>, after: Duration) -> u64 {
+        let ticket = self.ticket();
+        myself.send_after(after, move || WorkerMsg::Timer { ticket });
+        ticket
+    }
+
+    fn context(&self) -> LaunchContext {
+        LaunchContext {
+            name: self.spec.name.clone(),
+            generation: self.generation,
+            data_dir: self.data_dir.clone(),
+            log_path: self.spec.log.path.clone(),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Spawning: the one function used by first start, restart, backoff expiry and `start`.
+    // -----------------------------------------------------------------------------------------
+
+    /// Spawn a new generation. On failure, goes down the exit path as `spawn_failed`.
+    fn start(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<(), ActorProcessingErr> {
+        self.generation += 1;
+        let generation = self.generation;
+        let attempted_at = SystemTime::now();
+        match self.try_spawn(myself) {
+            Ok(group) => {
+                let pid = group.pid();
+                tracing::info!(worker = %self.spec.name, generation, pid, "worker started");
+                if let Some(log) = &self.log {
+                    log.note(&format!("started generation {generation}, pid {pid}"));
+                }
+                self.history.process_started(LiveProcess {
+                    worker: self.spec.name.clone(),
+                    pid,
+                    pgid: group.pgid(),
+                    start_ticks: group.start_ticks().unwrap_or(0),
+                    generation,
+                    started_at: rfc3339(group.started_at()),
+                });
+                self.status_text = None;
+                let policy = self.spec.policy;
+                let mut live = Live {
+                    last_heartbeat: group.started(),
+                    group,
+                    generation,
+                    heartbeat_ticket: None,
+                };
+                if let Some(timeout) = policy.heartbeat_timeout {
+                    live.heartbeat_ticket = Some(self.arm(myself, timeout));
+                }
+                if policy.start_secs.is_zero() {
+                    self.phase = Phase::Running { live };
+                } else {
+                    let ready_ticket = self.arm(myself, policy.start_secs);
+                    self.phase = Phase::Starting { live, ready_ticket };
+                }
+                Ok(())
+            }
+            Err(message) => {
+                tracing::warn!(worker = %self.spec.name, generation, error = %message, "spawn failed");
+                if let Some(log) = &self.log {
+                    log.note(&format!(
+                        "generation {generation} failed to start: {message}"
+                    ));
+                }
+                let exited_at = SystemTime::now();
+                self.phase = Phase::Stopped;
+                self.after_exit(
+                    myself,
+                    Ended {
+                        exit: Exit::spawn_failed(),
+                        pid: None,
+                        generation,
+                        started_at: attempted_at,
+                        exited_at,
+                        uptime: Duration::ZERO,
+                        log_tail: vec![message],
+                        during_start: true,
+                        cause: None,
+                    },
+                )
+            }
+        }
+    }
+
+    fn try_spawn(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<ProcessGroup, String> {
+        let log = match &self.log {
+            Some(log) => log.clone(),
+            None => {
+                let log = LogFile::open(&self.spec.log).map_err(|e| {
+                    format!(
+                        "cannot create log file {}: {e}",
+                        self.spec.log.path.display()
+                    )
+                })?;
+                self.log = Some(log.clone());
+                log
+            }
+        };
+        let ctx = self.context();
+        self.spec
+            .worker_type
+            .before_start(&ctx)
+            .map_err(|e| format!("start check failed: {e}"))?;
+        let launch = self.spec.worker_type.launch(&ctx)?;
+        let generation = self.generation;
+        let me = myself.clone();
+        let req = SpawnRequest {
+            name: &self.spec.name,
+            generation,
+            launch: &launch,
+            log: &log,
+        };
+        process::spawn(&req, move |event| {
+            let _ = me.cast(WorkerMsg::Process { generation, event });
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The exit path: classify → decide → record → apply.
+    // -----------------------------------------------------------------------------------------
+
+    fn on_exit(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        generation: u64,
+        report: ExitReport,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.phase.live().map(|l| l.generation) != Some(generation) {
+            tracing::debug!(worker = %self.spec.name, generation, "stale exit ignored");
+            return Ok(());
+        }
+        let phase = std::mem::replace(&mut self.phase, Phase::Stopped);
+        let (live, during_start, cause, waiters) = match phase {
+            Phase::Starting { live, .. } => (live, true, None, Vec::new()),
+            Phase::Running { live } => (live, false, None, Vec::new()),
+            Phase::Stopping {
+                live,
+                cause,
+                waiters,
+                ..
+            } => (live, false, Some(cause), waiters),
+            Phase::Backoff { .. } | Phase::Stopped => return Ok(()),
+        };
+        self.history
+            .process_reaped(&self.spec.name, live.group.pid());
+        let requested = match cause {
+            Some(StopCause::Watchdog) => Some(ExitReason::Watchdog),
+            Some(_) => Some(ExitReason::Stopped),
+            None => None,
+        };
+        // Classify.
+        let exit = match &report.status {
+            Ok(status) => Exit::from_status(*status, requested),
+            Err(e) => {
+                tracing::error!(worker = %self.spec.name, generation, error = %e, "waiting for the worker failed");
+                Exit {
+                    code: None,
+                    signal: None,
+                    core_dumped: false,
+                    reason: requested.unwrap_or(ExitReason::Killed),
+                }
+            }
+        };
+        let ended = Ended {
+            exit,
+            pid: Some(live.group.pid()),
+            generation,
+            started_at: live.group.started_at(),
+            exited_at: report.exited_at,
+            uptime: report
+                .exited
+                .saturating_duration_since(live.group.started()),
+            log_tail: report.log_tail,
+            during_start,
+            cause,
+        };
+        drop(live);
+        let result = self.after_exit(myself, ended);
+        self.answer(myself, waiters);
+        result
+    }
+
+    /// Decide, record, apply. Used for exits, failed spawns and watchdog kills alike.
+    fn after_exit(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        ended: Ended,
+    ) -> Result<(), ActorProcessingErr> {
+        let decision = self.decide(&ended);
+        let (restart_delay, text) = match &decision {
+            Decision::Restart { delay } => {
+                (Some(*delay), format!("restarting in {}", fmt_ms(*delay)))
+            }
+            Decision::Stop(why) => (None, format!("not restarted: {why}")),
+            Decision::Escalate(e) => (None, format!("escalated: {e}")),
+        };
+        let text = if ended.during_start && ended.exit.reason != ExitReason::Stopped {
+            format!(
+                "failed start ({}); {text}",
+                if ended.pid.is_some() {
+                    "died before it was running"
+                } else {
+                    "could not spawn"
+                }
+            )
+        } else {
+            text
+        };
+        // Record.
+        let record = ExitRecord {
+            worker: self.spec.name.clone(),
+            pid: ended.pid,
+            generation: ended.generation,
+            started_at: rfc3339(ended.started_at),
+            exited_at: rfc3339(ended.exited_at),
+            uptime_ms: millis(ended.uptime),
+            code: ended.exit.code,
+            signal: ended.exit.signal,
+            signal_name: ended.exit.signal_name(),
+            core_dumped: ended.exit.core_dumped,
+            reason: ended.exit.reason,
+            restart_delay_ms: restart_delay.map(millis),
+            log_tail: ended.log_tail,
+            decision: text.clone(),
+        };
+        tracing::warn!(
+            worker = %self.spec.name,
+            generation = ended.generation,
+            pid = ended.pid,
+            exit = %ended.exit.describe(),
+            uptime_ms = record.uptime_ms,
+            "{text}"
+        );
+        if let Some(log) = &self.log {
+            log.note(&format!(
+                "generation {} {}; {text}",
+                ended.generation,
+                ended.exit.describe()
+            ));
+        }
+        self.history.record_exit(record.clone());
+        self.last_exit = Some(record);
+        // Apply.
+        match decision {
+            Decision::Restart { delay } => {
+                self.restarts += 1;
+                if delay.is_zero() {
+                    self.start(myself)?;
+                } else {
+                    let ticket = self.arm(myself, delay);
+                    self.phase = Phase::Backoff {
+                        until: Instant::now() + delay,
+                        delay,
+                        ticket,
+                    };
+                }
+                Ok(())
+            }
+            Decision::Stop(_) => {
+                self.phase = Phase::Stopped;
+                Ok(())
+            }
+            Decision::Escalate(mut escalation) => {
+                self.phase = Phase::Stopped;
+                escalation.carry.last_exit = self.last_exit.clone();
+                Err(escalation)
+            }
+        }
+    }
+
+    /// The restart decision for one ended run (pure but for the jitter sample and the clock).
+    fn decide(&mut self, ended: &Ended) -> Decision {
+        let policy = self.spec.policy;
+        match ended.cause {
+            Some(StopCause::Operator) => return Decision::Stop("stopped by operator".into()),
+            Some(StopCause::Shutdown) => return Decision::Stop("server shutting down".into()),
+            Some(StopCause::Restart) if !self.terminating => {
+                self.counter.reset();
+                return Decision::Restart {
+                    delay: Duration::ZERO,
+                };
+            }
+            Some(StopCause::Restart) => return Decision::Stop("server shutting down".into()),
+            Some(StopCause::Watchdog) | None => {}
+        }
+        if self.terminating {
+            return Decision::Stop("server shutting down".into());
+        }
+        let verdict = self.spec.worker_type.classify_exit(&ended.exit);
+        let floor = match verdict {
+            ExitVerdict::DoNotRestart => {
+                return Decision::Stop(format!(
+                    "{} says do not restart",
+                    self.spec.worker_type.kind()
+                ));
+            }
+            ExitVerdict::RetryAfter(d) => d,
+            ExitVerdict::UsePolicy => {
+                if !should_restart(policy.restart, &ended.exit) {
+                    return Decision::Stop(format!("{:?} worker", policy.restart).to_lowercase());
+                }
+                Duration::ZERO
+            }
+        };
+        let in_window = self.window.add(Instant::now(), policy.intensity.within);
+        if in_window > policy.intensity.max_restarts {
+            return Decision::Escalate(Box::new(Escalation {
+                worker: self.spec.name.clone(),
+                restarts: in_window,
+                max_restarts: policy.intensity.max_restarts,
+                within: policy.intensity.within,
+                carry: Carry {
+                    restarts: self.restarts,
+                    generation: self.generation,
+                    last_exit: None,
+                },
+            }));
+        }
+        let attempt = self
+            .counter
+            .next_attempt(ended.uptime, policy.backoff.reset_after);
+        let delay = policy.backoff.delay(attempt, fastrand::f64()).max(floor);
+        Decision::Restart { delay }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Notify and timers.
+    // -----------------------------------------------------------------------------------------
+
+    fn on_notify(&mut self, generation: u64, event: NotifyEvent) {
+        let Some(live) = self.phase.live_mut().filter(|l| l.generation == generation) else {
+            return;
+        };
+        match event {
+            NotifyEvent::Ready => {
+                live.last_heartbeat = Instant::now();
+                if let Phase::Starting { .. } = self.phase {
+                    if let Phase::Starting { live, .. } =
+                        std::mem::replace(&mut self.phase, Phase::Stopped)
+                    {
+                        tracing::info!(worker = %self.spec.name, generation, "worker ready");
+                        self.phase = Phase::Running { live };
+                    }
+                }
+            }
+            NotifyEvent::Watchdog => live.last_heartbeat = Instant::now(),
+            NotifyEvent::Status(text) => self.status_text = Some(text),
+            NotifyEvent::Stopping => {
+                tracing::info!(worker = %self.spec.name, generation, "worker says it is stopping");
+            }
+        }
+    }
+
+    fn on_timer(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        ticket: u64,
+    ) -> Result<(), ActorProcessingErr> {
+        // Heartbeat deadline (any state with a live process).
+        if let Some(live) = self.phase.live_mut() {
+            if live.heartbeat_ticket == Some(ticket) {
+                live.heartbeat_ticket = None;
+                return self.check_heartbeat(myself);
+            }
+        }
+        match &self.phase {
+            Phase::Starting { ready_ticket, .. } if *ready_ticket == ticket => {
+                if let Phase::Starting { live, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Stopped)
+                {
+                    tracing::info!(worker = %self.spec.name, generation = live.generation, "worker running (start_secs elapsed)");
+                    self.phase = Phase::Running { live };
+                }
+            }
+            Phase::Backoff { ticket: t, .. } if *t == ticket => {
+                if self.terminating {
+                    self.phase = Phase::Stopped;
+                } else {
+                    self.start(myself)?;
+                }
+            }
+            Phase::Stopping {
+                kill_ticket, live, ..
+            } if *kill_ticket == ticket => {
+                tracing::warn!(worker = %self.spec.name, generation = live.generation, pid = live.group.pid(), "grace expired; sending SIGKILL to the group");
+                if let Err(e) = live.group.signal(Signal::KILL) {
+                    tracing::error!(worker = %self.spec.name, error = %e, "SIGKILL failed");
+                }
+            }
+            _ => tracing::trace!(worker = %self.spec.name, ticket, "stale timer ignored"),
+        }
+        Ok(())
+    }
+
+    fn check_heartbeat(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<(), ActorProcessingErr> {
+        let Some(timeout) = self.spec.policy.heartbeat_timeout else {
+            return Ok(());
+        };
+        let Some(live) = self.phase.live() else {
+            return Ok(());
+        };
+        let age = live.last_heartbeat.elapsed();
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            return Ok(());
+        }
+        if age < timeout {
+            let ticket = self.arm(myself, timeout - age);
+            if let Some(live) = self.phase.live_mut() {
+                live.heartbeat_ticket = Some(ticket);
+            }
+            return Ok(());
+        }
+        tracing::warn!(worker = %self.spec.name, generation = live.generation, pid = live.group.pid(), age_ms = millis(age), "no heartbeat in time; watchdog kills the worker");
+        self.begin_stop(myself, StopCause::Watchdog, Signal::ABRT, Vec::new());
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Operator actions and shutdown.
+    // -----------------------------------------------------------------------------------------
+
+    /// Signal the group and wait for it (Starting/Running only; others are handled by callers).
+    fn begin_stop(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        cause: StopCause,
+        signal: Signal,
+        waiters: Vec<Waiter>,
+    ) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Stopped);
+        let live = match phase {
+            Phase::Starting { live, .. } | Phase::Running { live } => live,
+            other => {
+                self.phase = other;
+                self.answer(myself, waiters);
+                return;
+            }
+        };
+        tracing::info!(worker = %self.spec.name, generation = live.generation, pid = live.group.pid(), signal = %signal, ?cause, "stopping worker");
+        if let Err(e) = live.group.signal(signal) {
+            tracing::error!(worker = %self.spec.name, error = %e, "signalling the group failed");
+        }
+        let kill_ticket = self.arm(myself, self.spec.policy.shutdown.grace);
+        self.phase = Phase::Stopping {
+            live,
+            cause,
+            kill_ticket,
+            waiters,
+        };
+    }
+
+    fn act(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        action: WorkerAction,
+        reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.terminating {
+            let _ = reply.send(Err(ControlError::ShuttingDown));
+            return Ok(());
+        }
+        let signal = self.spec.policy.shutdown.signal;
+        match (action, &mut self.phase) {
+            (WorkerAction::Start, Phase::Starting { .. } | Phase::Running { .. }) => {
+                let _ = reply.send(Ok(self.snapshot(myself)));
+            }
+            (
+                WorkerAction::Start | WorkerAction::Restart,
+                Phase::Backoff { .. } | Phase::Stopped,
+            ) => {
+                self.counter.reset();
+                self.start(myself)?;
+                let _ = reply.send(self.started_or_error(myself));
+            }
+            (WorkerAction::Stop, Phase::Backoff { .. } | Phase::Stopped) => {
+                self.phase = Phase::Stopped;
+                let _ = reply.send(Ok(self.snapshot(myself)));
+            }
+            (WorkerAction::Stop, Phase::Starting { .. } | Phase::Running { .. }) => {
+                self.begin_stop(
+                    myself,
+                    StopCause::Operator,
+                    signal,
+                    vec![Waiter::Act(reply)],
+                );
+            }
+            (WorkerAction::Restart, Phase::Starting { .. } | Phase::Running { .. }) => {
+                self.begin_stop(myself, StopCause::Restart, signal, vec![Waiter::Act(reply)]);
+            }
+            (action, Phase::Stopping { cause, waiters, .. }) => {
+                match (action, &cause) {
+                    (WorkerAction::Start | WorkerAction::Restart, StopCause::Operator) => {
+                        *cause = StopCause::Restart
+                    }
+                    (WorkerAction::Stop, StopCause::Restart | StopCause::Watchdog) => {
+                        *cause = StopCause::Operator
+                    }
+                    _ => {}
+                }
+                waiters.push(Waiter::Act(reply));
+            }
+        }
+        Ok(())
+    }
+
+    fn started_or_error(
+        &self,
+        myself: &ActorRef<WorkerMsg>,
+    ) -> Result<WorkerSnapshot, ControlError> {
+        match &self.phase {
+            Phase::Starting { .. } | Phase::Running { .. } => Ok(self.snapshot(myself)),
+            _ => Err(ControlError::Failed(match &self.last_exit {
+                Some(e) => format!(
+                    "{} could not be started: {}",
+                    self.spec.name,
+                    e.log_tail.join("; ")
+                ),
+                None => format!("{} could not be started", self.spec.name),
+            })),
+        }
+    }
+
+    fn shutdown(&mut self, myself: &ActorRef<WorkerMsg>, reply: RpcReplyPort<()>) {
+        self.terminating = true;
+        let signal = self.spec.policy.shutdown.signal;
+        match &mut self.phase {
+            Phase::Starting { .. } | Phase::Running { .. } => {
+                self.begin_stop(
+                    myself,
+                    StopCause::Shutdown,
+                    signal,
+                    vec![Waiter::Shutdown(reply)],
+                );
+            }
+            Phase::Stopping { cause, waiters, .. } => {
+                *cause = StopCause::Shutdown;
+                waiters.push(Waiter::Shutdown(reply));
+            }
+            Phase::Backoff { .. } | Phase::Stopped => {
+                self.phase = Phase::Stopped;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Reply to everyone waiting for the stop that just ended.
+    fn answer(&self, myself: &ActorRef<WorkerMsg>, waiters: Vec<Waiter>) {
+        for w in waiters {
+            match w {
+                Waiter::Shutdown(reply) => {
+                    let _ = reply.send(());
+                }
+                Waiter::Act(reply) => {
+                    let result = match &self.phase {
+                        Phase::Backoff { .. }
+                            if self
+                                .last_exit
+                                .as_ref()
+                                .is_some_and(|e| e.reason == ExitReason::SpawnFailed) =>
+                        {
+                            self.started_or_error(myself)
+                        }
+                        _ => Ok(self.snapshot(myself)),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Snapshot.
+    // -----------------------------------------------------------------------------------------
+
+    fn snapshot(&self, myself: &ActorRef<WorkerMsg>) -> WorkerSnapshot {
+        let now = Instant::now();
+        let policy = self.spec.policy;
+        let live = self.phase.live();
+        let (backoff_ms, next_start_in_ms) = match &self.phase {
+            Phase::Backoff { until, delay, .. } => (
+                Some(millis(*delay)),
+                Some(millis(until.saturating_duration_since(now))),
+            ),
+            _ => (None, None),
+        };
+        WorkerSnapshot {
+            name: self.spec.name.clone(),
+            kind: self.spec.worker_type.kind().to_string(),
+            state: self.phase.name(),
+            actor_id: Some(myself.get_id().to_string()),
+            pid: live.map(|l| l.group.pid()),
+            pgid: live.map(|l| l.group.pgid()),
+            generation: self.generation,
+            restarts: self.restarts,
+            restarts_in_window: self.window.count(now, policy.intensity.within),
+            max_restarts: policy.intensity.max_restarts,
+            intensity_window_ms: millis(policy.intensity.within),
+            backoff_ms,
+            next_start_in_ms,
+            uptime_ms: live
+                .map(|l| millis(now.saturating_duration_since(l.group.started())))
+                .unwrap_or(0),
+            log_path: self.spec.log.path.display().to_string(),
+            status_text: self.status_text.clone(),
+            heartbeat_age_ms: live.map(|l| millis(now.saturating_duration_since(l.last_heartbeat))),
+            last_exit: self.last_exit.clone(),
+            rss_bytes: None,
+            cpu_percent: None,
+            processes: None,
+        }
+    }
+}
+
+/// One ended run (or failed spawn), before the decision.
+struct Ended {
+    exit: Exit,
+    pid: Option<u32>,
+    generation: u64,
+    started_at: SystemTime,
+    exited_at: SystemTime,
+    uptime: Duration,
+    log_tail: Vec<String>,
+    during_start: bool,
+    cause: Option<StopCause>,
+}
+
+/// What follows an exit.
+enum Decision {
+    Restart { delay: Duration },
+    Stop(String),
+    Escalate(Box<Escalation>),
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn fmt_ms(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => format!("{ts:.3}"),
+        Err(_) => "1970-01-01T00:00:00Z".to_string(),
+    }
+}
