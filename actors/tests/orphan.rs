@@ -156,7 +156,7 @@ async fn a_reused_pid_is_not_killed_and_the_row_is_dropped() {
     let db = dir.path().join("history.sqlite");
     // An unrelated live process (its own group, as a worker would be) whose start time does not
     // match the row: the pid was "reused".
-    let g = Group::spawn(&mut Command::new("sleep").arg("1000"));
+    let g = Group::spawn(Command::new("sleep").arg("1000"));
     let ticks = procfs::start_ticks(g.pgid).unwrap();
     let rows = [
         row("reused-older", g.pgid, g.pgid, ticks.saturating_sub(5)),
@@ -243,7 +243,7 @@ async fn a_process_older_than_the_leader_is_spared_even_in_its_group() {
     });
     // Let at least one clock tick pass so the start times differ.
     std::thread::sleep(Duration::from_millis(50));
-    let leader = Group::spawn(&mut Command::new("sleep").arg("1000"));
+    let leader = Group::spawn(Command::new("sleep").arg("1000"));
     wr.write_all(&(leader.pgid as i32).to_ne_bytes()).unwrap();
     let mut older = older.join().unwrap();
     let older_pid = older.id();

@@ -12,11 +12,16 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use vigil_actors::history::History;
+use vigil_actors::lock::InstanceLock;
+use vigil_actors::orphan;
 use vigil_actors::root::{RootMsg, TreeOutcome};
 use vigil_actors::tree::Tree;
 
 use crate::config;
 use crate::error::CliError;
+
+/// How long a leftover group of a dead server gets between SIGTERM and SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
 /// Run the server.
 pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
@@ -27,6 +32,10 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
     }
     let _log_guard = init_server_log(&tree.log_dir)?;
+    // The lock comes first: nothing of a running server (socket, history, orphans) is
+    // touched before we know we are alone.
+    let _lock =
+        InstanceLock::acquire(&tree.lock_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -39,6 +48,10 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
 async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError> {
     let history =
         History::open(&spec.history_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    match orphan::sweep(&history, &spec.history_path(), ORPHAN_GRACE).await {
+        Ok(report) => tracing::info!(?report, "orphan sweep done"),
+        Err(e) => tracing::error!(error = %e, "orphan sweep failed"),
+    }
     // Install the handlers before the tree starts, so an early SIGTERM is not lost.
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
