@@ -15,6 +15,7 @@ use vigil_actors::history::History;
 use vigil_actors::lock::InstanceLock;
 use vigil_actors::orphan;
 use vigil_actors::root::{RootMsg, TreeOutcome};
+use vigil_actors::sd_notify::SdNotify;
 use vigil_actors::tree::Tree;
 
 use crate::config;
@@ -62,6 +63,11 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let tree = Tree::start(spec, history.clone())
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let sd = SdNotify::from_env();
+    let _sd_watchdog = sd.as_ref().and_then(|sd| {
+        sd.ready();
+        sd.spawn_watchdog()
+    });
     tracing::info!(pid = std::process::id(), workers, socket = %socket.display(), "vigil is up");
 
     let root = tree.root().clone();
@@ -72,11 +78,13 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
             outcome = &mut wait => break outcome,
             _ = sigterm.recv() => {
                 tracing::info!("SIGTERM: shutting down");
+                if let Some(sd) = &sd { sd.stopping(); }
 
                 let _ = root.cast(RootMsg::Shutdown(None));
             }
             _ = sigint.recv() => {
                 tracing::info!("SIGINT: shutting down");
+                if let Some(sd) = &sd { sd.stopping(); }
 
                 let _ = root.cast(RootMsg::Shutdown(None));
             }
