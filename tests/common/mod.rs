@@ -1,0 +1,212 @@
+//! Shared helpers for integration tests: a temporary vigil home, a server guard that always
+//! cleans up, and condition waits with generous deadlines (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+
+/// The vigil binary under test.
+pub fn vigil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vigil")
+}
+
+/// A temporary directory holding `config.ron`, `var/`, and whatever the workers write.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// A new home whose config is `workers` (RON worker tuples, comma-separated) with extra
+    /// top-level fields in `extra` (e.g. `root: (...),`).
+    pub fn new(extra: &str, workers: &str) -> Home {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = Home { dir };
+        home.write_config(extra, workers);
+        home
+    }
+
+    pub fn write_config(&self, extra: &str, workers: &str) {
+        let text = format!(
+            "(\n    data_dir: \"var\",\n    {extra}\n    workers: [\n{workers}\n    ],\n)\n"
+        );
+        std::fs::write(self.config(), text).expect("write config");
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path().join("config.ron")
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    pub fn log(&self, worker: &str) -> PathBuf {
+        self.path().join("var/log").join(format!("{worker}.log"))
+    }
+
+    /// Run `vigil <args> --config <this config>` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(vigil_bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .current_dir(self.path())
+            .output()
+            .expect("run vigil")
+    }
+
+    /// `vigil history --json` (optionally for one worker), parsed.
+    pub fn history(&self, worker: Option<&str>) -> Vec<serde_json::Value> {
+        let mut args = vec!["history", "--json", "--limit", "1000"];
+        if let Some(w) = worker {
+            args.insert(1, w);
+        }
+        let out = self.run(&args);
+        assert!(
+            out.status.success(),
+            "history failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("history --json is JSON")
+    }
+
+    /// Lines of a file written by workers (empty when it does not exist yet).
+    pub fn lines(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.file(name))
+            .map(|s| s.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Start `vigil serve` on this home.
+    pub fn serve(&self) -> Server {
+        Server::start(self)
+    }
+}
+
+/// A running `vigil serve`. Dropping it stops the server (SIGTERM, then SIGKILL of its group)
+/// and kills any worker group it recorded, even when the test failed.
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    stderr_path: PathBuf,
+    groups: Vec<u32>,
+}
+
+impl Server {
+    pub fn start(home: &Home) -> Server {
+        let stderr_path = home.path().join("server.stderr");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(vigil_bin())
+            .args(["serve", "--config"])
+            .arg(home.config())
+            .current_dir(home.path())
+            .env("VIGIL_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .expect("spawn vigil serve");
+        let pid = child.id();
+        Server {
+            child,
+            pid,
+            stderr_path,
+            groups: Vec::new(),
+        }
+    }
+
+    /// Remember a worker group to kill on drop (belt and braces).
+    pub fn track(&mut self, pgid: u32) {
+        self.groups.push(pgid);
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on the server we spawned.
+        unsafe { libc::kill(self.pid as i32, sig) };
+    }
+
+    /// SIGTERM and wait for the exit status (bounded).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait(within)
+    }
+
+    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            if self.wait(Duration::from_secs(10)).is_none() {
+                // SAFETY: killpg on the group we created for the server.
+                unsafe { libc::killpg(self.pid as i32, libc::SIGKILL) };
+                let _ = self.child.wait();
+            }
+        }
+        for &g in &self.groups {
+            // SAFETY: killpg on a worker group this test observed.
+            unsafe { libc::killpg(g as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Poll `cond` every 10 ms until it returns `Some`, or panic with `what` after `within`.
+pub fn wait_for<T>(within: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !stat[i + 1..].trim_start().starts_with('Z'),
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// A worker tuple for the config. `script` runs under `/bin/sh -c`; `extra` adds fields.
+pub fn sh_worker(name: &str, script: &str, extra: &str) -> String {
+    let script = script.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "        (name: \"{name}\", kind: Command(argv: [\"/bin/sh\", \"-c\", \"{script}\"]), {extra}),"
+    )
+}
+
+/// Fast-restart policy fields for tests (no jitter, no start delay).
+pub const FAST: &str = "backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), start_secs: \"0s\", intensity: (max_restarts: 1000, within: \"60s\")";
