@@ -36,6 +36,9 @@ use crate::notify::{self, NotifyEvent};
 use crate::signal::Signal;
 use crate::spec::Launch;
 
+/// The fd number of the notify pipe in every worker (`VIGIL_NOTIFY_FD=3`).
+pub const NOTIFY_FD: RawFd = 3;
+
 /// How long to wait, after the group is killed, for the output pipe to close (a process that
 /// left the group may still hold it).
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
@@ -190,7 +193,7 @@ pub fn spawn(
     let (out_read, out_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
     let (notify_read, notify_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
     let err_write = out_write.try_clone().map_err(SpawnError::Pipe)?;
-    let notify_fd = notify_write.as_raw_fd();
+    let notify_src = notify_write.as_raw_fd();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
 
@@ -199,7 +202,7 @@ pub fn spawn(
             .envs(&req.launch.env)
             .env("VIGIL_WORKER", req.name)
             .env("VIGIL_GENERATION", req.generation.to_string())
-            .env("VIGIL_NOTIFY_FD", notify_fd.to_string())
+            .env("VIGIL_NOTIFY_FD", NOTIFY_FD.to_string())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(out_write))
             .stderr(std::process::Stdio::from(err_write));
@@ -207,7 +210,7 @@ pub fn spawn(
             cmd.current_dir(cwd);
         }
         // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (prctl, getppid, fcntl) on values captured by copy.
+        // functions (prctl, getppid, fcntl, dup2) on values captured by copy.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -217,8 +220,14 @@ pub fn spawn(
                 if libc::getppid() != parent {
                     return Err(io::Error::other("the server exited during spawn"));
                 }
-                // The notify pipe's write end is close-on-exec in the server; keep it here.
-                if libc::fcntl(notify_fd, libc::F_SETFD, 0) != 0 {
+                // The notify pipe's write end becomes fd 3 (a shell can only redirect to
+                // single-digit fds). dup2 clears close-on-exec on the copy; when the pipe
+                // already is fd 3, clear it by hand.
+                if notify_src == NOTIFY_FD {
+                    if libc::fcntl(NOTIFY_FD, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(notify_src, NOTIFY_FD) != NOTIFY_FD {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())

@@ -123,6 +123,17 @@ impl Server {
         }
     }
 
+    /// Guard a server started by the test itself.
+    pub fn adopt(child: Child, home: &Path) -> Server {
+        let pid = child.id();
+        Server {
+            child,
+            pid,
+            stderr_path: home.join("server.stderr"),
+            groups: Vec::new(),
+        }
+    }
+
     /// Remember a worker group to kill on drop (belt and braces).
     pub fn track(&mut self, pgid: u32) {
         self.groups.push(pgid);
