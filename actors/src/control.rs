@@ -1,0 +1,327 @@
+//! The control socket server: accepts connections on `<data_dir>/vigil.sock`, decodes requests,
+//! asks the root supervisor, encodes replies.
+//!
+//! Owns the listening socket (its file, its mode, its removal), one task per connection, the
+//! peer-credential check and the time bound on every call into the tree. It must not decide
+//! anything about workers or gather state itself: every request becomes one [`RootMsg`] call,
+//! and the root's answer (or its silence) becomes one reply.
+//!
+//! # Guarantees
+//! - The socket file is created with mode 0600 and only peers with the server's uid or root are
+//!   served; others get a `permission_denied` reply, a warning in the log, and a closed socket.
+//! - Every call into the tree is bounded ([`Timeouts`]): a stuck root yields a `timeout` reply,
+//!   never a hung connection.
+//! - A malformed or unknown request gets an error reply and the connection stays usable; a
+//!   request line longer than [`MAX_REQUEST_BYTES`] gets a `too_large` reply and the connection
+//!   is closed. Nothing a client sends stops the server.
+//! - Dropping the [`ControlServer`] (or calling [`ControlServer::stop`]) stops accepting, ends
+//!   every connection task and removes the socket file.
+//!
+//! # Caveats
+//! - [`ControlServer::start`] removes whatever file is at the socket path: the caller must hold
+//!   the instance lock first, so that the file can only be a dead server's leftover.
+//! - The socket exists with the process umask's mode for the instant between `bind` and `chmod`;
+//!   the peer-credential check is what guards that instant.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::protocol::{ErrorKind, MAX_REQUEST_BYTES, Reply, Request, Timeouts, parse_request};
+use crate::root::{RootMsg, WorkerAction};
+
+/// Why the control server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlServerError {
+    /// A stale socket file could not be removed.
+    #[error("cannot remove the stale socket {path}: {source}")]
+    RemoveStale {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `bind` failed (path too long, no such folder, permissions, ...).
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The socket's mode could not be set to 0600.
+    #[error("cannot set mode 0600 on {path}: {source}")]
+    Chmod {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// A running control server. Dropping it stops it and removes the socket file.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    accept: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Listen on `socket_path` with the default [`Timeouts`]. Must be called inside a tokio
+    /// runtime, after the instance lock is held (an existing file at the path is removed).
+    pub fn start(
+        socket_path: &Path,
+        root: ActorRef<RootMsg>,
+    ) -> Result<ControlServer, ControlServerError> {
+        ControlServer::start_with(socket_path, root, Timeouts::default())
+    }
+
+    /// Listen on `socket_path`, bounding calls into the tree with `timeouts`
+    /// (use [`Timeouts::for_tree`] so the client and the server agree).
+    pub fn start_with(
+        socket_path: &Path,
+        root: ActorRef<RootMsg>,
+        timeouts: Timeouts,
+    ) -> Result<ControlServer, ControlServerError> {
+        let path = socket_path.to_path_buf();
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(socket = %path.display(), "removed a stale control socket"),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ControlServerError::RemoveStale { path, source }),
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|source| ControlServerError::Bind { path: path.clone(), source })?;
+        if let Err(source) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(ControlServerError::Chmod { path, source });
+        }
+        let shared = Arc::new(Shared { root, timeouts, uid: effective_uid() });
+        let accept = tokio::spawn(accept_loop(listener, shared));
+        tracing::info!(socket = %path.display(), "control socket listening");
+        Ok(ControlServer { path, accept })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop accepting, end every connection and remove the socket file (same as dropping it).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every connection task.
+        self.accept.abort();
+        match std::fs::remove_file(&self.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(socket = %self.path.display(), error = %err, "cannot remove the control socket")
+            }
+        }
+    }
+}
+
+/// What every connection task needs.
+struct Shared {
+    root: ActorRef<RootMsg>,
+    timeouts: Timeouts,
+    uid: u32,
+}
+
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, shared.clone()));
+                }
+                Err(err) => {
+                    // EMFILE and friends: say so, and give the system a moment instead of spinning.
+                    tracing::warn!(error = %err, "control socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Reap finished connection tasks so the set does not grow with the server's age.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Serve one connection: check the peer, then answer request lines until EOF or an oversize line.
+async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
+    let (read, mut write) = stream.into_split();
+    let peer = match read.as_ref().peer_cred() {
+        Ok(cred) => cred,
+        Err(err) => {
+            tracing::warn!(error = %err, "control socket: cannot read the peer's credentials; refusing");
+            let reply = Reply::error(
+                ErrorKind::PermissionDenied,
+                "the server could not check who you are",
+            );
+            let _ = write.write_all(reply.to_line().as_bytes()).await;
+            return;
+        }
+    };
+    if peer.uid() != shared.uid && peer.uid() != 0 {
+        tracing::warn!(
+            peer_uid = peer.uid(),
+            peer_pid = peer.pid(),
+            "control socket: refused a client of another user"
+        );
+        let reply = Reply::error(
+            ErrorKind::PermissionDenied,
+            format!("uid {} may not control this server (uid {})", peer.uid(), shared.uid),
+        );
+        let _ = write.write_all(reply.to_line().as_bytes()).await;
+        return;
+    }
+
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::with_capacity(256);
+    loop {
+        line.clear();
+        let limit = (MAX_REQUEST_BYTES + 1) as u64;
+        let n = match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+            Ok(n) => n,
+            Err(err) => {
+                tracing::debug!(error = %err, "control socket: read failed");
+                return;
+            }
+        };
+        if n == 0 {
+            return; // EOF
+        }
+        let complete = line.last() == Some(&b'\n');
+        if complete {
+            line.pop();
+        }
+        if line.len() > MAX_REQUEST_BYTES {
+            tracing::warn!(limit = MAX_REQUEST_BYTES, "control socket: request too large; closing");
+            let reply = Reply::error(
+                ErrorKind::TooLarge,
+                format!("the request is longer than {MAX_REQUEST_BYTES} bytes"),
+            );
+            let _ = write.write_all(reply.to_line().as_bytes()).await;
+            return;
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            if complete {
+                continue; // blank lines are allowed between requests
+            }
+            return;
+        }
+        let reply = match parse_request(&line) {
+            Ok(request) => answer(&shared, request).await,
+            Err(err) => {
+                tracing::debug!(error = %err, "control socket: bad request");
+                Reply::failure(err)
+            }
+        };
+        if write.write_all(reply.to_line().as_bytes()).await.is_err() {
+            return; // the client went away
+        }
+        if !complete {
+            return; // EOF right after the last request
+        }
+    }
+}
+
+/// One request → one call into the root, bounded.
+async fn answer(shared: &Shared, request: Request) -> Reply {
+    let timeout = shared.timeouts.for_request(&request);
+    let root = &shared.root;
+    match request {
+        Request::Ping => Reply::success(&serde_json::json!({ "pid": std::process::id() })),
+        Request::Dump => match ask(root, RootMsg::Dump, timeout, "the dump").await {
+            Ok(dump) => Reply::success(&dump),
+            Err(reply) => reply,
+        },
+        Request::Status { worker } => {
+            let msg = |reply| RootMsg::Status { worker, reply };
+            match ask(root, msg, timeout, "the status request").await {
+                Ok(Ok(snapshots)) => Reply::success(&snapshots),
+                Ok(Err(err)) => Reply::failure(err.into()),
+                Err(reply) => reply,
+            }
+        }
+        Request::Act { worker, action } => {
+            let what = format!("{} {worker}", action_verb(action));
+            let msg = |reply| RootMsg::Act { worker, action, reply };
+            match ask(root, msg, timeout, &what).await {
+                Ok(Ok(snapshot)) => Reply::success(&snapshot),
+                Ok(Err(err)) => Reply::failure(err.into()),
+                Err(reply) => reply,
+            }
+        }
+        Request::Shutdown => {
+            tracing::info!("control socket: shutdown requested");
+            let msg = |reply| RootMsg::Shutdown(Some(reply));
+            match ask(root, msg, timeout, "the shutdown").await {
+                Ok(()) => Reply::success(&()),
+                Err(reply) => reply,
+            }
+        }
+    }
+}
+
+fn action_verb(action: WorkerAction) -> &'static str {
+    match action {
+        WorkerAction::Start => "start",
+        WorkerAction::Stop => "stop",
+        WorkerAction::Restart => "restart",
+    }
+}
+
+/// Call the root with a bound; every way the call can fail becomes an error reply.
+async fn ask<T, F>(
+    root: &ActorRef<RootMsg>,
+    msg: F,
+    timeout: Duration,
+    what: &str,
+) -> Result<T, Reply>
+where
+    T: Send + 'static,
+    F: FnOnce(ractor::RpcReplyPort<T>) -> RootMsg,
+{
+    match root.call(msg, Some(timeout)).await {
+        Ok(CallResult::Success(value)) => Ok(value),
+        Ok(CallResult::Timeout) => {
+            tracing::warn!(what, timeout_ms = timeout.as_millis() as u64, "control socket: the tree did not answer in time");
+            Err(Reply::error(
+                ErrorKind::Timeout,
+                format!(
+                    "the supervision tree did not answer {what} within {}",
+                    crate::render::duration(timeout)
+                ),
+            ))
+        }
+        Ok(CallResult::SenderError) => Err(Reply::error(
+            ErrorKind::Unavailable,
+            format!("the root supervisor dropped {what} without answering (is the server stopping?)"),
+        )),
+        Err(_) => Err(Reply::error(
+            ErrorKind::Unavailable,
+            "the root supervisor is not running (the server is stopping)",
+        )),
+    }
+}

@@ -1,0 +1,207 @@
+//! Resource use per process group: resident memory, CPU% and member count, for the dump.
+//!
+//! Owns a [`GroupSampler`]: one pass over `/proc` that finds each asked group's members and
+//! reads their memory and CPU time, and the previous readings that CPU% is computed from. It
+//! must not signal, wait for or otherwise touch processes, and it must not decide anything from
+//! what it reads: callers show the numbers.
+//!
+//! # How
+//! Finding a group's members means reading `/proc/<pid>/stat` of every process (field 5,
+//! `pgrp`; sysinfo does not know process groups). That same line already holds what the dump
+//! shows: `utime` + `stime` (fields 14-15), `starttime` (22, to tell a reused pid apart) and
+//! `rss` (24, in pages). So one read per process gives everything; refreshing the members
+//! again with sysinfo would read three more files per member (`status`, `stat`, `statm`) and was
+//! measured at several times the cost of the scan itself (see the module's benchmark test).
+//! Fields are parsed after the last `)`, because the command name may contain spaces and
+//! parentheses.
+//!
+//! # Caveats
+//! - CPU% is the average since the previous `sample` that saw the same process (percent of one
+//!   core: a group using two cores shows 200); for a process seen for the first time it is the
+//!   average over its whole life.
+//! - A process can exit or change group during the scan: it is then missing from the sums.
+//!   Numbers are a snapshot, not an invariant.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::time::Instant;
+
+/// What one process group uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GroupUsage {
+    /// Resident memory summed over the members, in bytes.
+    pub rss_bytes: u64,
+    /// CPU use summed over the members, in percent of one core (see the module's caveats).
+    pub cpu_percent: f64,
+    /// How many processes are in the group.
+    pub processes: u32,
+}
+
+/// The fields of one `/proc/<pid>/stat` line that the sampler uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFields {
+    /// Field 5: the process group.
+    pub pgid: u32,
+    /// Fields 14 + 15: user + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Field 22: start time, in clock ticks since boot.
+    pub start_ticks: u64,
+    /// Field 24: resident set size, in pages.
+    pub rss_pages: u64,
+}
+
+/// Parse a `/proc/<pid>/stat` line; `None` if it is cut short or malformed.
+pub fn parse_stat(stat: &[u8]) -> Option<StatFields> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    // After ") ": field 3 (state) is index 0, so field k is index k - 3.
+    let mut fields = rest.split_ascii_whitespace();
+    let mut field = |k: usize, after: usize| -> Option<u64> { fields.nth(k - after - 1)?.parse().ok() };
+    let pgid = field(5, 2)?;
+    let utime = field(14, 5)?;
+    let stime = field(15, 14)?;
+    let start_ticks = field(22, 15)?;
+    let rss_pages = field(24, 22)?;
+    Some(StatFields {
+        pgid: u32::try_from(pgid).ok()?,
+        cpu_ticks: utime + stime,
+        start_ticks,
+        rss_pages,
+    })
+}
+
+/// The previous reading of one process.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    start_ticks: u64,
+    cpu_ticks: u64,
+    at: Instant,
+}
+
+/// Samples groups; keep one and reuse it so CPU% has a previous reading to compare with.
+#[derive(Debug)]
+pub struct GroupSampler {
+    /// Last sample's readings of the members it found, by pid.
+    previous: HashMap<u32, Reading>,
+    /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
+    ticks_per_sec: f64,
+    /// Bytes per page (`sysconf(_SC_PAGESIZE)`).
+    page_size: u64,
+    /// Reused read buffer for `/proc/<pid>/stat`.
+    buf: Vec<u8>,
+}
+
+impl Default for GroupSampler {
+    fn default() -> Self {
+        GroupSampler::new()
+    }
+}
+
+impl GroupSampler {
+    /// A sampler with nothing read yet.
+    pub fn new() -> GroupSampler {
+        // SAFETY: sysconf only reads a system constant; it returns -1 on error, handled below.
+        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        GroupSampler {
+            previous: HashMap::new(),
+            ticks_per_sec: if ticks > 0 { ticks as f64 } else { 100.0 },
+            page_size: if page > 0 { page as u64 } else { 4096 },
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Usage of each asked group that has at least one live member; absent groups are left out.
+    pub fn sample(&mut self, pgids: &[u32]) -> HashMap<u32, GroupUsage> {
+        let wanted: HashSet<u32> = pgids.iter().copied().filter(|&g| g > 0).collect();
+        let mut result: HashMap<u32, GroupUsage> = HashMap::with_capacity(wanted.len());
+        let mut seen = HashMap::with_capacity(wanted.len());
+        if wanted.is_empty() {
+            self.previous = seen;
+            return result;
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            tracing::warn!("cannot read /proc: process groups are not sampled");
+            return result;
+        };
+        let now = Instant::now();
+        let mut boot_secs: Option<Option<f64>> = None; // read /proc/uptime at most once
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Some(stat) = self.read_stat(pid) else {
+                continue; // gone since the listing
+            };
+            if !wanted.contains(&stat.pgid) {
+                continue;
+            }
+            let cpu_secs = match self.previous.get(&pid) {
+                Some(prev) if prev.start_ticks == stat.start_ticks => {
+                    let wall = now.duration_since(prev.at).as_secs_f64();
+                    let used = stat.cpu_ticks.saturating_sub(prev.cpu_ticks) as f64;
+                    (wall > 0.0).then(|| used / self.ticks_per_sec / wall)
+                }
+                // First sight of this process: its average over its life so far.
+                _ => boot_secs.get_or_insert_with(uptime_secs).and_then(|up| {
+                    let alive = up - stat.start_ticks as f64 / self.ticks_per_sec;
+                    (alive > 0.0).then(|| stat.cpu_ticks as f64 / self.ticks_per_sec / alive)
+                }),
+            };
+            let usage = result.entry(stat.pgid).or_default();
+            usage.processes += 1;
+            usage.rss_bytes += stat.rss_pages * self.page_size;
+            usage.cpu_percent += cpu_secs.unwrap_or(0.0) * 100.0;
+            seen.insert(
+                pid,
+                Reading { start_ticks: stat.start_ticks, cpu_ticks: stat.cpu_ticks, at: now },
+            );
+        }
+        self.previous = seen;
+        result
+    }
+
+    fn read_stat(&mut self, pid: u32) -> Option<StatFields> {
+        self.buf.clear();
+        let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+        file.read_to_end(&mut self.buf).ok()?;
+        parse_stat(&self.buf)
+    }
+}
+
+/// Seconds since boot, from `/proc/uptime`.
+fn uptime_secs() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    text.split_ascii_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_read_after_the_last_parenthesis() {
+        // A real line (sleep 1000 in its own group), with a hostile command name.
+        let line = b"4242 (we ird) (name)) S 1 4200 4200 0 -1 4194560 93 0 0 0 7 5 0 0 20 0 1 0 \
+                     2260446 8486912 268 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0\n";
+        assert_eq!(
+            parse_stat(line),
+            Some(StatFields { pgid: 4200, cpu_ticks: 12, start_ticks: 2_260_446, rss_pages: 268 })
+        );
+        assert_eq!(parse_stat(b"garbage"), None);
+        assert_eq!(parse_stat(b"1 (x) S 0 1 1 0"), None, "cut short");
+        assert_eq!(parse_stat(b"1 (x) S 0 -1 1 0 -1 0 0 0 0 0 1 1 0 0 0 0 1 0 5 6 7"), None);
+    }
+
+    #[test]
+    fn own_group_is_found_with_memory() {
+        // SAFETY: getpgrp has no preconditions and cannot fail.
+        let own = unsafe { libc::getpgrp() } as u32;
+        let mut sampler = GroupSampler::new();
+        let usage = sampler.sample(&[own, 0]);
+        let ours = usage.get(&own).expect("the test's own group has members");
+        assert!(ours.processes >= 1);
+        assert!(ours.rss_bytes > 0, "{ours:?}");
+        assert_eq!(usage.len(), 1);
+    }
+}

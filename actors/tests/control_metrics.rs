@@ -1,0 +1,167 @@
+//! `GroupSampler` on real process groups: member counts, memory, CPU%, and its speed.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vigil_actors::metrics::GroupSampler;
+
+/// Process groups started by a test, killed (whole group) and reaped on drop.
+struct Groups(Vec<Child>);
+
+impl Groups {
+    fn spawn(script: &str) -> Child {
+        Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    fn pgids(&self) -> Vec<u32> {
+        self.0.iter().map(Child::id).collect()
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        for child in &self.0 {
+            // SAFETY: killpg only sends a signal; the group is one we created.
+            unsafe { libc::killpg(child.id() as libc::pid_t, libc::SIGKILL) };
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Poll `sample` until `done` holds (children take a moment to fork), with a deadline.
+fn sample_until(
+    sampler: &mut GroupSampler,
+    pgids: &[u32],
+    done: impl Fn(&std::collections::HashMap<u32, vigil_actors::metrics::GroupUsage>) -> bool,
+) -> std::collections::HashMap<u32, vigil_actors::metrics::GroupUsage> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let usage = sampler.sample(pgids);
+        if done(&usage) || Instant::now() > deadline {
+            return usage;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn members_memory_and_cpu_are_summed_per_group() {
+    // Group A: the shell and two sleeping children. Group B: the shell and one busy loop.
+    let groups = Groups(vec![
+        Groups::spawn("sleep 1000 & sleep 1000 & wait"),
+        Groups::spawn("while :; do :; done & wait"),
+    ]);
+    let pgids = groups.pgids();
+    let (a, b) = (pgids[0], pgids[1]);
+    let mut sampler = GroupSampler::new();
+    let usage = sample_until(&mut sampler, &pgids, |u| {
+        u.get(&a).map(|g| g.processes) == Some(3) && u.get(&b).map(|g| g.processes) == Some(2)
+    });
+    assert_eq!(usage[&a].processes, 3, "{usage:?}");
+    assert_eq!(usage[&b].processes, 2, "{usage:?}");
+    assert!(usage[&a].rss_bytes > 3 * 100 * 1024, "three processes use more than 300 KiB: {usage:?}");
+
+    // CPU% over the last interval: the busy group uses a good share of a core (the machine is
+    // shared, so not all of it), the sleeping one next to nothing.
+    std::thread::sleep(Duration::from_millis(300));
+    let usage = sampler.sample(&pgids);
+    assert!(usage[&b].cpu_percent > 10.0, "a busy loop uses CPU: {usage:?}");
+    assert!(usage[&b].cpu_percent < 220.0, "one loop uses at most one core: {usage:?}");
+    assert!(usage[&a].cpu_percent < 5.0, "sleepers are idle: {usage:?}");
+
+    // Once a group is gone it is left out.
+    drop(groups);
+    let usage = sampler.sample(&pgids);
+    assert!(usage.is_empty(), "{usage:?}");
+}
+
+#[test]
+fn a_leader_that_died_leaves_its_group_counted() {
+    // The leader exits at once; its child keeps the group alive (what a supervisor must see).
+    let mut leader = Groups::spawn("sleep 1000 &");
+    let pgid = leader.id();
+    let _ = leader.wait();
+    let _groups = Groups(vec![leader]);
+    let mut sampler = GroupSampler::new();
+    let usage = sample_until(&mut sampler, &[pgid], |u| u.contains_key(&pgid));
+    assert_eq!(usage.get(&pgid).map(|g| g.processes), Some(1), "{usage:?}");
+}
+
+/// `cargo test -p vigil-actors --release --test control_metrics -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: starts 1000 processes"]
+fn bench_sample_1000_groups() {
+    let count: usize = std::env::var("VIGIL_BENCH_GROUPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let mut groups = Groups(Vec::with_capacity(count));
+    for _ in 0..count {
+        groups.0.push(
+            Command::new("sleep")
+                .arg("1000")
+                .stdin(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let pgids = groups.pgids();
+    let mut sampler = GroupSampler::new();
+    let usage = sample_until(&mut sampler, &pgids, |u| u.len() == count);
+    assert_eq!(usage.len(), count);
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let usage = sampler.sample(&pgids);
+        times.push(started.elapsed());
+        assert_eq!(usage.len(), count);
+    }
+    times.sort();
+    println!(
+        "GroupSampler::sample over {count} groups: min {:?} median {:?} max {:?}",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+}
+
+#[test]
+#[ignore = "temporary probe"]
+fn probe_parts() {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let mut groups = Groups(Vec::new());
+    for _ in 0..1000 {
+        groups.0.push(Command::new("sleep").arg("1000").process_group(0).spawn().unwrap());
+    }
+    let pgids = groups.pgids();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut n = 0;
+        let mut buf = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                buf.clear();
+                use std::io::Read;
+                if let Ok(mut f) = std::fs::File::open(format!("/proc/{pid}/stat")) {
+                    let _ = f.read_to_end(&mut buf);
+                    n += 1;
+                }
+            }
+        }
+        let scan = t.elapsed();
+        let mut sys = System::new().unwrap();
+        let pids: Vec<Pid> = pgids.iter().map(|&p| Pid::from_u32(p)).collect();
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, ProcessRefreshKind::nothing().with_memory().with_cpu());
+        let t2 = Instant::now();
+        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, ProcessRefreshKind::nothing().with_memory().with_cpu());
+        println!("scan {n} procs: {scan:?}; sysinfo refresh 1000: {:?}", t2.elapsed());
+    }
+}
