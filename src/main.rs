@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod config;
+mod control_client;
 mod error;
 mod workers;
 

@@ -97,14 +97,20 @@ impl ControlServer {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(ControlServerError::RemoveStale { path, source }),
         }
-        let listener = UnixListener::bind(&path)
-            .map_err(|source| ControlServerError::Bind { path: path.clone(), source })?;
+        let listener = UnixListener::bind(&path).map_err(|source| ControlServerError::Bind {
+            path: path.clone(),
+            source,
+        })?;
         if let Err(source) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         {
             let _ = std::fs::remove_file(&path);
             return Err(ControlServerError::Chmod { path, source });
         }
-        let shared = Arc::new(Shared { root, timeouts, uid: effective_uid() });
+        let shared = Arc::new(Shared {
+            root,
+            timeouts,
+            uid: effective_uid(),
+        });
         let accept = tokio::spawn(accept_loop(listener, shared));
         tracing::info!(socket = %path.display(), "control socket listening");
         Ok(ControlServer { path, accept })
@@ -190,7 +196,11 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
         );
         let reply = Reply::error(
             ErrorKind::PermissionDenied,
-            format!("uid {} may not control this server (uid {})", peer.uid(), shared.uid),
+            format!(
+                "uid {} may not control this server (uid {})",
+                peer.uid(),
+                shared.uid
+            ),
         );
         let _ = write.write_all(reply.to_line().as_bytes()).await;
         return;
@@ -216,7 +226,10 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
             line.pop();
         }
         if line.len() > MAX_REQUEST_BYTES {
-            tracing::warn!(limit = MAX_REQUEST_BYTES, "control socket: request too large; closing");
+            tracing::warn!(
+                limit = MAX_REQUEST_BYTES,
+                "control socket: request too large; closing"
+            );
             let reply = Reply::error(
                 ErrorKind::TooLarge,
                 format!("the request is longer than {MAX_REQUEST_BYTES} bytes"),
@@ -266,7 +279,11 @@ async fn answer(shared: &Shared, request: Request) -> Reply {
         }
         Request::Act { worker, action } => {
             let what = format!("{} {worker}", action_verb(action));
-            let msg = |reply| RootMsg::Act { worker, action, reply };
+            let msg = |reply| RootMsg::Act {
+                worker,
+                action,
+                reply,
+            };
             match ask(root, msg, timeout, &what).await {
                 Ok(Ok(snapshot)) => Reply::success(&snapshot),
                 Ok(Err(err)) => Reply::failure(err.into()),
@@ -306,7 +323,11 @@ where
     match root.call(msg, Some(timeout)).await {
         Ok(CallResult::Success(value)) => Ok(value),
         Ok(CallResult::Timeout) => {
-            tracing::warn!(what, timeout_ms = timeout.as_millis() as u64, "control socket: the tree did not answer in time");
+            tracing::warn!(
+                what,
+                timeout_ms = timeout.as_millis() as u64,
+                "control socket: the tree did not answer in time"
+            );
             Err(Reply::error(
                 ErrorKind::Timeout,
                 format!(
@@ -317,7 +338,9 @@ where
         }
         Ok(CallResult::SenderError) => Err(Reply::error(
             ErrorKind::Unavailable,
-            format!("the root supervisor dropped {what} without answering (is the server stopping?)"),
+            format!(
+                "the root supervisor dropped {what} without answering (is the server stopping?)"
+            ),
         )),
         Err(_) => Err(Reply::error(
             ErrorKind::Unavailable,

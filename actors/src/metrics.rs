@@ -13,7 +13,9 @@
 //! again with sysinfo would read three more files per member (`status`, `stat`, `statm`) and was
 //! measured at several times the cost of the scan itself (see the module's benchmark test).
 //! Fields are parsed after the last `)`, because the command name may contain spaces and
-//! parentheses.
+//! parentheses. [`crate::procfs::group_member_stats`] scans `/proc` once per group and does not
+//! parse the CPU and memory fields, so this module keeps its own narrow parser for one scan
+//! over all groups; like `procfs`, it leaves zombies out.
 //!
 //! # Caveats
 //! - CPU% is the average since the previous `sample` that saw the same process (percent of one
@@ -40,6 +42,8 @@ pub struct GroupUsage {
 /// The fields of one `/proc/<pid>/stat` line that the sampler uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatFields {
+    /// Field 3: the state letter (`Z` for a zombie).
+    pub state: u8,
     /// Field 5: the process group.
     pub pgid: u32,
     /// Fields 14 + 15: user + system CPU time, in clock ticks.
@@ -56,13 +60,16 @@ pub fn parse_stat(stat: &[u8]) -> Option<StatFields> {
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
     // After ") ": field 3 (state) is index 0, so field k is index k - 3.
     let mut fields = rest.split_ascii_whitespace();
-    let mut field = |k: usize, after: usize| -> Option<u64> { fields.nth(k - after - 1)?.parse().ok() };
-    let pgid = field(5, 2)?;
+    let state = *fields.next()?.as_bytes().first()?;
+    let mut field =
+        |k: usize, after: usize| -> Option<u64> { fields.nth(k - after - 1)?.parse().ok() };
+    let pgid = field(5, 3)?;
     let utime = field(14, 5)?;
     let stime = field(15, 14)?;
     let start_ticks = field(22, 15)?;
     let rss_pages = field(24, 22)?;
     Some(StatFields {
+        state,
         pgid: u32::try_from(pgid).ok()?,
         cpu_ticks: utime + stime,
         start_ticks,
@@ -101,10 +108,10 @@ impl GroupSampler {
     /// A sampler with nothing read yet.
     pub fn new() -> GroupSampler {
         // SAFETY: sysconf only reads a system constant; it returns -1 on error, handled below.
-        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         GroupSampler {
             previous: HashMap::new(),
-            ticks_per_sec: if ticks > 0 { ticks as f64 } else { 100.0 },
+            ticks_per_sec: crate::procfs::ticks_per_second() as f64,
             page_size: if page > 0 { page as u64 } else { 4096 },
             buf: Vec::with_capacity(1024),
         }
@@ -133,7 +140,7 @@ impl GroupSampler {
             let Some(stat) = self.read_stat(pid) else {
                 continue; // gone since the listing
             };
-            if !wanted.contains(&stat.pgid) {
+            if !wanted.contains(&stat.pgid) || matches!(stat.state, b'Z' | b'X' | b'x') {
                 continue;
             }
             let cpu_secs = match self.previous.get(&pid) {
@@ -154,7 +161,11 @@ impl GroupSampler {
             usage.cpu_percent += cpu_secs.unwrap_or(0.0) * 100.0;
             seen.insert(
                 pid,
-                Reading { start_ticks: stat.start_ticks, cpu_ticks: stat.cpu_ticks, at: now },
+                Reading {
+                    start_ticks: stat.start_ticks,
+                    cpu_ticks: stat.cpu_ticks,
+                    at: now,
+                },
             );
         }
         self.previous = seen;
@@ -186,11 +197,20 @@ mod tests {
                      2260446 8486912 268 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0\n";
         assert_eq!(
             parse_stat(line),
-            Some(StatFields { pgid: 4200, cpu_ticks: 12, start_ticks: 2_260_446, rss_pages: 268 })
+            Some(StatFields {
+                state: b'S',
+                pgid: 4200,
+                cpu_ticks: 12,
+                start_ticks: 2_260_446,
+                rss_pages: 268
+            })
         );
         assert_eq!(parse_stat(b"garbage"), None);
         assert_eq!(parse_stat(b"1 (x) S 0 1 1 0"), None, "cut short");
-        assert_eq!(parse_stat(b"1 (x) S 0 -1 1 0 -1 0 0 0 0 0 1 1 0 0 0 0 1 0 5 6 7"), None);
+        assert_eq!(
+            parse_stat(b"1 (x) S 0 -1 1 0 -1 0 0 0 0 0 1 1 0 0 0 0 1 0 5 6 7"),
+            None
+        );
     }
 
     #[test]

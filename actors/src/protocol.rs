@@ -118,7 +118,10 @@ impl From<ControlError> for RemoteError {
             ControlError::Failed(_) => ErrorKind::Failed,
             ControlError::Timeout(_) => ErrorKind::Timeout,
         };
-        RemoteError { message: err.to_string(), kind }
+        RemoteError {
+            message: err.to_string(),
+            kind,
+        }
     }
 }
 
@@ -142,7 +145,12 @@ impl Reply {
     /// A success carrying `data` (serialised here; a value that cannot be becomes an error).
     pub fn success<T: Serialize>(data: &T) -> Reply {
         match serde_json::to_value(data) {
-            Ok(value) => Reply { ok: true, data: Some(value), error: None, kind: None },
+            Ok(value) => Reply {
+                ok: true,
+                data: Some(value),
+                error: None,
+                kind: None,
+            },
             Err(err) => Reply::failure(RemoteError {
                 message: format!("the server could not encode its answer: {err}"),
                 kind: ErrorKind::Failed,
@@ -152,12 +160,20 @@ impl Reply {
 
     /// An error reply.
     pub fn failure(err: RemoteError) -> Reply {
-        Reply { ok: false, data: None, error: Some(err.message), kind: Some(err.kind) }
+        Reply {
+            ok: false,
+            data: None,
+            error: Some(err.message),
+            kind: Some(err.kind),
+        }
     }
 
     /// An error reply from a kind and a sentence.
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Reply {
-        Reply::failure(RemoteError { message: message.into(), kind })
+        Reply::failure(RemoteError {
+            message: message.into(),
+            kind,
+        })
     }
 
     /// The data of a success (`null` when absent), or the error of a failure.
@@ -166,7 +182,9 @@ impl Reply {
             Ok(self.data.unwrap_or(serde_json::Value::Null))
         } else {
             Err(RemoteError {
-                message: self.error.unwrap_or_else(|| "the server gave no reason".to_string()),
+                message: self
+                    .error
+                    .unwrap_or_else(|| "the server gave no reason".to_string()),
                 kind: self.kind.unwrap_or(ErrorKind::Failed),
             })
         }
@@ -187,7 +205,10 @@ impl Reply {
 
 /// Parse one request line (without its newline), or say why it is not one.
 pub fn parse_request(line: &[u8]) -> Result<Request, RemoteError> {
-    let bad = |message: String| RemoteError { message, kind: ErrorKind::BadRequest };
+    let bad = |message: String| RemoteError {
+        message,
+        kind: ErrorKind::BadRequest,
+    };
     let text = std::str::from_utf8(line).map_err(|_| bad("the request is not UTF-8".into()))?;
     let value: serde_json::Value = serde_json::from_str(text.trim())
         .map_err(|err| bad(format!("the request is not valid JSON: {err}")))?;
@@ -285,12 +306,23 @@ mod tests {
             (r#"{"cmd":"dump"}"#, Request::Dump),
             (r#"{"cmd":"ping"}"#, Request::Ping),
             (r#"{"cmd":"shutdown"}"#, Request::Shutdown),
-            (r#"{"cmd":"status","worker":null}"#, Request::Status { worker: None }),
+            (
+                r#"{"cmd":"status","worker":null}"#,
+                Request::Status { worker: None },
+            ),
             (r#"{"cmd":"status"}"#, Request::Status { worker: None }),
-            (r#"{"cmd":"status","worker":"a"}"#, Request::Status { worker: Some("a".into()) }),
+            (
+                r#"{"cmd":"status","worker":"a"}"#,
+                Request::Status {
+                    worker: Some("a".into()),
+                },
+            ),
             (
                 r#"{"cmd":"act","worker":"x","action":"restart"}"#,
-                Request::Act { worker: "x".into(), action: WorkerAction::Restart },
+                Request::Act {
+                    worker: "x".into(),
+                    action: WorkerAction::Restart,
+                },
             ),
         ];
         for (line, want) in cases {
@@ -308,10 +340,20 @@ mod tests {
         assert_eq!(kind(b"[1,2]"), ErrorKind::BadRequest);
         assert_eq!(kind(br#"{"cmd":7}"#), ErrorKind::BadRequest);
         assert_eq!(kind(br#"{"cmd":"reboot"}"#), ErrorKind::UnknownCommand);
-        assert_eq!(kind(br#"{"cmd":"act","worker":"x"}"#), ErrorKind::BadRequest);
-        assert_eq!(kind(br#"{"cmd":"act","worker":"x","action":"explode"}"#), ErrorKind::BadRequest);
+        assert_eq!(
+            kind(br#"{"cmd":"act","worker":"x"}"#),
+            ErrorKind::BadRequest
+        );
+        assert_eq!(
+            kind(br#"{"cmd":"act","worker":"x","action":"explode"}"#),
+            ErrorKind::BadRequest
+        );
         let err = parse_request(br#"{"cmd":"reboot"}"#).unwrap_err();
-        assert!(err.message.starts_with("unknown command \"reboot\""), "{}", err.message);
+        assert!(
+            err.message.starts_with("unknown command \"reboot\""),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -321,7 +363,10 @@ mod tests {
         assert_eq!(ok.into_result().unwrap(), serde_json::json!([1, 2]));
         let err = Reply::failure(ControlError::UnknownWorker("x".into()).into());
         let line = err.to_line();
-        assert_eq!(line, "{\"ok\":false,\"error\":\"no worker named \\\"x\\\"\",\"kind\":\"unknown_worker\"}\n");
+        assert_eq!(
+            line,
+            "{\"ok\":false,\"error\":\"no worker named \\\"x\\\"\",\"kind\":\"unknown_worker\"}\n"
+        );
         let parsed: Reply = serde_json::from_str(line.trim()).unwrap();
         let remote = parsed.into_result().unwrap_err();
         assert_eq!(remote.kind, ErrorKind::UnknownWorker);

@@ -35,7 +35,17 @@ pub fn dump_text_at(dump: &Dump, color: bool, now: Timestamp) -> String {
 /// [`status_text`] with an explicit "now".
 pub fn status_text_at(workers: &[WorkerSnapshot], color: bool, now: Timestamp) -> String {
     let paint = Paint(color);
-    let header = ["WORKER", "STATE", "PID", "GEN", "UPTIME", "RESTARTS", "CPU", "MEMORY", "LAST EXIT"];
+    let header = [
+        "WORKER",
+        "STATE",
+        "PID",
+        "GEN",
+        "UPTIME",
+        "RESTARTS",
+        "CPU",
+        "MEMORY",
+        "LAST EXIT",
+    ];
     let rows: Vec<[String; 9]> = workers
         .iter()
         .map(|w| {
@@ -44,8 +54,15 @@ pub fn status_text_at(workers: &[WorkerSnapshot], color: bool, now: Timestamp) -
                 w.state.as_str().to_string(),
                 opt(w.pid),
                 w.generation.to_string(),
-                if w.pid.is_some() { ms(w.uptime_ms) } else { "-".into() },
-                format!("{} ({}/{})", w.restarts, w.restarts_in_window, w.max_restarts),
+                if w.pid.is_some() {
+                    ms(w.uptime_ms)
+                } else {
+                    "-".into()
+                },
+                format!(
+                    "{} ({}/{})",
+                    w.restarts, w.restarts_in_window, w.max_restarts
+                ),
                 w.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
                 w.rss_bytes.map_or("-".into(), bytes),
                 status_tail(w, now),
@@ -88,11 +105,17 @@ pub fn status_text_at(workers: &[WorkerSnapshot], color: bool, now: Timestamp) -
 fn status_tail(w: &WorkerSnapshot, now: Timestamp) -> String {
     match (w.state, w.next_start_in_ms) {
         (WorkerState::Backoff, Some(next)) => {
-            let exit = w.last_exit.as_ref().map(|e| format!("; {}", exit_words(e, now)));
+            let exit = w
+                .last_exit
+                .as_ref()
+                .map(|e| format!("; {}", exit_words(e, now)));
             format!("restart in {}{}", ms(next), exit.unwrap_or_default())
         }
         (WorkerState::Failed, Some(next)) => format!("escalated; fresh supervisor in {}", ms(next)),
-        _ => w.last_exit.as_ref().map_or("-".into(), |e| exit_words(e, now)),
+        _ => w
+            .last_exit
+            .as_ref()
+            .map_or("-".into(), |e| exit_words(e, now)),
     }
 }
 
@@ -104,13 +127,28 @@ fn node_text(node: &Node, first: &str, rest: &str, paint: Paint, now: Timestamp,
     let count = node.children.len();
     for (i, child) in node.children.iter().enumerate() {
         let last = i + 1 == count;
-        let (branch, cont) = if last { ("└─ ", "   ") } else { ("├─ ", "│  ") };
-        node_text(child, &format!("{rest}{branch}"), &format!("{rest}{cont}"), paint, now, out);
+        let (branch, cont) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        node_text(
+            child,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{cont}"),
+            paint,
+            now,
+            out,
+        );
     }
 }
 
 fn root_lines(root: &RootInfo, first: &str, rest: &str, paint: Paint, out: &mut String) {
-    let colour = if root.state == "running" { Colour::Green } else { Colour::Yellow };
+    let colour = if root.state == "running" {
+        Colour::Green
+    } else {
+        Colour::Yellow
+    };
     let _ = writeln!(
         out,
         "{first}{} {} {}  pid {}  up {}",
@@ -149,12 +187,19 @@ fn worker_lines(
         state_note(w)
     );
     if w.state == WorkerState::Unresponsive {
-        let _ = writeln!(out, "{pad}its supervisor did not answer in time; other fields unknown");
+        let _ = writeln!(
+            out,
+            "{pad}its supervisor did not answer in time; other fields unknown"
+        );
         let _ = writeln!(out, "{pad}log {}", w.log_path);
         return;
     }
     let actor = w.actor_id.as_deref().unwrap_or("-");
-    let up = if w.pid.is_some() { ms(w.uptime_ms) } else { "-".into() };
+    let up = if w.pid.is_some() {
+        ms(w.uptime_ms)
+    } else {
+        "-".into()
+    };
     let _ = writeln!(
         out,
         "{pad}actor {actor}  pid {}  pgid {}  generation {}  up {up}",
@@ -172,7 +217,12 @@ fn worker_lines(
     );
     match (w.backoff_ms, w.next_start_in_ms) {
         (Some(backoff), Some(next)) => {
-            let _ = writeln!(out, "{pad}backoff {}, next start in {}", ms(backoff), ms(next));
+            let _ = writeln!(
+                out,
+                "{pad}backoff {}, next start in {}",
+                ms(backoff),
+                ms(next)
+            );
         }
         (Some(backoff), None) => {
             let _ = writeln!(out, "{pad}backoff {}", ms(backoff));
@@ -190,7 +240,9 @@ fn worker_lines(
             let _ = writeln!(out, "{pad}last exit: none");
         }
     }
-    let heartbeat = w.heartbeat_age_ms.map_or("never".to_string(), |age| format!("{} ago", ms(age)));
+    let heartbeat = w
+        .heartbeat_age_ms
+        .map_or("never".to_string(), |age| format!("{} ago", ms(age)));
     match &w.status_text {
         Some(text) => {
             let _ = writeln!(out, "{pad}heartbeat {heartbeat}  status: {text}");
@@ -353,7 +405,11 @@ impl Paint {
     }
 
     fn bold(self, text: &str) -> String {
-        if self.0 { format!("\x1b[1m{text}\x1b[0m") } else { text.to_string() }
+        if self.0 {
+            format!("\x1b[1m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     fn state(self, state: WorkerState, text: &str) -> String {
@@ -469,8 +525,14 @@ mod tests {
                     escalations_in_window: 0,
                 }),
                 children: vec![
-                    Node { info: NodeInfo::Worker(running), children: vec![] },
-                    Node { info: NodeInfo::Worker(looping), children: vec![] },
+                    Node {
+                        info: NodeInfo::Worker(running),
+                        children: vec![],
+                    },
+                    Node {
+                        info: NodeInfo::Worker(looping),
+                        children: vec![],
+                    },
                 ],
             },
         }
@@ -506,7 +568,10 @@ mod tests {
 
     #[test]
     fn last_exit_in_words() {
-        assert_eq!(exit_words(&segv(), now()), "killed by SIGSEGV (core dumped) 3m ago after 12s up");
+        assert_eq!(
+            exit_words(&segv(), now()),
+            "killed by SIGSEGV (core dumped) 3m ago after 12s up"
+        );
         let mut spawn = segv();
         spawn.reason = ExitReason::SpawnFailed;
         spawn.signal = None;
@@ -518,7 +583,10 @@ mod tests {
         );
         let mut odd = segv();
         odd.exited_at = "yesterday".into();
-        assert_eq!(exit_words(&odd, now()), "killed by SIGSEGV (core dumped) at yesterday after 12s up");
+        assert_eq!(
+            exit_words(&odd, now()),
+            "killed by SIGSEGV (core dumped) at yesterday after 12s up"
+        );
     }
 
     #[test]
@@ -561,7 +629,10 @@ mod tests {
         let mut dump = tree();
         dump.root.children[1].info = NodeInfo::Worker(worker("stuck", WorkerState::Unresponsive));
         let text = dump_text_at(&dump, false, now());
-        assert!(text.contains("└─ ● stuck (command) unresponsive\n"), "{text}");
+        assert!(
+            text.contains("└─ ● stuck (command) unresponsive\n"),
+            "{text}"
+        );
         assert!(text.contains("did not answer in time"), "{text}");
     }
 
@@ -587,7 +658,9 @@ mod tests {
             lines[2],
             "crashy    backoff  -     4    -       3 (3/5)   -     -         restart in 450ms; exited with code 3 50ms ago after 50ms up"
         );
-        assert!(lines[0].starts_with("WORKER    STATE    PID   GEN  UPTIME  RESTARTS  CPU   MEMORY    LAST EXIT"));
+        assert!(lines[0].starts_with(
+            "WORKER    STATE    PID   GEN  UPTIME  RESTARTS  CPU   MEMORY    LAST EXIT"
+        ));
         let coloured = status_text_at(&workers, true, now());
         assert_eq!(strip_ansi(&coloured), text);
     }

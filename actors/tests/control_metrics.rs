@@ -69,14 +69,23 @@ fn members_memory_and_cpu_are_summed_per_group() {
     });
     assert_eq!(usage[&a].processes, 3, "{usage:?}");
     assert_eq!(usage[&b].processes, 2, "{usage:?}");
-    assert!(usage[&a].rss_bytes > 3 * 100 * 1024, "three processes use more than 300 KiB: {usage:?}");
+    assert!(
+        usage[&a].rss_bytes > 3 * 100 * 1024,
+        "three processes use more than 300 KiB: {usage:?}"
+    );
 
     // CPU% over the last interval: the busy group uses a good share of a core (the machine is
     // shared, so not all of it), the sleeping one next to nothing.
     std::thread::sleep(Duration::from_millis(300));
     let usage = sampler.sample(&pgids);
-    assert!(usage[&b].cpu_percent > 10.0, "a busy loop uses CPU: {usage:?}");
-    assert!(usage[&b].cpu_percent < 220.0, "one loop uses at most one core: {usage:?}");
+    assert!(
+        usage[&b].cpu_percent > 10.0,
+        "a busy loop uses CPU: {usage:?}"
+    );
+    assert!(
+        usage[&b].cpu_percent < 220.0,
+        "one loop uses at most one core: {usage:?}"
+    );
     assert!(usage[&a].cpu_percent < 5.0, "sleepers are idle: {usage:?}");
 
     // Once a group is gone it is left out.
@@ -101,7 +110,10 @@ fn a_leader_that_died_leaves_its_group_counted() {
 #[test]
 #[ignore = "benchmark: starts 1000 processes"]
 fn bench_sample_1000_groups() {
-    let count: usize = std::env::var("VIGIL_BENCH_GROUPS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let count: usize = std::env::var("VIGIL_BENCH_GROUPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let mut groups = Groups(Vec::with_capacity(count));
     for _ in 0..count {
         groups.0.push(
@@ -139,7 +151,13 @@ fn probe_parts() {
     use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
     let mut groups = Groups(Vec::new());
     for _ in 0..1000 {
-        groups.0.push(Command::new("sleep").arg("1000").process_group(0).spawn().unwrap());
+        groups.0.push(
+            Command::new("sleep")
+                .arg("1000")
+                .process_group(0)
+                .spawn()
+                .unwrap(),
+        );
     }
     let pgids = groups.pgids();
     for _ in 0..5 {
@@ -159,9 +177,20 @@ fn probe_parts() {
         let scan = t.elapsed();
         let mut sys = System::new().unwrap();
         let pids: Vec<Pid> = pgids.iter().map(|&p| Pid::from_u32(p)).collect();
-        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, ProcessRefreshKind::nothing().with_memory().with_cpu());
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&pids),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
         let t2 = Instant::now();
-        sys.refresh_processes_specifics(ProcessesToUpdate::Some(&pids), true, ProcessRefreshKind::nothing().with_memory().with_cpu());
-        println!("scan {n} procs: {scan:?}; sysinfo refresh 1000: {:?}", t2.elapsed());
+        sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&pids),
+            true,
+            ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        println!(
+            "scan {n} procs: {scan:?}; sysinfo refresh 1000: {:?}",
+            t2.elapsed()
+        );
     }
 }

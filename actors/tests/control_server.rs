@@ -63,7 +63,11 @@ impl Actor for FixedRoot {
         _args: (),
     ) -> Result<FixedState, ActorProcessingErr> {
         Ok(FixedState {
-            workers: vec![snapshot("alpha", 100), snapshot("beta", 200), snapshot("hang", 300)],
+            workers: vec![
+                snapshot("alpha", 100),
+                snapshot("beta", 200),
+                snapshot("hang", 300),
+            ],
             held: Vec::new(),
             shutting_down: false,
         })
@@ -80,18 +84,31 @@ impl Actor for FixedRoot {
                 let children = state
                     .workers
                     .iter()
-                    .map(|w| Node { info: NodeInfo::Worker(w.clone()), children: vec![] })
+                    .map(|w| Node {
+                        info: NodeInfo::Worker(w.clone()),
+                        children: vec![],
+                    })
                     .collect();
                 let root = RootInfo {
                     name: "root".into(),
-                    state: if state.shutting_down { "stopping" } else { "running" }.into(),
+                    state: if state.shutting_down {
+                        "stopping"
+                    } else {
+                        "running"
+                    }
+                    .into(),
                     pid: std::process::id(),
                     uptime_ms: 5,
                     config_path: None,
                     escalations: 0,
                     escalations_in_window: 0,
                 };
-                let _ = reply.send(Dump { root: Node { info: NodeInfo::Root(root), children } });
+                let _ = reply.send(Dump {
+                    root: Node {
+                        info: NodeInfo::Root(root),
+                        children,
+                    },
+                });
             }
             RootMsg::Status { worker, reply } => {
                 let answer = match worker {
@@ -103,7 +120,11 @@ impl Actor for FixedRoot {
                 };
                 let _ = reply.send(answer);
             }
-            RootMsg::Act { worker, action, reply } => {
+            RootMsg::Act {
+                worker,
+                action,
+                reply,
+            } => {
                 if worker == "hang" {
                     state.held.push(reply);
                     return Ok(());
@@ -161,7 +182,12 @@ async fn fixture(timeouts: Timeouts) -> Fixture {
     let socket = dir.path().join("vigil.sock");
     let (root, _handle) = Actor::spawn(None, FixedRoot, ()).await.unwrap();
     let server = ControlServer::start_with(&socket, root.clone(), timeouts).unwrap();
-    Fixture { _dir: dir, socket, server: Some(server), root }
+    Fixture {
+        _dir: dir,
+        socket,
+        server: Some(server),
+        root,
+    }
 }
 
 /// A connection that sends lines and reads reply lines, each read bounded.
@@ -174,7 +200,10 @@ impl Client {
     async fn connect(path: &Path) -> Client {
         let stream = UnixStream::connect(path).await.unwrap();
         let (read, writer) = stream.into_split();
-        Client { reader: BufReader::new(read), writer }
+        Client {
+            reader: BufReader::new(read),
+            writer,
+        }
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) {
@@ -187,7 +216,10 @@ impl Client {
             .await
             .expect("a reply within 10 s")
             .unwrap();
-        assert!(n > 0, "the server closed the connection instead of replying");
+        assert!(
+            n > 0,
+            "the server closed the connection instead of replying"
+        );
         serde_json::from_str(&line).unwrap()
     }
 
@@ -228,15 +260,22 @@ async fn every_request_kind_is_answered() {
     let mut c = Client::connect(&f.socket).await;
 
     let pong = c.ask(json!({"cmd": "ping"})).await;
-    assert_eq!(pong, json!({"ok": true, "data": {"pid": std::process::id()}}));
+    assert_eq!(
+        pong,
+        json!({"ok": true, "data": {"pid": std::process::id()}})
+    );
 
     let dump = c.ask(json!({"cmd": "dump"})).await;
     assert_eq!(dump["ok"], true);
     let root = &dump["data"]["root"];
     assert_eq!(root["name"], "root");
     assert_eq!(root["state"], "running");
-    let names: Vec<&str> =
-        root["children"].as_array().unwrap().iter().map(|n| n["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = root["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alpha", "beta", "hang"]);
     let typed: Dump = serde_json::from_value(dump["data"].clone()).unwrap();
     assert!(matches!(typed.root.info, NodeInfo::Root(_)));
@@ -256,18 +295,26 @@ async fn every_request_kind_is_answered() {
         json!({"ok": false, "error": "no worker named \"nope\"", "kind": "unknown_worker"})
     );
 
-    let restarted = c.ask(json!({"cmd": "act", "worker": "alpha", "action": "restart"})).await;
+    let restarted = c
+        .ask(json!({"cmd": "act", "worker": "alpha", "action": "restart"}))
+        .await;
     assert_eq!(restarted["ok"], true, "{restarted}");
     assert_eq!(restarted["data"]["pid"], 101);
     assert_eq!(restarted["data"]["generation"], 2);
 
-    let stopped = c.ask(json!({"cmd": "act", "worker": "beta", "action": "stop"})).await;
+    let stopped = c
+        .ask(json!({"cmd": "act", "worker": "beta", "action": "stop"}))
+        .await;
     assert_eq!(stopped["data"]["state"], "stopped");
     assert_eq!(stopped["data"]["pid"], Value::Null);
-    let started = c.ask(json!({"cmd": "act", "worker": "beta", "action": "start"})).await;
+    let started = c
+        .ask(json!({"cmd": "act", "worker": "beta", "action": "start"}))
+        .await;
     assert_eq!(started["data"]["state"], "running");
 
-    let act_unknown = c.ask(json!({"cmd": "act", "worker": "nope", "action": "stop"})).await;
+    let act_unknown = c
+        .ask(json!({"cmd": "act", "worker": "nope", "action": "stop"}))
+        .await;
     assert_eq!(act_unknown["kind"], "unknown_worker");
 
     let down = c.ask(json!({"cmd": "shutdown"})).await;
@@ -322,10 +369,16 @@ async fn garbage_and_unknown_commands_do_not_hurt_the_server() {
     assert_eq!(c.reply().await["kind"], "bad_request");
     let unknown = c.ask(json!({"cmd": "format_disk"})).await;
     assert_eq!(unknown["kind"], "unknown_command");
-    assert!(unknown["error"].as_str().unwrap().contains("format_disk"), "{unknown}");
+    assert!(
+        unknown["error"].as_str().unwrap().contains("format_disk"),
+        "{unknown}"
+    );
     let missing = c.ask(json!({"cmd": "act", "worker": "alpha"})).await;
     assert_eq!(missing["kind"], "bad_request");
-    assert_eq!(c.ask(json!({"cmd": "status", "worker": "alpha"})).await["ok"], true);
+    assert_eq!(
+        c.ask(json!({"cmd": "status", "worker": "alpha"})).await["ok"],
+        true
+    );
 
     // 100 KB of garbage with no newline: a too_large reply, then the connection is closed.
     let mut big = Client::connect(&f.socket).await;
@@ -381,11 +434,19 @@ async fn a_silent_root_gives_a_timeout_reply_not_a_hang() {
     let f = fixture(short_timeouts()).await;
     let mut c = Client::connect(&f.socket).await;
     let started = Instant::now();
-    let reply = c.ask(json!({"cmd": "act", "worker": "hang", "action": "restart"})).await;
+    let reply = c
+        .ask(json!({"cmd": "act", "worker": "hang", "action": "restart"}))
+        .await;
     let waited = started.elapsed();
     assert_eq!(reply["kind"], "timeout", "{reply}");
-    assert!(reply["error"].as_str().unwrap().contains("300ms"), "{reply}");
-    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("300ms"),
+        "{reply}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
     // The same connection and the tree still answer.
     assert_eq!(c.ask(json!({"cmd": "status"})).await["ok"], true);
 }
@@ -413,10 +474,14 @@ fn peer_client_helper() {
     };
     use std::io::{BufRead, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(b"{\"cmd\":\"ping\"}\n").unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(stream).read_line(&mut line).unwrap();
+    std::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .unwrap();
     println!("PEER-REPLY {}", line.trim());
 }
 
@@ -438,7 +503,12 @@ async fn other_users_are_refused() {
     let output = tokio::task::spawn_blocking(move || {
         use std::os::unix::process::CommandExt;
         std::process::Command::new(exe)
-            .args(["peer_client_helper", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "peer_client_helper",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("VIGIL_TEST_PEER_SOCKET", &socket)
             .uid(65534)
             .gid(65534)
@@ -451,11 +521,19 @@ async fn other_users_are_refused() {
     let line = stdout
         .lines()
         .find_map(|l| l.split_once("PEER-REPLY ").map(|(_, reply)| reply))
-        .unwrap_or_else(|| panic!("no reply line; stdout: {stdout}; stderr: {}", String::from_utf8_lossy(&output.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no reply line; stdout: {stdout}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     let reply: Value = serde_json::from_str(line).unwrap();
     assert_eq!(reply["ok"], false, "{reply}");
     assert_eq!(reply["kind"], "permission_denied", "{reply}");
-    assert!(reply["error"].as_str().unwrap().contains("uid 65534"), "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("uid 65534"),
+        "{reply}"
+    );
     // And we still get in.
     let mut c = Client::connect(&f.socket).await;
     assert_eq!(c.ask(json!({"cmd": "ping"})).await["ok"], true);

@@ -1,35 +1,174 @@
-//! `vigil dump|status|restart|stop|start|shutdown`: placeholders until helper "control" lands
-//! the control client; replace this file entirely (keep the function signatures or edit
-//! `main.rs`'s dispatch in the same commit).
+//! `vigil dump|status|restart|stop|start|shutdown`: one request to the running server each.
+//!
+//! Owns what these commands print: the text tree or table (through `vigil_actors::render`),
+//! the JSON forms of the contract, and the one-line confirmations of actions. It must not
+//! decide anything about workers: the server answers, including "no worker named ...".
 
-use std::path::Path;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use serde_json::Value;
+use vigil_actors::protocol::{Request, Timeouts};
+use vigil_actors::render;
 use vigil_actors::root::WorkerAction;
+use vigil_actors::snapshot::{Dump, WorkerSnapshot};
 
 use crate::cli::{DumpArgs, StatusArgs, WorkerArg};
+use crate::config;
+use crate::control_client::{ClientError, Connection};
 use crate::error::CliError;
 
-/// Not built yet.
-pub fn dump(_config: &Path, _args: &DumpArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::Runtime("`vigil dump` is not built yet".into()))
+/// How long `shutdown` waits, after the server's reply, for the server process to go away.
+const EXIT_WAIT: Duration = Duration::from_secs(15);
+
+/// `vigil dump [--json]`.
+pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config)?;
+    let data = server.ask(&Request::Dump, server.timeouts.query)?;
+    if args.json {
+        print_json(&data)?;
+    } else {
+        let dump: Dump = decode(data)?;
+        print(&render::dump_text(&dump, std::io::stdout().is_terminal()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Not built yet.
-pub fn status(_config: &Path, _args: &StatusArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::Runtime("`vigil status` is not built yet".into()))
+/// `vigil status [WORKER] [--json]`.
+pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config)?;
+    let request = Request::Status {
+        worker: args.worker.clone(),
+    };
+    let data = server.ask(&request, server.timeouts.query)?;
+    if args.json {
+        print_json(&data)?;
+    } else {
+        let workers: Vec<WorkerSnapshot> = decode(data)?;
+        print(&render::status_text(
+            &workers,
+            std::io::stdout().is_terminal(),
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Not built yet.
-pub fn act(_config: &Path, action: WorkerAction, _args: &WorkerArg) -> Result<ExitCode, CliError> {
-    Err(CliError::Runtime(
-        format!("`vigil {action:?}` is not built yet").to_lowercase(),
-    ))
+/// `vigil restart|stop|start WORKER`: returns once the server says the action is done.
+pub fn act(config: &Path, action: WorkerAction, args: &WorkerArg) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config)?;
+    let request = Request::Act {
+        worker: args.worker.clone(),
+        action,
+    };
+    let data = server.ask(&request, server.timeouts.act)?;
+    let worker: WorkerSnapshot = decode(data)?;
+    print(&format!("{}\n", action_line(action, &worker)))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Not built yet.
-pub fn shutdown(_config: &Path) -> Result<ExitCode, CliError> {
-    Err(CliError::Runtime(
-        "`vigil shutdown` is not built yet".into(),
-    ))
+/// `vigil shutdown`: returns once every worker is down and the server has exited.
+pub fn shutdown(config: &Path) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config)?;
+    let started = Instant::now();
+    let mut connection = Connection::open(&server.socket).map_err(client_error)?;
+    connection
+        .request(&Request::Shutdown, server.timeouts.shutdown)
+        .map_err(client_error)?;
+    // The reply comes once the workers are down; the server process exits right after, which
+    // closes our connection.
+    if !connection.wait_closed(EXIT_WAIT) {
+        return Err(CliError::Runtime(format!(
+            "every worker stopped, but the server did not exit within {} (socket {})",
+            render::duration(EXIT_WAIT),
+            server.socket.display()
+        )));
+    }
+    print(&format!(
+        "vigil stopped ({})\n",
+        render::duration(started.elapsed())
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The running server a command talks to, as the config describes it.
+struct Server {
+    socket: PathBuf,
+    /// The server's bounds plus a margin, so the server's own timeout sentence arrives first.
+    timeouts: Timeouts,
+}
+
+impl Server {
+    fn from_config(config: &Path) -> Result<Server, CliError> {
+        let loaded = config::load(config)?;
+        let server = Timeouts::for_tree(&loaded.tree);
+        let margin = Timeouts::client_margin();
+        Ok(Server {
+            socket: loaded.tree.socket_path(),
+            timeouts: Timeouts {
+                query: server.query + margin,
+                act: server.act + margin,
+                shutdown: server.shutdown + margin,
+            },
+        })
+    }
+
+    fn ask(&self, request: &Request, timeout: Duration) -> Result<Value, CliError> {
+        let mut connection = Connection::open(&self.socket).map_err(client_error)?;
+        connection.request(request, timeout).map_err(client_error)
+    }
+}
+
+/// One line per action: what happened, and where the worker is now.
+fn action_line(action: WorkerAction, w: &WorkerSnapshot) -> String {
+    let pid = match (w.pid, w.pgid) {
+        (Some(pid), Some(pgid)) if pid != pgid => format!("pid {pid}, pgid {pgid}"),
+        (Some(pid), _) => format!("pid {pid}"),
+        (None, _) => "no process".to_string(),
+    };
+    match action {
+        WorkerAction::Restart => format!(
+            "restarted {}: {pid}, generation {}, {}",
+            w.name,
+            w.generation,
+            w.state.as_str()
+        ),
+        WorkerAction::Start => format!(
+            "started {}: {pid}, generation {}, {}",
+            w.name,
+            w.generation,
+            w.state.as_str()
+        ),
+        WorkerAction::Stop => format!("stopped {}: {}", w.name, w.state.as_str()),
+    }
+}
+
+fn client_error(err: ClientError) -> CliError {
+    CliError::Runtime(err.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, CliError> {
+    serde_json::from_value(data).map_err(|err| {
+        CliError::Runtime(format!(
+            "the vigil server sent an answer this client does not understand: {err}"
+        ))
+    })
+}
+
+fn print_json(data: &Value) -> Result<(), CliError> {
+    let mut text = serde_json::to_string_pretty(data)
+        .map_err(|err| CliError::Runtime(format!("cannot encode the answer as JSON: {err}")))?;
+    text.push('\n');
+    print(&text)
+}
+
+/// Write to stdout; a closed pipe (`vigil dump | head`) is not an error.
+fn print(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(err) => Err(CliError::Runtime(format!("cannot write to stdout: {err}"))),
+    }
 }
