@@ -14,8 +14,9 @@
 //! - A malformed or unknown request gets an error reply and the connection stays usable; a
 //!   request line longer than [`MAX_REQUEST_BYTES`] gets a `too_large` reply and the connection
 //!   is closed. Nothing a client sends stops the server.
-//! - Dropping the [`ControlServer`] (or calling [`ControlServer::stop`]) stops accepting, ends
-//!   every connection task and removes the socket file.
+//! - [`ControlServer::close`] stops accepting, removes the socket file, lets requests already
+//!   being answered write their replies (bounded), and ends every connection. Dropping the
+//!   [`ControlServer`] does the same without waiting: in-flight replies are lost.
 //!
 //! # Caveats
 //! - [`ControlServer::start`] removes whatever file is at the socket path: the caller must hold
@@ -33,6 +34,7 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::protocol::{ErrorKind, MAX_REQUEST_BYTES, Reply, Request, Timeouts, parse_request};
@@ -72,6 +74,7 @@ pub enum ControlServerError {
 pub struct ControlServer {
     path: PathBuf,
     accept: JoinHandle<()>,
+    closing: watch::Sender<bool>,
 }
 
 impl ControlServer {
@@ -106,14 +109,20 @@ impl ControlServer {
             let _ = std::fs::remove_file(&path);
             return Err(ControlServerError::Chmod { path, source });
         }
+        let (closing, closing_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             root,
             timeouts,
             uid: effective_uid(),
+            closing: closing_rx,
         });
         let accept = tokio::spawn(accept_loop(listener, shared));
         tracing::info!(socket = %path.display(), "control socket listening");
-        Ok(ControlServer { path, accept })
+        Ok(ControlServer {
+            path,
+            accept,
+            closing,
+        })
     }
 
     /// The socket's path.
@@ -121,16 +130,21 @@ impl ControlServer {
         &self.path
     }
 
-    /// Stop accepting, end every connection and remove the socket file (same as dropping it).
-    pub fn stop(self) {
-        drop(self);
+    /// Stop accepting and remove the socket file; let requests being answered write their
+    /// replies (at most [`CLOSE_GRACE`]), then end every connection. Call it after the tree has
+    /// stopped, so that the reply to `shutdown` reaches its client.
+    pub async fn close(mut self) {
+        let _ = self.closing.send(true);
+        self.remove_file();
+        if tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), &mut self.accept)
+            .await
+            .is_err()
+        {
+            tracing::warn!("control socket: connections did not end in time");
+        }
     }
-}
 
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        // Aborting the accept task drops its JoinSet, which aborts every connection task.
-        self.accept.abort();
+    fn remove_file(&self) {
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -141,22 +155,42 @@ impl Drop for ControlServer {
     }
 }
 
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Aborting the accept task drops its JoinSet, which aborts every connection task.
+        self.accept.abort();
+        self.remove_file();
+    }
+}
+
 /// What every connection task needs.
 struct Shared {
     root: ActorRef<RootMsg>,
     timeouts: Timeouts,
     uid: u32,
+    /// Turns `true` when the server closes.
+    closing: watch::Receiver<bool>,
 }
+
+/// How long [`ControlServer::close`] lets in-flight requests finish.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions, cannot fail and touches no memory of ours.
     unsafe { libc::geteuid() }
 }
 
+/// Resolves once the server is closing (or its handle is gone).
+async fn closed(closing: &mut watch::Receiver<bool>) {
+    let _ = closing.wait_for(|&c| c).await;
+}
+
 async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
+    let mut closing = shared.closing.clone();
     loop {
         tokio::select! {
+            () = closed(&mut closing) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     connections.spawn(serve_connection(stream, shared.clone()));
@@ -170,6 +204,12 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
             // Reap finished connection tasks so the set does not grow with the server's age.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+    }
+    drop(listener);
+    // Idle connections end at once (they watch `closing`); answers in flight get a moment.
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(CLOSE_GRACE, drain).await.is_err() {
+        tracing::warn!("control socket: requests still in flight at close were cut off");
     }
 }
 
@@ -208,10 +248,16 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
 
     let mut reader = BufReader::new(read);
     let mut line = Vec::with_capacity(256);
+    let mut closing = shared.closing.clone();
     loop {
         line.clear();
         let limit = (MAX_REQUEST_BYTES + 1) as u64;
-        let n = match (&mut reader).take(limit).read_until(b'\n', &mut line).await {
+        let mut limited = (&mut reader).take(limit);
+        let read = tokio::select! {
+            read = limited.read_until(b'\n', &mut line) => read,
+            () = closed(&mut closing) => return,
+        };
+        let n = match read {
             Ok(n) => n,
             Err(err) => {
                 tracing::debug!(error = %err, "control socket: read failed");

@@ -526,11 +526,11 @@ mod tests {
                 }),
                 children: vec![
                     Node {
-                        info: NodeInfo::Worker(running),
+                        info: NodeInfo::Worker(Box::new(running)),
                         children: vec![],
                     },
                     Node {
-                        info: NodeInfo::Worker(looping),
+                        info: NodeInfo::Worker(Box::new(looping)),
                         children: vec![],
                     },
                 ],
@@ -627,7 +627,8 @@ mod tests {
     #[test]
     fn unresponsive_worker_says_so() {
         let mut dump = tree();
-        dump.root.children[1].info = NodeInfo::Worker(worker("stuck", WorkerState::Unresponsive));
+        dump.root.children[1].info =
+            NodeInfo::Worker(Box::new(worker("stuck", WorkerState::Unresponsive)));
         let text = dump_text_at(&dump, false, now());
         assert!(
             text.contains("└─ ● stuck (command) unresponsive\n"),
@@ -643,7 +644,7 @@ mod tests {
             .children
             .into_iter()
             .filter_map(|n| match n.info {
-                NodeInfo::Worker(w) => Some(w),
+                NodeInfo::Worker(w) => Some(*w),
                 NodeInfo::Root(_) => None,
             })
             .collect();

@@ -85,7 +85,7 @@ impl Actor for FixedRoot {
                     .workers
                     .iter()
                     .map(|w| Node {
-                        info: NodeInfo::Worker(w.clone()),
+                        info: NodeInfo::Worker(Box::new(w.clone())),
                         children: vec![],
                     })
                     .collect();
@@ -129,6 +129,14 @@ impl Actor for FixedRoot {
                     state.held.push(reply);
                     return Ok(());
                 }
+                if worker == "slow" {
+                    // Answer later, from a task, like a root waiting for a process to stop.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let _ = reply.send(Ok(snapshot("slow", 400)));
+                    });
+                    return Ok(());
+                }
                 let answer = match state.workers.iter_mut().find(|w| w.name == worker) {
                     None => Err(ControlError::UnknownWorker(worker)),
                     Some(w) => {
@@ -156,6 +164,8 @@ impl Actor for FixedRoot {
                     let _ = reply.send(());
                 }
             }
+            // The root's internal timers: a stand-in has none.
+            RootMsg::RestartSupervisor { .. } | RootMsg::ShutdownComplete => {}
         }
         Ok(())
     }
@@ -336,6 +346,30 @@ async fn socket_is_private_and_removed_on_drop() {
     assert!(!f.socket.exists(), "the socket file outlived the server");
     assert!(c.closed().await, "open connections end with the server");
     assert!(UnixStream::connect(&f.socket).await.is_err());
+}
+
+#[tokio::test]
+async fn close_lets_an_answer_in_flight_reach_its_client() {
+    let mut f = fixture(Timeouts::default()).await;
+    let mut busy = Client::connect(&f.socket).await;
+    let mut idle = Client::connect(&f.socket).await;
+    assert_eq!(idle.ask(json!({"cmd": "ping"})).await["ok"], true);
+    busy.send_raw(b"{\"cmd\":\"act\",\"worker\":\"slow\",\"action\":\"restart\"}\n")
+        .await;
+    // Close while the root is still working on the request.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let server = f.server.take().unwrap();
+    let closing = tokio::spawn(server.close());
+    let reply = busy.reply().await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["data"]["pid"], 400);
+    assert!(busy.closed().await);
+    assert!(idle.closed().await);
+    tokio::time::timeout(Duration::from_secs(10), closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!f.socket.exists());
 }
 
 #[tokio::test]
