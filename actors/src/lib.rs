@@ -1,4 +1,51 @@
-//! vigil's supervision tree.
+//! vigil's supervision tree: a root supervisor, one WorkerSupervisor per worker, and each
+//! worker's process group.
+//!
+//! ```text
+//! RootSupervisor                      (root.rs)     escalations, root backoff/intensity, shutdown order
+//! ├─ WorkerSupervisor "indexing"      (worker_supervisor.rs)  state machine, backoff, restart window
+//! │  └─ process group (pgid = pid)    (process.rs)  spawn, killpg, kill-on-drop, PDEATHSIG
+//! └─ WorkerSupervisor "…"
+//! history writer thread               (history.rs)  the only SQLite writer
+//! ```
+//!
+//! # Who owns what
+//! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,
+//!   or a failed one waiting for the root's backoff. It never touches processes.
+//! - A **WorkerSupervisor** ([`worker_supervisor::WorkerSupervisor`]) owns exactly one worker:
+//!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.
+//! - The **history writer** ([`history::History`]) owns `history.sqlite`; everyone else sends
+//!   it records.
+//!
+//! # Messages
+//! - [`root::RootMsg`]: `Dump`, `Status`, `Act` (start/stop/restart one worker), `Shutdown`;
+//!   internally `RestartSupervisor` (root backoff elapsed) and `ShutdownComplete`.
+//! - [`worker_supervisor::WorkerMsg`]: `Snapshot`, `Act`, `Shutdown` from the root; internally
+//!   `Process { generation, event }` (an exit or a notify line, tagged with the generation it
+//!   belongs to) and `Timer { ticket }` (start deadline, backoff expiry, grace expiry,
+//!   heartbeat deadline). Stale generations and tickets are ignored.
+//!
+//! # Restart semantics
+//! Every exit goes classify → decide → record → apply:
+//! - **classify** ([`exit::Exit`]): exit code vs signal vs core dump, and a reason (`exited`,
+//!   `killed`, `watchdog`, `stopped`, `spawn_failed`, `orphan`).
+//! - **decide**: the worker type may classify the exit first
+//!   ([`worker_type::WorkerType::classify_exit`]); then the restart type with OTP's meanings
+//!   (`Permanent` always, `Transient` after an abnormal exit, `Temporary` never); then the
+//!   restart intensity, OTP's sliding window ([`policy::RestartWindow`]); then the delay,
+//!   `min(max, initial × multiplier^n) ± jitter` with `n` reset after a run of `reset_after`
+//!   ([`spec::BackoffSpec::delay`]).
+//! - **record**: an [`exit::ExitRecord`] with the delay chosen and the last output lines.
+//! - **apply**: spawn again (at once, or after the delay), stay `stopped`, or **escalate**:
+//!   the WorkerSupervisor fails with [`worker_supervisor::Escalation`]; the root records it,
+//!   shows the worker `failed`, and starts a fresh WorkerSupervisor after its own backoff —
+//!   unless a root intensity is configured and exceeded, which stops the whole tree
+//!   ([`root::TreeOutcome::RootIntensityExceeded`]).
+//!
+//! # Adding a worker type
+//! Implement [`worker_type::WorkerType`] (a command line and a restart policy; exit
+//! classification and a pre-start check are optional) and register it with
+//! [`tree::Tree::builder`]. See `examples/custom_worker.rs` in the repository.
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used)]
 

@@ -74,7 +74,7 @@ pub enum SpawnError {
     /// The program could not be started.
     #[error("cannot start {program}: {source}")]
     Exec {
-        /// argv[0].
+        /// `argv[0]`.
         program: String,
         /// The OS error.
         #[source]

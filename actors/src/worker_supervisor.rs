@@ -3,7 +3,7 @@
 //! Owns one worker: the live [`ProcessGroup`] (only while one exists), the state machine of the
 //! contract (`starting`, `running`, `backoff`, `stopping`, `stopped`), the backoff counter, the
 //! restart-intensity window and the timers. Every exit goes down one straight path:
-//! classify ([`Exit`]) → decide ([`policy`]) → record (history) → apply (spawn, wait, stop or
+//! classify ([`Exit`]) → decide ([`crate::policy`]) → record (history) → apply (spawn, wait, stop or
 //! escalate). It must not touch other workers, SQLite (it sends records to the history
 //! writer), or the root's state: exceeding the restart intensity fails this actor for real and
 //! the root decides what happens next.
