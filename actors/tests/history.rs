@@ -287,3 +287,89 @@ impl FromStrOk for jiff::Timestamp {
         s.parse::<jiff::Timestamp>().is_ok()
     }
 }
+
+#[tokio::test]
+async fn the_pending_bound_drops_the_oldest_and_keeps_the_rest() {
+    use vigil_actors::history::MAX_PENDING;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.sqlite");
+    let h = History::open(&db).unwrap();
+    h.flush().await;
+    let locker = Connection::open(&db).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let extra = 10;
+    for n in 0..(MAX_PENDING + extra) as u64 {
+        h.record_exit(record("flood", n));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.stats().dropped < extra as u64 || h.stats().failures == 0 {
+        assert!(Instant::now() < deadline, "{:?}", h.stats());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    tokio::time::timeout(Duration::from_secs(60), h.flush())
+        .await
+        .unwrap();
+    assert_eq!(h.stats().dropped, extra as u64);
+    assert_eq!(count(&db, "exits"), MAX_PENDING as i64);
+    let oldest_kept = query_exits(&db, Some("flood"), usize::MAX)
+        .unwrap()
+        .last()
+        .unwrap()
+        .generation;
+    assert_eq!(
+        oldest_kept, extra as u64,
+        "the oldest were the ones dropped"
+    );
+}
+
+/// Throughput and latency figures for the report:
+/// `cargo test --release -p vigil-actors --test history throughput -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement, not a check; run it explicitly"]
+async fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.sqlite");
+    let h = History::open(&db).unwrap();
+    h.flush().await;
+    let n = 100_000u64;
+    let recs: Vec<ExitRecord> = (0..n).map(|i| record("storm", i)).collect();
+    let t0 = Instant::now();
+    for r in recs {
+        h.record_exit(r);
+    }
+    let enqueued = t0.elapsed();
+    h.flush().await;
+    let total = t0.elapsed();
+    let s = h.stats();
+    assert_eq!(s.exits_written, n);
+    eprintln!(
+        "storm: {n} exits enqueued in {enqueued:?} ({:.2} us each), committed in {total:?} \
+         = {:.0} records/s, {} transaction(s)",
+        enqueued.as_secs_f64() * 1e6 / n as f64,
+        n as f64 / total.as_secs_f64(),
+        s.transactions
+    );
+
+    let mut lat = Vec::new();
+    for i in 0..1000 {
+        let t = Instant::now();
+        h.record_exit(record("single", i));
+        h.flush().await;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    eprintln!(
+        "one exit, enqueue -> committed: median {:?}, p95 {:?}, max {:?} (1000 trials)",
+        lat[500], lat[950], lat[999]
+    );
+    let t = Instant::now();
+    let all = query_exits(&db, Some("storm"), 50).unwrap();
+    eprintln!(
+        "query_exits(worker, limit 50) over {} rows: {:?}",
+        n + 1000,
+        t.elapsed()
+    );
+    assert_eq!(all.len(), 50);
+}
