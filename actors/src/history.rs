@@ -371,13 +371,24 @@ impl History {
 // ---------------------------------------------------------------------------------------------
 
 /// What the writer does between two batches.
+#[derive(Clone, Copy)]
 enum Phase {
     /// Nothing pending: block until a command arrives.
     Idle,
-    /// The last commit failed: retry after this delay (taking new commands meanwhile).
-    Retrying { delay: Duration },
+    /// The last commit failed: collect new commands until `until`, then retry; the next delay
+    /// doubles `delay`.
+    Retrying { delay: Duration, until: Instant },
     /// Shutdown was requested: commit what is left, retrying until the deadline.
     Closing { deadline: Instant, delay: Duration },
+}
+
+impl Phase {
+    fn retry_after(delay: Duration) -> Phase {
+        Phase::Retrying {
+            delay,
+            until: Instant::now() + delay,
+        }
+    }
 }
 
 /// A data command waiting to be committed.
@@ -402,18 +413,17 @@ impl Writer {
     fn run(mut self) {
         let mut phase = Phase::Idle;
         loop {
-            // 1. Wait for work (or for the retry delay), then drain everything queued.
-            if self.receive(&phase) {
-                if let Phase::Idle | Phase::Retrying { .. } = phase {
-                    let delay = match phase {
-                        Phase::Retrying { delay } => delay,
-                        Phase::Idle | Phase::Closing { .. } => FIRST_RETRY,
-                    };
-                    phase = Phase::Closing {
-                        deadline: Instant::now() + SHUTDOWN_RETRY,
-                        delay,
-                    };
-                }
+            // 1. Wait for work (or for the retry time), then drain everything queued.
+            if self.receive(phase) {
+                let deadline = Instant::now() + SHUTDOWN_RETRY;
+                phase = match phase {
+                    Phase::Idle => Phase::Closing {
+                        deadline,
+                        delay: FIRST_RETRY,
+                    },
+                    Phase::Retrying { delay, .. } => Phase::Closing { deadline, delay },
+                    closing @ Phase::Closing { .. } => closing,
+                };
             }
             self.enforce_bound();
 
@@ -422,7 +432,16 @@ impl Writer {
 
             // 3. Decide what comes next.
             phase = match (phase, ok) {
-                (Phase::Closing { .. }, true) => return,
+                (Phase::Closing { .. }, true) => {
+                    // Late commands from other clones, sent after the shutdown request.
+                    match self.rx.try_recv() {
+                        Ok(cmd) => {
+                            self.take(cmd);
+                            phase
+                        }
+                        Err(_) => return,
+                    }
+                }
                 (Phase::Closing { deadline, delay }, false) => {
                     if Instant::now() >= deadline {
                         let lost = self.pending.len() as u64;
@@ -441,27 +460,39 @@ impl Writer {
                     }
                 }
                 (Phase::Idle | Phase::Retrying { .. }, true) => Phase::Idle,
-                (Phase::Idle, false) => Phase::Retrying { delay: FIRST_RETRY },
-                (Phase::Retrying { delay }, false) => Phase::Retrying {
-                    delay: (delay * 2).min(MAX_RETRY),
-                },
+                (Phase::Idle, false) => Phase::retry_after(FIRST_RETRY),
+                (Phase::Retrying { delay, .. }, false) => {
+                    Phase::retry_after((delay * 2).min(MAX_RETRY))
+                }
             };
         }
     }
 
-    /// Take the next commands: block (idle), wait at most the retry delay (retrying), or only
-    /// drain (closing). Returns true when shutdown was requested or every handle is gone.
-    fn receive(&mut self, phase: &Phase) -> bool {
-        let first = match *phase {
-            Phase::Idle => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Phase::Retrying { delay } => self.rx.recv_timeout(delay),
-            Phase::Closing { .. } => Err(RecvTimeoutError::Timeout),
-        };
-        let mut shutdown = match first {
-            Ok(cmd) => self.take(cmd),
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
-        };
+    /// Take the next commands: block for the first one (idle), collect until the retry time
+    /// (retrying), or only drain (closing). Returns true when shutdown was requested or every
+    /// handle is gone.
+    fn receive(&mut self, phase: Phase) -> bool {
+        let mut shutdown = false;
+        match phase {
+            Phase::Idle => match self.rx.recv() {
+                Ok(cmd) => shutdown |= self.take(cmd),
+                Err(mpsc::RecvError) => return true,
+            },
+            Phase::Retrying { until, .. } => loop {
+                let left = until.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(cmd) => {
+                        if self.take(cmd) {
+                            shutdown = true;
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => return true,
+                }
+            },
+            Phase::Closing { .. } => {}
+        }
         while let Ok(cmd) = self.rx.try_recv() {
             shutdown |= self.take(cmd);
         }
