@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod control_client;
 mod error;
+mod notify;
 mod workers;
 
 use std::process::ExitCode;

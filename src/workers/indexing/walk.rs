@@ -1,0 +1,314 @@
+//! Discovery: the parallel walk of the roots, with change detection and reading on the way.
+//!
+//! Owns one pass over the roots with `ignore`'s parallel walker (ripgrep's): `.gitignore`
+//! (also outside git repositories), `.ignore`, `.git/info/exclude` and the global gitignore
+//! are honoured, and hidden entries (names starting with `.`) are skipped. It must not decide
+//! projects or write the database; it reports what it found.
+//!
+//! For every regular file the walker thread that meets it compares size and mtime (one
+//! `lstat`) with the previous index; a file that is new or changed is read right there, while
+//! its directory is hot, on the same thread (so both cores read). Unchanged files cost one
+//! `lstat` and a hash-map lookup. Symbolic links are not followed and not indexed.
+//!
+//! Project markers are noted as they pass: a `.git` entry (directory or file, as in a git
+//! worktree) seen by the entry filter, and the build files in [`BUILD_MARKERS`].
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
+
+use super::content::{self, CHUNK, Content};
+use super::db::Previous;
+use super::progress::Progress;
+
+/// File names that make their directory a project (the outermost one wins).
+pub const BUILD_MARKERS: &[&[u8]] = &[
+    b"Cargo.toml",
+    b"package.json",
+    b"pyproject.toml",
+    b"setup.py",
+    b"setup.cfg",
+    b"go.mod",
+    b"pom.xml",
+    b"build.gradle",
+    b"build.gradle.kts",
+    b"settings.gradle",
+    b"settings.gradle.kts",
+    b"CMakeLists.txt",
+    b"meson.build",
+    b"Gemfile",
+    b"composer.json",
+    b"mix.exs",
+    b"rebar.config",
+    b"Package.swift",
+    b"pubspec.yaml",
+    b"stack.yaml",
+    b"dune-project",
+    b"build.sbt",
+    b"deno.json",
+    b"flake.nix",
+];
+
+/// Per-cycle cap on logged per-file errors (all are counted).
+const MAX_LOGGED_ERRORS: u64 = 50;
+
+/// What makes a directory a project candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// It holds `.git`.
+    Git,
+    /// It holds a build file.
+    Build,
+}
+
+/// A regular file the walk found.
+#[derive(Debug)]
+pub struct Walked {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Size from the walk's `lstat`.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// What the walk did with it.
+    pub state: FileState,
+}
+
+/// The outcome for one file.
+#[derive(Debug)]
+pub enum FileState {
+    /// Size and mtime match the index; not read.
+    Unchanged {
+        /// Index into [`Previous::projects`] of the project it is indexed under.
+        prev_project: u32,
+    },
+    /// New or changed, read now.
+    Read {
+        /// Hash, lines, binary.
+        content: Content,
+        /// The project it was indexed under before, if it was.
+        prev_project: Option<u32>,
+    },
+    /// Could not be read (logged and counted); an existing row for it is kept.
+    Failed,
+}
+
+/// Everything one walk found.
+#[derive(Debug, Default)]
+pub struct WalkOutput {
+    /// Every regular file, in no particular order.
+    pub files: Vec<Walked>,
+    /// Directories holding a marker (a directory may appear twice, once per marker kind).
+    pub markers: Vec<(PathBuf, Marker)>,
+    /// Errors met (unreadable directories and files, bad ignore files).
+    pub errors: u64,
+    /// Bytes read from files.
+    pub bytes_read: u64,
+}
+
+/// Walks `roots` (absolute, not nested in each other); see the module docs.
+pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutput {
+    let Some((first, rest)) = roots.split_first() else {
+        return WalkOutput::default();
+    };
+    let gits: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+    let mut builder = WalkBuilder::new(first);
+    for r in rest {
+        builder.add(r);
+    }
+    let filter_gits = Arc::clone(&gits);
+    builder
+        .hidden(false) // hidden entries are skipped by our filter, which also spots `.git`
+        .require_git(false)
+        .parents(true)
+        .ignore(true)
+        .git_ignore(true)
+        .git_global(true)
+        .git_exclude(true)
+        .follow_links(false)
+        .filter_entry(move |e: &DirEntry| {
+            let name = e.file_name().as_bytes();
+            if name.first() != Some(&b'.') {
+                return true;
+            }
+            if name == b".git" {
+                if let Some(parent) = e.path().parent() {
+                    let mut g = filter_gits.lock().unwrap_or_else(|p| p.into_inner());
+                    g.push(parent.to_path_buf());
+                }
+            }
+            false
+        });
+    let shared = Shared {
+        prev,
+        progress,
+        errors: AtomicU64::new(0),
+        out: Mutex::new(Vec::new()),
+    };
+    builder.build_parallel().visit(&mut Builder { shared: &shared });
+
+    let mut out = WalkOutput {
+        errors: shared.errors.load(Ordering::Relaxed),
+        ..WalkOutput::default()
+    };
+    let parts = shared.out.into_inner().unwrap_or_else(|p| p.into_inner());
+    out.files.reserve(parts.iter().map(|p| p.files.len()).sum());
+    for part in parts {
+        out.files.extend(part.files);
+        out.markers.extend(part.markers);
+        out.bytes_read += part.bytes_read;
+    }
+    let gits = std::mem::take(&mut *gits.lock().unwrap_or_else(|p| p.into_inner()));
+    out.markers.extend(gits.into_iter().map(|d| (d, Marker::Git)));
+    out
+}
+
+struct Shared<'a> {
+    prev: &'a Previous,
+    progress: &'a Progress,
+    errors: AtomicU64,
+    out: Mutex<Vec<Part>>,
+}
+
+impl Shared<'_> {
+    fn error(&self, what: std::fmt::Arguments<'_>) {
+        let n = self.errors.fetch_add(1, Ordering::Relaxed);
+        if n < MAX_LOGGED_ERRORS {
+            tracing::warn!("{what}");
+        } else if n == MAX_LOGGED_ERRORS {
+            tracing::warn!("more errors in this cycle; only counting them from now on");
+        }
+    }
+}
+
+/// What one walker thread found.
+#[derive(Default)]
+struct Part {
+    files: Vec<Walked>,
+    markers: Vec<(PathBuf, Marker)>,
+    bytes_read: u64,
+}
+
+struct Builder<'s, 'a> {
+    shared: &'s Shared<'a>,
+}
+
+impl<'s, 'a: 's> ParallelVisitorBuilder<'s> for Builder<'s, 'a> {
+    fn build(&mut self) -> Box<dyn ParallelVisitor + 's> {
+        Box::new(Visitor {
+            shared: self.shared,
+            part: Part::default(),
+            buf: vec![0; CHUNK],
+        })
+    }
+}
+
+struct Visitor<'s, 'a> {
+    shared: &'s Shared<'a>,
+    part: Part,
+    buf: Vec<u8>,
+}
+
+impl Drop for Visitor<'_, '_> {
+    fn drop(&mut self) {
+        let part = std::mem::take(&mut self.part);
+        let mut out = self.shared.out.lock().unwrap_or_else(|p| p.into_inner());
+        out.push(part);
+    }
+}
+
+impl ParallelVisitor for Visitor<'_, '_> {
+    fn visit(&mut self, entry: Result<DirEntry, ignore::Error>) -> WalkState {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(err) => {
+                self.shared.error(format_args!("walk: {err}"));
+                return WalkState::Continue;
+            }
+        };
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            return WalkState::Continue;
+        }
+        let path = entry.path();
+        let name = entry.file_name().as_bytes();
+        if BUILD_MARKERS.contains(&name) {
+            if let Some(parent) = path.parent() {
+                self.part.markers.push((parent.to_path_buf(), Marker::Build));
+            }
+        }
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            Err(err) => {
+                self.shared.error(format_args!("cannot stat {}: {err}", path.display()));
+                return WalkState::Continue;
+            }
+        };
+        let size = md.len();
+        let mtime_ns = md
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(md.mtime_nsec());
+        let prev = self.shared.prev.files.get(path.as_os_str().as_bytes());
+        let prev_project = match prev {
+            Some(p) => {
+                p.seen.store(true, Ordering::Relaxed);
+                if p.size == size && p.mtime_ns == mtime_ns {
+                    self.shared.progress.file(0);
+                    self.part.files.push(Walked {
+                        path: entry.into_path(),
+                        size,
+                        mtime_ns,
+                        state: FileState::Unchanged {
+                            prev_project: p.project,
+                        },
+                    });
+                    return WalkState::Continue;
+                }
+                Some(p.project)
+            }
+            None => None,
+        };
+        let state = match content::read(path, size, &mut self.buf) {
+            Ok(content) => {
+                self.part.bytes_read += content.bytes_read;
+                self.shared.progress.file(content.bytes_read);
+                FileState::Read {
+                    content,
+                    prev_project,
+                }
+            }
+            Err(err) => {
+                self.shared.progress.file(0);
+                self.shared
+                    .error(format_args!("cannot read {}: {}", path.display(), describe(&err)));
+                FileState::Failed
+            }
+        };
+        self.part.files.push(Walked {
+            path: entry.into_path(),
+            size,
+            mtime_ns,
+            state,
+        });
+        WalkState::Continue
+    }
+}
+
+/// An I/O error with a plain cause in front of the OS text.
+pub fn describe(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => format!("it vanished during the cycle ({err})"),
+        std::io::ErrorKind::PermissionDenied => format!("permission denied ({err})"),
+        _ => err.to_string(),
+    }
+}
+
+/// Reads one file outside the walk (for the rare file that changed projects).
+pub fn read_one(path: &Path, size: u64) -> std::io::Result<Content> {
+    let mut buf = vec![0; CHUNK];
+    content::read(path, size, &mut buf)
+}
