@@ -26,6 +26,7 @@
 //!   inserted them.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -34,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::progress::Progress;
 
@@ -68,7 +69,6 @@ CREATE TABLE files (
     indexed_at  INTEGER NOT NULL,
     PRIMARY KEY (project_id, path)
 ) WITHOUT ROWID;
-CREATE INDEX files_language ON files(language);
 CREATE TABLE cycles (
     id          INTEGER PRIMARY KEY,
     started_at  TEXT NOT NULL,
@@ -139,13 +139,35 @@ pub enum DbError {
     Gone,
 }
 
+/// A hash map keyed by byte strings, hashed with xxh3 (std's SipHash showed in profiles).
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A [`Hasher`] that runs xxh3 over the written bytes: fast for path keys, not DoS-proof
+/// (the keys are our own file names).
+#[derive(Default)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// The index as the previous cycle left it, loaded once per cycle.
 #[derive(Debug, Default)]
 pub struct Previous {
     /// Known projects, indexed by [`PrevFile::project`].
     pub projects: Vec<PrevProject>,
     /// Every indexed file, keyed by its absolute path.
-    pub files: HashMap<Vec<u8>, PrevFile>,
+    pub files: FastMap<Vec<u8>, PrevFile>,
 }
 
 /// A project row.
@@ -347,6 +369,9 @@ fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, Db
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
+    // 16 MiB of page cache: the files b-tree of a large index stays in memory while we write.
+    conn.pragma_update(None, "cache_size", -16384)
+        .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(32);
     migrate(&mut conn, path)?;
     Ok(conn)
@@ -475,12 +500,31 @@ impl Writer {
                     prev.projects.push(PrevProject { id, root });
                 }
             }
+            let count: i64 = conn
+                .prepare_cached("SELECT files FROM cycles ORDER BY id DESC LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            prev.files.reserve(count.max(0) as usize);
+            // Rows come in primary-key order, so one project's rows are consecutive.
             let mut stmt =
                 conn.prepare_cached("SELECT project_id, path, size, mtime_ns FROM files")?;
             let mut rows = stmt.query([])?;
+            let mut last: Option<(Vec<u8>, Option<u32>)> = None;
             while let Some(r) = rows.next()? {
-                let pid = r.get_ref(0)?.as_str().unwrap_or_default();
-                let Some(&project) = ids.get(pid) else {
+                let pid = match r.get_ref(0)? {
+                    ValueRef::Text(b) => b,
+                    _ => continue,
+                };
+                let project = match &last {
+                    Some((l, p)) if l.as_slice() == pid => *p,
+                    _ => {
+                        let p = std::str::from_utf8(pid).ok().and_then(|s| ids.get(s)).copied();
+                        last = Some((pid.to_vec(), p));
+                        p
+                    }
+                };
+                let Some(project) = project else {
                     continue; // an orphan row; it will be replaced or stay harmless
                 };
                 let root = path_to_bytes(&prev.projects[project as usize].root);
@@ -669,5 +713,5 @@ fn bytes_to_path(b: Vec<u8>) -> PathBuf {
 #[cfg(test)]
 pub fn query_one<T: rusqlite::types::FromSql>(path: &Path, sql: &str) -> Option<T> {
     let conn = Connection::open(path).ok()?;
-    rusqlite::OptionalExtension::optional(conn.query_row(sql, [], |r| r.get(0))).ok()?
+    conn.query_row(sql, [], |r| r.get(0)).optional().ok()?
 }

@@ -18,13 +18,13 @@
 //! - A project's id is the xxh3-64 of its absolute root path, in hex: stable across runs
 //!   and machines that use the same path. Its name is the root directory's name.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::db::path_to_bytes;
+use super::db::{FastMap, path_to_bytes};
 use super::walk::Marker;
 
 /// Why a directory is a project.
@@ -144,8 +144,8 @@ pub fn resolve(roots: &[PathBuf], markers: Vec<(PathBuf, Marker)>) -> Vec<Projec
 
 /// Finds each file's innermost project, remembering directories already resolved.
 pub struct Assigner<'p> {
-    by_root: HashMap<&'p Path, usize>,
-    memo: HashMap<PathBuf, usize>,
+    by_root: FastMap<&'p [u8], usize>,
+    memo: FastMap<Vec<u8>, usize>,
 }
 
 impl<'p> Assigner<'p> {
@@ -155,22 +155,23 @@ impl<'p> Assigner<'p> {
             by_root: projects
                 .iter()
                 .enumerate()
-                .map(|(i, p)| (p.root.as_path(), i))
+                .map(|(i, p)| (path_to_bytes(&p.root), i))
                 .collect(),
-            memo: HashMap::new(),
+            memo: FastMap::default(),
         }
     }
 
     /// The index of `file`'s innermost project, if it is under any project.
     pub fn project_of(&mut self, file: &Path) -> Option<usize> {
         let parent = file.parent()?;
-        if let Some(&i) = self.memo.get(parent) {
+        let key = path_to_bytes(parent);
+        if let Some(&i) = self.memo.get(key) {
             return Some(i);
         }
         let found = parent
             .ancestors()
-            .find_map(|a| self.by_root.get(a).copied())?;
-        self.memo.insert(parent.to_path_buf(), found);
+            .find_map(|a| self.by_root.get(path_to_bytes(a)).copied())?;
+        self.memo.insert(key.to_vec(), found);
         Some(found)
     }
 }
