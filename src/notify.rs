@@ -40,7 +40,9 @@ impl Notifier {
         let fd = match raw.to_str().and_then(|s| s.trim().parse::<RawFd>().ok()) {
             Some(fd) if fd >= 0 => fd,
             _ => {
-                tracing::warn!("{NOTIFY_FD_ENV}={raw:?} is not a file descriptor number; not notifying");
+                tracing::warn!(
+                    "{NOTIFY_FD_ENV}={raw:?} is not a file descriptor number; not notifying"
+                );
                 return Notifier::disabled();
             }
         };
@@ -77,7 +79,10 @@ impl Notifier {
     pub fn status(&self, text: &str) {
         let mut line = String::with_capacity(text.len() + 7);
         line.push_str("STATUS=");
-        line.extend(text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }));
+        line.extend(
+            text.chars()
+                .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+        );
         self.send(&line);
     }
 
@@ -95,7 +100,9 @@ impl Notifier {
         buf.push(b'\n');
         if let Err(err) = write_line(fd, &buf) {
             if !self.broken.swap(true, Ordering::Relaxed) {
-                tracing::warn!("cannot write to the notify descriptor {fd}: {err}; not notifying any more");
+                tracing::warn!(
+                    "cannot write to the notify descriptor {fd}: {err}; not notifying any more"
+                );
             }
         }
     }
@@ -141,7 +148,12 @@ mod tests {
         // SAFETY: fds is a valid array of two ints for pipe(2) to fill.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         // SAFETY: pipe(2) just returned these two fresh descriptors; we own them.
-        unsafe { (std::fs::File::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                OwnedFd::from_raw_fd(fds[1]),
+            )
+        }
     }
 
     #[test]
@@ -154,7 +166,6 @@ mod tests {
         n.ready();
         n.status("cycle 1\ndone");
         n.watchdog();
-        drop(n);
         drop(tx);
         let mut got = String::new();
         rx.read_to_string(&mut got).unwrap();

@@ -60,13 +60,21 @@ fn nested_projects_ignores_and_hidden_files() {
     want.sort_by_key(|(n, _)| *n);
     let mut got = projects.clone();
     got.sort();
-    let want: Vec<(String, String)> = want.into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+    let want: Vec<(String, String)> = want
+        .into_iter()
+        .map(|(a, b)| (a.into(), b.into()))
+        .collect();
     assert_eq!(got, want);
 
     assert_eq!(f.paths_of("tree"), ["README.md", "notes.txt"]);
     assert_eq!(
         f.paths_of("app"),
-        ["Cargo.toml", "crates/member/Cargo.toml", "crates/member/src/lib.rs", "src/main.rs"]
+        [
+            "Cargo.toml",
+            "crates/member/Cargo.toml",
+            "crates/member/src/lib.rs",
+            "src/main.rs"
+        ]
     );
     assert_eq!(f.paths_of("mono"), ["tools/run.sh"]);
     assert_eq!(f.paths_of("web"), ["index.js", "package.json"]);
@@ -82,19 +90,40 @@ fn nested_projects_ignores_and_hidden_files() {
     assert_eq!(main.hash.len(), 16);
     assert!(!main.is_binary);
     assert_eq!(files[&("tree".into(), "notes.txt".into())].lines, Some(1));
-    assert_eq!(files[&("mono".into(), "tools/run.sh".into())].language.as_deref(), Some("shell"));
-    assert_eq!(files[&("sub".into(), "x.c".into())].language.as_deref(), Some("c"));
+    assert_eq!(
+        files[&("mono".into(), "tools/run.sh".into())]
+            .language
+            .as_deref(),
+        Some("shell")
+    );
+    assert_eq!(
+        files[&("sub".into(), "x.c".into())].language.as_deref(),
+        Some("c")
+    );
 
     // Roots are absolute; ids are 16 hex digits; "created project" is logged once each.
     let conn = f.conn();
     let (root, id): (String, String) = conn
-        .query_row("SELECT root, id FROM projects WHERE name = 'app'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT root, id FROM projects WHERE name = 'app'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert!(root.starts_with('/') && root.ends_with("/tree/app"), "{root}");
-    assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert!(
+        root.starts_with('/') && root.ends_with("/tree/app"),
+        "{root}"
+    );
+    assert!(
+        id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
     let created = |log: &[String]| log.iter().filter(|l| l.contains("created project")).count();
     assert_eq!(created(&log), 7, "{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains(&format!("created project {id} app"))));
+    assert!(
+        log.iter()
+            .any(|l| l.contains(&format!("created project {id} app")))
+    );
     let (st, log2) = f.run_once();
     assert!(st.success());
     assert_eq!(created(&log2), 0, "{}", log2.join("\n"));

@@ -32,14 +32,20 @@ fn unreadable_file_is_counted_and_the_cycle_goes_on() {
     });
     assert!(st.success(), "{}", log.join("\n"));
     assert!(
-        log.iter().any(|l| l.contains("cannot read") && l.contains("secret.rs") && l.contains("permission denied")),
+        log.iter().any(|l| l.contains("cannot read")
+            && l.contains("secret.rs")
+            && l.contains("permission denied")),
         "{}",
         log.join("\n")
     );
     assert_eq!(f.paths_of("tree"), ["ok.rs"]);
     let (files, new, _, _, _, errors) = f.last_cycle();
     assert_eq!((files, new, errors), (1, 1, 1));
-    assert!(log.last().unwrap().contains("1 errors"), "{}", log.join("\n"));
+    assert!(
+        log.last().unwrap().contains("1 errors"),
+        "{}",
+        log.join("\n")
+    );
 }
 
 fn chown_tree(path: &std::path::Path, uid: u32) {
@@ -70,16 +76,26 @@ fn locked_database_is_retried_until_it_is_free() {
     });
     let held = Instant::now();
     while held.elapsed() < Duration::from_millis(1200) {
-        assert!(child.0.try_wait().unwrap().is_none(), "the worker gave up while the database was locked");
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the worker gave up while the database was locked"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     conn.execute_batch("COMMIT").unwrap();
     let st = child.wait();
     let log = f.log();
     assert!(st.success(), "{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("database no longer busy")), "{}", log.join("\n"));
+    assert!(
+        log.iter().any(|l| l.contains("database no longer busy")),
+        "{}",
+        log.join("\n")
+    );
     assert_eq!(f.paths_of("tree"), ["a.rs", "b.rs"]);
-    let cycles: i64 = f.conn().query_row("SELECT count(*) FROM cycles", [], |r| r.get(0)).unwrap();
+    let cycles: i64 = f
+        .conn()
+        .query_row("SELECT count(*) FROM cycles", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(cycles, 2);
 }
 
@@ -91,7 +107,10 @@ fn database_that_cannot_be_opened_exits_3_and_says_why() {
     let (st, log) = f.run_once();
     assert_eq!(st.code(), Some(3), "{}", log.join("\n"));
     let last = log.last().unwrap();
-    assert!(last.contains("fatal") && last.contains("index database") && last.contains("status 3"), "{last}");
+    assert!(
+        last.contains("fatal") && last.contains("index database") && last.contains("status 3"),
+        "{last}"
+    );
 }
 
 #[test]
@@ -101,7 +120,11 @@ fn newer_schema_exits_3() {
     f.conn().execute_batch("PRAGMA user_version = 99").unwrap();
     let (st, log) = f.run_once();
     assert_eq!(st.code(), Some(3));
-    assert!(log.last().unwrap().contains("schema version 99"), "{}", log.join("\n"));
+    assert!(
+        log.last().unwrap().contains("schema version 99"),
+        "{}",
+        log.join("\n")
+    );
 }
 
 #[test]
@@ -145,9 +168,16 @@ fn notify_lines_ready_status_watchdog() {
         let left = end.saturating_duration_since(Instant::now());
         match lines_rx.recv_timeout(left) {
             Ok(l) => seen.push(l),
-            Err(_) => panic!("notify lines so far: {seen:?}\nlog:\n{}", f.log().join("\n")),
+            Err(_) => panic!(
+                "notify lines so far: {seen:?}\nlog:\n{}",
+                f.log().join("\n")
+            ),
         }
     }
     assert_eq!(seen[0], "READY=1");
-    assert!(seen.iter().any(|l| l.starts_with("STATUS=cycle 1: 1 files in 1 projects (1 new")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=cycle 1: 1 files in 1 projects (1 new")),
+        "{seen:?}"
+    );
 }

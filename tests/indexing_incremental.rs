@@ -26,12 +26,18 @@ fn add_change_delete_and_unchanged() {
     assert!(bin.is_binary);
     assert_eq!(bin.lines, None);
     assert_eq!(first[&key("tree", "b.py")].lines, Some(2));
-    assert_eq!(first[&key("tree", "b.py")].language.as_deref(), Some("python"));
+    assert_eq!(
+        first[&key("tree", "b.py")].language.as_deref(),
+        Some("python")
+    );
 
     let (st, log) = f.run_once();
     assert!(st.success());
     assert_eq!(f.last_cycle(), (3, 0, 0, 0, 3, 0), "{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("0 new, 0 changed, 0 removed, 3 unchanged")));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("0 new, 0 changed, 0 removed, 3 unchanged"))
+    );
     assert_eq!(f.files(), first, "an unchanged cycle must not touch rows");
 
     f.write("a.rs", "fn a() {}\nfn b() {}\n");
@@ -43,17 +49,31 @@ fn add_change_delete_and_unchanged() {
     let now = f.files();
     assert!(!now.contains_key(&key("tree", "b.py")));
     assert_eq!(now[&key("tree", "a.rs")].lines, Some(2));
-    assert_ne!(now[&key("tree", "a.rs")].hash, first[&key("tree", "a.rs")].hash);
-    assert_eq!(now[&key("tree", "d.md")].language.as_deref(), Some("markdown"));
+    assert_ne!(
+        now[&key("tree", "a.rs")].hash,
+        first[&key("tree", "a.rs")].hash
+    );
+    assert_eq!(
+        now[&key("tree", "d.md")].language.as_deref(),
+        Some("markdown")
+    );
 
     // Same size, new content, new mtime: reread.
     let a = f.write("a.rs", "fn x() {}\nfn y() {}\n");
     let later = SystemTime::now() + Duration::from_secs(10);
-    fs::File::options().write(true).open(&a).unwrap().set_modified(later).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
     let (st, _) = f.run_once();
     assert!(st.success());
     assert_eq!(f.last_cycle(), (3, 0, 1, 0, 2, 0));
-    assert_ne!(f.files()[&key("tree", "a.rs")].hash, now[&key("tree", "a.rs")].hash);
+    assert_ne!(
+        f.files()[&key("tree", "a.rs")].hash,
+        now[&key("tree", "a.rs")].hash
+    );
 }
 
 #[test]
@@ -77,8 +97,15 @@ fn projects_appear_and_vanish() {
     assert_eq!(names, ["tree", "sub"]);
     assert_eq!(f.paths_of("tree"), ["top.rs"]);
     assert_eq!(f.paths_of("sub"), ["package.json", "x.rs"]);
-    assert!(log.iter().any(|l| l.contains("removed project")), "{}", log.join("\n"));
-    assert!(log.iter().any(|l| l.contains("created project") && l.ends_with(" sub")));
+    assert!(
+        log.iter().any(|l| l.contains("removed project")),
+        "{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("created project") && l.ends_with(" sub"))
+    );
     // files: top.rs, sub/package.json, sub/x.rs; new: package.json; changed: x.rs (moved);
     // removed: the two files of gone/.
     assert_eq!(f.last_cycle(), (3, 1, 1, 2, 1, 0));

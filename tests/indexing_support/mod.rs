@@ -48,7 +48,10 @@ impl ChildGuard {
             if let Some(st) = self.0.try_wait().unwrap() {
                 return st;
             }
-            assert!(Instant::now() < end, "vigil did not exit within {DEADLINE:?}");
+            assert!(
+                Instant::now() < end,
+                "vigil did not exit within {DEADLINE:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -118,7 +121,11 @@ impl Fixture {
         self.run_with(&["--once"], |_| {})
     }
 
-    pub fn run_with(&self, args: &[&str], tweak: impl FnOnce(&mut Command)) -> (ExitStatus, Vec<String>) {
+    pub fn run_with(
+        &self,
+        args: &[&str],
+        tweak: impl FnOnce(&mut Command),
+    ) -> (ExitStatus, Vec<String>) {
         let before = self.log().len();
         let mut cmd = self.command(args);
         tweak(&mut cmd);

@@ -127,7 +127,13 @@ mod tests {
 
     #[test]
     fn lines_and_hash_match_whole_file_values() {
-        for text in [&b"a\nb\n"[..], b"a\nb", b"\n", b"x", b"0123456789abcdef\n0123456789abcdef0"] {
+        for text in [
+            &b"a\nb\n"[..],
+            b"a\nb",
+            b"\n",
+            b"x",
+            b"0123456789abcdef\n0123456789abcdef0",
+        ] {
             let c = content_of(text);
             assert_eq!(c.hash, xxh3_64(text), "{text:?}");
             assert!(!c.is_binary);

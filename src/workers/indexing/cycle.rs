@@ -75,8 +75,8 @@ pub fn run(
     };
     // With the same set of projects as before, every file keeps its project: unchanged files
     // need no assignment at all.
-    let same_projects = projects.len() == prev.projects.len()
-        && prev_to_cur.iter().all(|c| c.is_some());
+    let same_projects =
+        projects.len() == prev.projects.len() && prev_to_cur.iter().all(|c| c.is_some());
     let mut assigner = Assigner::new(&projects);
     // Rows are written in primary-key order: appending to the b-tree beats random inserts.
     let mut puts: Vec<FileRow> = Vec::new();
@@ -91,7 +91,9 @@ pub fn run(
         let project = &projects[pi];
         let (content, prev_project) = match file.state {
             FileState::Failed => continue,
-            FileState::Unchanged { prev_project } if prev_to_cur[prev_project as usize] == Some(pi) => {
+            FileState::Unchanged { prev_project }
+                if prev_to_cur[prev_project as usize] == Some(pi) =>
+            {
                 row.unchanged += 1;
                 continue;
             }
@@ -133,7 +135,13 @@ pub fn run(
                 }
             }
         }
-        puts.push(file_row(project, &file.path, file.size, file.mtime_ns, content));
+        puts.push(file_row(
+            project,
+            &file.path,
+            file.size,
+            file.mtime_ns,
+            content,
+        ));
     }
     puts.sort_unstable_by(|a, b| (&a.project_id, &a.path).cmp(&(&b.project_id, &b.path)));
     for put in puts {
@@ -213,7 +221,11 @@ fn canonical_roots(roots: &[PathBuf], errors: &mut u64) -> Vec<PathBuf> {
             }
             Err(err) => {
                 *errors += 1;
-                tracing::warn!("root {} cannot be used: {}", r.display(), walk::describe(&err));
+                tracing::warn!(
+                    "root {} cannot be used: {}",
+                    r.display(),
+                    walk::describe(&err)
+                );
             }
         }
     }

@@ -405,7 +405,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
         tx.pragma_update(None, "user_version", version as i64)
             .map_err(err)?;
         tx.commit().map_err(err)?;
-        tracing::info!("index database {} migrated to schema version {version}", path.display());
+        tracing::info!(
+            "index database {} migrated to schema version {version}",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -519,7 +522,10 @@ impl Writer {
                 let project = match &last {
                     Some((l, p)) if l.as_slice() == pid => *p,
                     _ => {
-                        let p = std::str::from_utf8(pid).ok().and_then(|s| ids.get(s)).copied();
+                        let p = std::str::from_utf8(pid)
+                            .ok()
+                            .and_then(|s| ids.get(s))
+                            .copied();
                         last = Some((pid.to_vec(), p));
                         p
                     }
@@ -567,7 +573,8 @@ impl Writer {
             let now = unix_ms();
             let result = self.retry("writing the index", |conn| {
                 let mut created = Vec::new();
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 for op in chunk {
                     apply(&tx, op, now, &mut created)?;
                 }
@@ -707,11 +714,4 @@ pub fn path_to_bytes(p: &Path) -> &[u8] {
 fn bytes_to_path(b: Vec<u8>) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     PathBuf::from(std::ffi::OsString::from_vec(b))
-}
-
-/// Reads one value for tests and tools: `SELECT <sql>` on a fresh read connection.
-#[cfg(test)]
-pub fn query_one<T: rusqlite::types::FromSql>(path: &Path, sql: &str) -> Option<T> {
-    let conn = Connection::open(path).ok()?;
-    conn.query_row(sql, [], |r| r.get(0)).optional().ok()?
 }

@@ -128,11 +128,9 @@ impl Ticker {
             .name("index-ticker".into())
             .spawn(move || {
                 let mut state = TickState::new();
-                loop {
-                    match rx.recv_timeout(tick) {
-                        Err(RecvTimeoutError::Timeout) => state.tick(&progress, &notifier, tty),
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // Ends when the Ticker is dropped (the sender goes away).
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
+                    state.tick(&progress, &notifier, tty);
                 }
             });
         match thread {

@@ -119,7 +119,8 @@ pub fn resolve(roots: &[PathBuf], markers: Vec<(PathBuf, Marker)>) -> Vec<Projec
         projects.push(Project::new(root, kind));
         // Enclosing projects, innermost last: (root, holds a build marker).
         let mut stack: Vec<(&Path, bool)> = vec![(root.as_path(), rf.build)];
-        for (dir, f) in flags.range::<Path, _>((Bound::Included(root.as_path()), Bound::Unbounded)) {
+        for (dir, f) in flags.range::<Path, _>((Bound::Included(root.as_path()), Bound::Unbounded))
+        {
             if !dir.starts_with(root) {
                 break;
             }
@@ -225,7 +226,10 @@ mod tests {
     fn root_with_marker_and_nested_roots() {
         let roots = dedup_roots(vec![p("/r/x"), p("/r"), p("/r")]);
         assert_eq!(roots, vec![p("/r")]);
-        let projects = resolve(&roots, vec![(p("/r"), Marker::Build), (p("/r/w"), Marker::Build)]);
+        let projects = resolve(
+            &roots,
+            vec![(p("/r"), Marker::Build), (p("/r/w"), Marker::Build)],
+        );
         assert_eq!(projects.len(), 1);
         assert_eq!(projects[0].kind, ProjectKind::Marker);
         assert_eq!(projects[0].name, "r");

@@ -149,7 +149,9 @@ pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutp
         errors: AtomicU64::new(0),
         out: Mutex::new(Vec::new()),
     };
-    builder.build_parallel().visit(&mut Builder { shared: &shared });
+    builder
+        .build_parallel()
+        .visit(&mut Builder { shared: &shared });
 
     let mut out = WalkOutput {
         errors: shared.errors.load(Ordering::Relaxed),
@@ -163,7 +165,8 @@ pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutp
         out.bytes_read += part.bytes_read;
     }
     let gits = std::mem::take(&mut *gits.lock().unwrap_or_else(|p| p.into_inner()));
-    out.markers.extend(gits.into_iter().map(|d| (d, Marker::Git)));
+    out.markers
+        .extend(gits.into_iter().map(|d| (d, Marker::Git)));
     out
 }
 
@@ -237,13 +240,16 @@ impl ParallelVisitor for Visitor<'_, '_> {
         let name = entry.file_name().as_bytes();
         if BUILD_MARKERS.contains(&name) {
             if let Some(parent) = path.parent() {
-                self.part.markers.push((parent.to_path_buf(), Marker::Build));
+                self.part
+                    .markers
+                    .push((parent.to_path_buf(), Marker::Build));
             }
         }
         let md = match entry.metadata() {
             Ok(md) => md,
             Err(err) => {
-                self.shared.error(format_args!("cannot stat {}: {err}", path.display()));
+                self.shared
+                    .error(format_args!("cannot stat {}: {err}", path.display()));
                 return WalkState::Continue;
             }
         };
@@ -283,8 +289,11 @@ impl ParallelVisitor for Visitor<'_, '_> {
             }
             Err(err) => {
                 self.shared.progress.file(0);
-                self.shared
-                    .error(format_args!("cannot read {}: {}", path.display(), describe(&err)));
+                self.shared.error(format_args!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    describe(&err)
+                ));
                 FileState::Failed
             }
         };
