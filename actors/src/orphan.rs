@@ -11,6 +11,7 @@
 //! - its pgid equals the recorded pgid, AND
 //! - it started at or after the recorded leader (`start_ticks >=`): a process started before
 //!   the leader cannot be its descendant, AND
+//! - the row has a start time at all (0 means it could not be read: the row is stale), AND
 //! - if the recorded leader's pid is alive it has the recorded start time (otherwise the number
 //!   belongs to someone else now), AND
 //! - if some live process has the pgid number as its pid, it is the recorded leader: the kernel
@@ -115,7 +116,9 @@ fn may_belong(row: &LiveProcess, s: &ProcStat) -> bool {
 fn group_number_is_ours(row: &LiveProcess) -> bool {
     // SAFETY: getpgrp has no preconditions and cannot fail.
     let own_group = unsafe { libc::getpgrp() };
-    if row.pgid == 0 || i64::from(row.pgid) == i64::from(own_group) {
+    // A start time of 0 means "unknown" (the process was gone before it could be read): nothing
+    // can be verified against it.
+    if row.start_ticks == 0 || row.pgid == 0 || i64::from(row.pgid) == i64::from(own_group) {
         return false;
     }
     match procfs::stat(row.pgid) {

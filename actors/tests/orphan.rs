@@ -161,11 +161,12 @@ async fn a_reused_pid_is_not_killed_and_the_row_is_dropped() {
     let rows = [
         row("reused-older", g.pgid, g.pgid, ticks.saturating_sub(5)),
         row("reused-newer", g.pgid, g.pgid, ticks + 5),
+        row("start-unknown", g.pgid, g.pgid, 0),
     ];
     let h = seed(&db, &rows).await;
     let report = sweep(&h, &db, Duration::from_secs(1)).await.unwrap();
     assert!(report.killed.is_empty(), "{report:?}");
-    assert_eq!(report.stale.len(), 2);
+    assert_eq!(report.stale.len(), 3);
     std::thread::sleep(Duration::from_millis(100));
     assert!(alive(g.pgid), "an unverified pid was signalled");
     assert!(query_exits(&db, None, 10).unwrap().is_empty());
@@ -199,9 +200,17 @@ async fn grandchildren_of_a_dead_leader_are_killed() {
     assert!(!alive(g.pgid));
     assert!(alive(grandchild));
 
-    let h = seed(&db, &[row("leaderless", g.pgid, g.pgid, ticks)]).await;
+    // A row with an unknown start time (0) proves nothing: stale, even though the group lives.
+    let rows = [
+        row("unknown-start", g.pgid, g.pgid, 0),
+        row("leaderless", g.pgid, g.pgid, ticks),
+    ];
+    let h = seed(&db, &rows).await;
     let report = sweep(&h, &db, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(report.stale.len(), 1, "{report:?}");
+    assert_eq!(report.stale[0].worker, "unknown-start");
     assert_eq!(report.killed.len(), 1, "{report:?}");
+    assert_eq!(report.killed[0].row.worker, "leaderless");
     assert!(!report.killed[0].leader_alive);
     assert_eq!(report.killed[0].members, vec![grandchild]);
     wait_for("the grandchild to die", || !alive(grandchild));
