@@ -206,6 +206,10 @@ pub fn spawn(
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::from(out_write))
             .stderr(std::process::Stdio::from(err_write));
+        // The server's own systemd variables are not the worker's.
+        for var in crate::sd_notify::ENV_VARS {
+            cmd.env_remove(var);
+        }
         if let Some(cwd) = &req.launch.cwd {
             cmd.current_dir(cwd);
         }

@@ -5,12 +5,14 @@
 //! not touch processes or the database: WorkerSupervisors own their process groups, the history
 //! writer owns SQLite.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
 use crate::history::History;
+use crate::metrics::GroupSampler;
 use crate::policy::{BackoffCounter, RestartWindow};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
@@ -149,6 +151,8 @@ pub struct RootState {
     started: Instant,
     phase: Phase,
     outcome: Option<oneshot::Sender<TreeOutcome>>,
+    /// RSS and CPU of the workers' groups, for dumps (reused so CPU% has a previous reading).
+    sampler: Arc<Mutex<GroupSampler>>,
 }
 
 /// The root supervisor behaviour (see [`RootMsg`] for its API).
@@ -187,6 +191,7 @@ impl Actor for RootSupervisor {
             started: Instant::now(),
             phase: Phase::Running,
             outcome: Some(args.outcome),
+            sampler: Arc::new(Mutex::new(GroupSampler::new())),
         };
         for i in 0..state.slots.len() {
             state
@@ -535,6 +540,7 @@ impl RootState {
             .collect();
         let placeholders: Vec<WorkerSnapshot> =
             asks.iter().map(|(i, _, _)| self.unresponsive(*i)).collect();
+        let sampler = self.sampler.clone();
         tokio::spawn(async move {
             let mut set = tokio::task::JoinSet::new();
             let mut out: Vec<Option<WorkerSnapshot>> = vec![None; asks.len()];
@@ -559,10 +565,13 @@ impl RootState {
                     out[k] = snap;
                 }
             }
-            out.into_iter()
+            let mut snapshots: Vec<WorkerSnapshot> = out
+                .into_iter()
                 .zip(placeholders)
                 .map(|(s, p)| s.unwrap_or(p))
-                .collect()
+                .collect();
+            fill_usage(&sampler, &mut snapshots).await;
+            snapshots
         })
     }
 
@@ -635,5 +644,30 @@ impl RootState {
         tokio::spawn(async move {
             let _ = reply.send(Ok(gathered.await.unwrap_or_default()));
         });
+    }
+}
+
+/// Fill in RSS, CPU% and process counts, summed over each live worker's process group. The
+/// `/proc` scan runs on the blocking pool so it never stalls an actor.
+async fn fill_usage(sampler: &Arc<Mutex<GroupSampler>>, snapshots: &mut [WorkerSnapshot]) {
+    let pgids: Vec<u32> = snapshots.iter().filter_map(|s| s.pgid).collect();
+    if pgids.is_empty() {
+        return;
+    }
+    let sampler = sampler.clone();
+    let usage = tokio::task::spawn_blocking(move || {
+        sampler
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sample(&pgids)
+    })
+    .await
+    .unwrap_or_default();
+    for s in snapshots.iter_mut() {
+        if let Some(u) = s.pgid.and_then(|g| usage.get(&g)) {
+            s.rss_bytes = Some(u.rss_bytes);
+            s.cpu_percent = Some(u.cpu_percent);
+            s.processes = Some(u.processes);
+        }
     }
 }

@@ -327,14 +327,17 @@ impl SupervisorState {
                 if let Some(log) = &self.log {
                     log.note(&format!("started generation {generation}, pid {pid}"));
                 }
-                self.history.process_started(LiveProcess {
-                    worker: self.spec.name.clone(),
-                    pid,
-                    pgid: group.pgid(),
-                    start_ticks: group.start_ticks().unwrap_or(0),
-                    generation,
-                    started_at: rfc3339(group.started_at()),
-                });
+                // Without a start time the row could never be verified: do not write one.
+                if let Some(start_ticks) = group.start_ticks() {
+                    self.history.process_started(LiveProcess {
+                        worker: self.spec.name.clone(),
+                        pid,
+                        pgid: group.pgid(),
+                        start_ticks,
+                        generation,
+                        started_at: rfc3339(group.started_at()),
+                    });
+                }
                 self.status_text = None;
                 let policy = self.spec.policy;
                 let mut live = Live {

@@ -75,9 +75,16 @@ fn members_memory_and_cpu_are_summed_per_group() {
     );
 
     // CPU% over the last interval: the busy group uses a good share of a core (the machine is
-    // shared, so not all of it), the sleeping one next to nothing.
-    std::thread::sleep(Duration::from_millis(300));
-    let usage = sampler.sample(&pgids);
+    // shared and may be loaded, so sample until it shows, with a deadline), the sleeping one
+    // next to nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let usage = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let usage = sampler.sample(&pgids);
+        if usage[&b].cpu_percent > 10.0 || Instant::now() > deadline {
+            break usage;
+        }
+    };
     assert!(
         usage[&b].cpu_percent > 10.0,
         "a busy loop uses CPU: {usage:?}"

@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use vigil_actors::control::ControlServer;
 use vigil_actors::history::History;
 use vigil_actors::lock::InstanceLock;
 use vigil_actors::orphan;
+use vigil_actors::render;
 use vigil_actors::root::{RootMsg, TreeOutcome};
 use vigil_actors::sd_notify::SdNotify;
 use vigil_actors::tree::Tree;
@@ -63,6 +65,16 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let tree = Tree::start(spec, history.clone())
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let control = match ControlServer::start(&socket, tree.root().clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tree.request_shutdown();
+            tree.wait().await;
+            return Err(CliError::Runtime(format!(
+                "cannot open the control socket: {e}"
+            )));
+        }
+    };
     let sd = SdNotify::from_env();
     let _sd_watchdog = sd.as_ref().and_then(|sd| {
         sd.ready();
@@ -91,14 +103,14 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
             _ = sigusr1.recv() => {
                 match root.call(RootMsg::Dump, Some(Duration::from_secs(2))).await {
                     Ok(ractor::rpc::CallResult::Success(dump)) => {
-                        let text = serde_json::to_string_pretty(&dump).unwrap_or_default();
-                        tracing::info!("SIGUSR1 dump:\n{text}");
+                        tracing::info!("SIGUSR1 dump:\n{}", render::dump_text(&dump, false));
                     }
                     _ => tracing::warn!("SIGUSR1: the root did not answer in time"),
                 }
             }
         }
     };
+    control.close().await;
     history.flush().await;
     match outcome {
         Some(TreeOutcome::Shutdown) => {
