@@ -26,11 +26,10 @@ const EXIT_WAIT: Duration = Duration::from_secs(15);
 /// `vigil dump [--json]`.
 pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
     let server = Server::from_config(config)?;
-    let data = server.ask(&Request::Dump, server.timeouts.query)?;
+    let dump: Dump = decode(server.ask(&Request::Dump, server.timeouts.query)?)?;
     if args.json {
-        print_json(&data)?;
+        print_json(&dump)?;
     } else {
-        let dump: Dump = decode(data)?;
         print(&render::dump_text(&dump, std::io::stdout().is_terminal()))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -42,11 +41,10 @@ pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
     let request = Request::Status {
         worker: args.worker.clone(),
     };
-    let data = server.ask(&request, server.timeouts.query)?;
+    let workers: Vec<WorkerSnapshot> = decode(server.ask(&request, server.timeouts.query)?)?;
     if args.json {
-        print_json(&data)?;
+        print_json(&workers)?;
     } else {
-        let workers: Vec<WorkerSnapshot> = decode(data)?;
         print(&render::status_text(
             &workers,
             std::io::stdout().is_terminal(),
@@ -156,7 +154,8 @@ fn decode<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, CliError> {
     })
 }
 
-fn print_json(data: &Value) -> Result<(), CliError> {
+/// JSON through the typed value, so fields come in the snapshot's order (`name` first).
+fn print_json<T: serde::Serialize>(data: &T) -> Result<(), CliError> {
     let mut text = serde_json::to_string_pretty(data)
         .map_err(|err| CliError::Runtime(format!("cannot encode the answer as JSON: {err}")))?;
     text.push('\n');

@@ -15,6 +15,7 @@ use vigil_actors::control::ControlServer;
 use vigil_actors::history::History;
 use vigil_actors::lock::InstanceLock;
 use vigil_actors::orphan;
+use vigil_actors::protocol::Timeouts;
 use vigil_actors::render;
 use vigil_actors::root::{RootMsg, TreeOutcome};
 use vigil_actors::sd_notify::SdNotify;
@@ -62,10 +63,12 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
 
     let socket = spec.socket_path();
     let workers = spec.workers.len();
+    // The client derives the same bounds from the same config (see `protocol::Timeouts`).
+    let timeouts = Timeouts::for_tree(&spec);
     let tree = Tree::start(spec, history.clone())
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
-    let control = match ControlServer::start(&socket, tree.root().clone()) {
+    let control = match ControlServer::start_with(&socket, tree.root().clone(), timeouts) {
         Ok(c) => c,
         Err(e) => {
             tree.request_shutdown();

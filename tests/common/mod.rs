@@ -221,3 +221,68 @@ pub fn sh_worker(name: &str, script: &str, extra: &str) -> String {
 
 /// Fast-restart policy fields for tests (no jitter, no start delay).
 pub const FAST: &str = "backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), start_secs: \"0s\", intensity: (max_restarts: 1000, within: \"60s\")";
+
+// ---------------------------------------------------------------- control socket helpers
+// (helper "control": dump/status over the running server's socket)
+
+/// `vigil <args> --json` against the running server, parsed; panics with stderr on failure.
+pub fn control_json(home: &Home, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = home.run(&all);
+    assert!(
+        out.status.success(),
+        "vigil {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "vigil {all:?} printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// Wait until the server answers `vigil status --json` (its control socket is up).
+pub fn control_wait_ready(home: &Home) {
+    wait_for(
+        Duration::from_secs(30),
+        "the control socket to answer",
+        || {
+            home.run(&["status", "--json"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+}
+
+/// One worker's node from `vigil status WORKER --json`.
+pub fn control_worker(home: &Home, worker: &str) -> serde_json::Value {
+    let list = control_json(home, &["status", worker]);
+    assert_eq!(
+        list.as_array().map(Vec::len),
+        Some(1),
+        "status {worker}: {list}"
+    );
+    list[0].clone()
+}
+
+/// Pids of the live (non-zombie) members of process group `pgid`, from `/proc`.
+pub fn control_group_members(pgid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(i) = stat.rfind(')') else {
+                return false;
+            };
+            let fields: Vec<&str> = stat[i + 1..].split_whitespace().collect();
+            fields.first() != Some(&"Z") && fields.get(2).and_then(|g| g.parse().ok()) == Some(pgid)
+        })
+        .collect()
+}
