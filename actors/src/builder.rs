@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::history::History;
-use crate::spec::{LogSpec, RestartPolicy, RootSpec, TreeSpec, WorkerSpec};
+use crate::spec::{LogSpec, RestartPolicy, RootSpec, TreeSpec, WorkerSpec, check_worker_name};
 use crate::tree::Tree;
 use crate::worker_type::WorkerType;
 
@@ -172,44 +172,22 @@ pub fn log_path(log_dir: &Path, name: &str) -> PathBuf {
     log_dir.join(format!("{name}.log"))
 }
 
-/// Whether `name` can be a worker name (and a log file stem).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
-
 /// The checks every tree passes: names unique and file-safe, policies that can work.
 pub fn validate(workers: &[WorkerSpec]) -> Result<(), BuildError> {
     let mut seen = std::collections::HashSet::new();
     for w in workers {
-        if !valid_name(&w.name) {
-            return Err(BuildError::InvalidName(w.name.clone()));
-        }
+        check_worker_name(&w.name).map_err(|_| BuildError::InvalidName(w.name.clone()))?;
         if !seen.insert(w.name.as_str()) {
             return Err(BuildError::DuplicateName(w.name.clone()));
         }
-        let b = &w.policy.backoff;
-        let problem = if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
-            Some("backoff multiplier must be a number >= 1")
-        } else if !(0.0..=1.0).contains(&b.jitter) {
-            Some("backoff jitter must be between 0 and 1")
-        } else if b.initial > b.max {
-            Some("backoff initial must not exceed max")
-        } else if w.policy.intensity.within.is_zero() {
-            Some("intensity window must be longer than 0s")
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            return Err(BuildError::InvalidPolicy {
+        w.policy
+            .backoff
+            .check()
+            .and_then(|()| w.policy.intensity.check())
+            .map_err(|problem| BuildError::InvalidPolicy {
                 worker: w.name.clone(),
-                problem: problem.into(),
-            });
-        }
+                problem,
+            })?;
     }
     Ok(())
 }

@@ -54,6 +54,32 @@ impl Default for BackoffSpec {
     }
 }
 
+impl BackoffSpec {
+    /// Whether this backoff can work: multiplier a number `>= 1`, jitter in `[0, 1]`,
+    /// `initial <= max`. The message names the offending field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
+            return Err(format!(
+                "backoff.multiplier must be a number >= 1, got {}",
+                self.multiplier
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(format!(
+                "backoff.jitter must be between 0 and 1, got {}",
+                self.jitter
+            ));
+        }
+        if self.initial > self.max {
+            return Err(format!(
+                "backoff.initial ({:?}) must not exceed backoff.max ({:?})",
+                self.initial, self.max
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Restart intensity: more than `max_restarts` restarts within `within` is an escalation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IntensitySpec {
@@ -71,6 +97,41 @@ impl Default for IntensitySpec {
             within: Duration::from_secs(60),
         }
     }
+}
+
+impl IntensitySpec {
+    /// Whether this window can work: `within` above zero.
+    pub fn check(&self) -> Result<(), String> {
+        if self.within.is_zero() {
+            return Err("intensity.within must be above 0s".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` can name a worker (and be its log file's stem): `[A-Za-z0-9._-]+`, at most
+/// 128 characters, not starting with `.`.
+pub fn check_worker_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a worker name must not be empty".into());
+    }
+    if name.len() > 128 {
+        return Err(format!(
+            "worker name {name:?} is longer than 128 characters"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!("worker name {name:?} must not start with '.'"));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "worker name {name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
 }
 
 /// How a worker is stopped: `signal` to its whole process group, then `SIGKILL` after `grace`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use vigil_actors::spec::{
     BackoffSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec, ShutdownSpec, TreeSpec,
-    WorkerSpec,
+    WorkerSpec, check_worker_name,
 };
 use vigil_actors::worker_type::{CommandWorker, WorkerType};
 
@@ -96,7 +96,7 @@ pub fn resolve(
     let mut indexing = Vec::new();
     let mut exe = None;
     for w in &file.workers {
-        check_name(&w.name).map_err(|m| src.invalid(Some(&w.name), m))?;
+        check_worker_name(&w.name).map_err(|m| src.invalid(Some(&w.name), m))?;
         if !seen.insert(w.name.as_str()) {
             return Err(ConfigError::Invalid {
                 path: src.shown.to_path_buf(),
@@ -199,25 +199,6 @@ fn current_exe(src: &Source, name: &str) -> Result<PathBuf, ConfigError> {
     })
 }
 
-/// A name must be usable as a file stem: `[A-Za-z0-9._-]+`, not starting with `.`.
-fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("a worker name must not be empty".into());
-    }
-    if name.starts_with('.') {
-        return Err(format!("worker name {name:?} must not start with '.'"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "worker name {name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-'"
-        ));
-    }
-    Ok(())
-}
-
 fn launch(
     src: &Source,
     argv: &[String],
@@ -281,25 +262,7 @@ fn backoff(base: BackoffSpec, f: &BackoffFile) -> Result<BackoffSpec, String> {
         jitter: f.jitter.unwrap_or(base.jitter),
         reset_after: f.reset_after.map_or(base.reset_after, |d| d.0),
     };
-    if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
-        return Err(format!(
-            "backoff.multiplier must be a number >= 1, got {}",
-            b.multiplier
-        ));
-    }
-    if !(0.0..=1.0).contains(&b.jitter) {
-        return Err(format!(
-            "backoff.jitter must be between 0 and 1, got {}",
-            b.jitter
-        ));
-    }
-    if b.initial > b.max {
-        return Err(format!(
-            "backoff.initial ({}) must not exceed backoff.max ({})",
-            show(b.initial),
-            show(b.max)
-        ));
-    }
+    b.check()?;
     Ok(b)
 }
 
@@ -308,9 +271,7 @@ fn intensity(base: IntensitySpec, f: &IntensityFile) -> Result<IntensitySpec, St
         max_restarts: f.max_restarts.unwrap_or(base.max_restarts),
         within: f.within.map_or(base.within, |d| d.0),
     };
-    if i.within.is_zero() {
-        return Err("intensity.within must be above 0s".into());
-    }
+    i.check()?;
     Ok(i)
 }
 
@@ -336,10 +297,6 @@ fn log_spec(log_dir: &Path, name: &str, f: &LogFile) -> Result<LogSpec, String> 
         max_bytes: f.max_bytes,
         max_files: f.max_files,
     })
-}
-
-fn show(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(d)
 }
 
 /// Removes `.` components and folds `..` into its parent, without touching the filesystem.

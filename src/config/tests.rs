@@ -440,7 +440,7 @@ fn backoff_rules() {
     invalid(&one("backoff: (jitter: NaN)"), "backoff.jitter");
     invalid(
         &one(r#"backoff: (initial: "1m")"#),
-        "backoff.initial (1m) must not exceed backoff.max (30s)",
+        "backoff.initial (60s) must not exceed backoff.max (30s)",
     );
     invalid(
         r#"(root: (backoff: (multiplier: 0.9)))"#,
