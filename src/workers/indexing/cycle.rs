@@ -3,23 +3,39 @@
 //! Owns the decisions of a cycle (new / changed / unchanged / removed, projects created and
 //! vanished) and its figures. It must not loop, sleep or exit: the run loop does that.
 //!
+//! The steps, and what runs at the same time:
+//! 1. walk the roots (`lstat` every file, on all cores) while the database thread loads the
+//!    previous index (path → size, mtime) into a hash map;
+//! 2. decide: a file whose size and mtime match (and whose project is unchanged) is skipped;
+//!    the rest become read jobs in primary-key order;
+//! 3. read the jobs on all cores (fixed-size chunks, running xxh3 and line count) while the
+//!    database thread writes their rows in batched transactions;
+//! 4. delete rows of files and projects that are gone, and write the `cycles` row.
+//!
 //! A cycle writes nothing for unchanged files: with nothing changed on disk, it costs one
 //! `lstat` per file, a hash-map lookup, and one small transaction for the `cycles` row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use super::IndexingSettings;
-use super::db::{CycleRow, Db, DbError, FileRow, Op};
+use super::content::{self, CHUNK};
+use super::db::{CycleRow, Db, DbError, FileRow, Op, Previous};
 use super::language;
 use super::progress::{Phase, Progress};
 use super::projects::{self, Assigner, Project};
-use super::walk::{self, FileState};
+use super::walk::{self, Walked};
 
 /// Ops handed to the database thread at a time.
-const OPS_CHUNK: usize = 1024;
+const OPS_CHUNK: usize = 512;
+/// Files a reading thread claims at a time.
+const CLAIM: usize = 32;
+/// Per-cycle cap on logged read errors (all are counted).
+const MAX_LOGGED_ERRORS: u64 = 50;
 
 /// Runs cycle number `n`. Per-file errors are counted in the result; an `Err` is a database
 /// failure that is not a busy/locked database (those are retried inside).
@@ -34,13 +50,13 @@ pub fn run(
     progress.start_cycle(n);
     let mut errors = 0u64;
 
-    let prev = db.load()?;
-    let loaded = started.elapsed();
+    // The database thread loads the previous index while we walk.
+    let loading = db.start_load()?;
     let roots = canonical_roots(&settings.roots, &mut errors);
-    let walked = walk::walk(&roots, &prev, progress);
-    let walk_done = started.elapsed();
+    let walked = walk::walk(&roots, progress);
     errors += walked.errors;
-    progress.set_phase(Phase::Writing);
+    let prev = loading.wait()?;
+    let walk_done = started.elapsed();
 
     let projects = projects::resolve(&roots, walked.markers);
     let current: HashMap<&str, usize> = projects
@@ -54,123 +70,60 @@ pub fn run(
         .iter()
         .map(|p| current.get(p.id.as_str()).copied())
         .collect();
-    let known: std::collections::HashSet<&str> =
-        prev.projects.iter().map(|p| p.id.as_str()).collect();
-
-    let mut out = Batcher::new(db);
-    for p in projects.iter().filter(|p| !known.contains(p.id.as_str())) {
-        out.push(Op::AddProject {
+    let known: HashSet<&str> = prev.projects.iter().map(|p| p.id.as_str()).collect();
+    let added: Vec<Op> = projects
+        .iter()
+        .filter(|p| !known.contains(p.id.as_str()))
+        .map(|p| Op::AddProject {
             id: p.id.clone(),
             root: p.root.clone(),
             name: p.name.clone(),
             kind: p.kind.as_str(),
-        })?;
-    }
+        })
+        .collect();
+    // With the same set of projects as before, every file keeps its project: unchanged files
+    // need no assignment at all.
+    let same_projects = added.is_empty() && prev_to_cur.iter().all(Option::is_some);
+    db.write(added)?;
 
     let mut row = CycleRow {
         started_at,
         projects: projects.len() as u64,
-        bytes_read: walked.bytes_read,
         ..CycleRow::default()
     };
-    // With the same set of projects as before, every file keeps its project: unchanged files
-    // need no assignment at all.
-    let same_projects =
-        projects.len() == prev.projects.len() && prev_to_cur.iter().all(|c| c.is_some());
-    let mut assigner = Assigner::new(&projects);
-    // Rows are written in primary-key order: appending to the b-tree beats random inserts.
-    let mut puts: Vec<FileRow> = Vec::new();
-    for file in walked.files {
-        if same_projects && matches!(file.state, FileState::Unchanged { .. }) {
-            row.unchanged += 1;
-            continue;
-        }
-        let Some(pi) = assigner.project_of(&file.path) else {
-            continue; // not under any root: cannot happen, roots are projects
-        };
-        let project = &projects[pi];
-        let (content, prev_project) = match file.state {
-            FileState::Failed => continue,
-            FileState::Unchanged { prev_project }
-                if prev_to_cur[prev_project as usize] == Some(pi) =>
-            {
-                row.unchanged += 1;
-                continue;
-            }
-            FileState::Unchanged { prev_project } => {
-                // Same file, new project (a marker appeared or went): read it again.
-                match walk::read_one(&file.path, file.size) {
-                    Ok(c) => {
-                        row.bytes_read += c.bytes_read;
-                        (c, Some(prev_project))
-                    }
-                    Err(err) => {
-                        errors += 1;
-                        tracing::warn!(
-                            "cannot read {}: {}",
-                            file.path.display(),
-                            walk::describe(&err)
-                        );
-                        continue;
-                    }
-                }
-            }
-            FileState::Read {
-                content,
-                prev_project,
-            } => (content, prev_project),
-        };
-        match prev_project {
-            None => row.new += 1,
-            Some(pp) => {
-                row.changed += 1;
-                if prev_to_cur[pp as usize] != Some(pi) {
-                    let key = file.path.as_os_str().as_bytes();
-                    if let Some(old) = prev.files.get(key) {
-                        out.push(Op::DeleteFile {
-                            project_id: prev.projects[pp as usize].id.clone(),
-                            path: key[old.rel_start as usize..].to_vec(),
-                        })?;
-                    }
-                }
-            }
-        }
-        puts.push(file_row(
-            project,
-            &file.path,
-            file.size,
-            file.mtime_ns,
-            content,
-        ));
-    }
-    puts.sort_unstable_by(|a, b| (&a.project_id, &a.path).cmp(&(&b.project_id, &b.path)));
-    for put in puts {
-        out.push(Op::PutFile(put))?;
-    }
+    let jobs = decide(walked.files, &prev, &projects, &prev_to_cur, same_projects, &mut row);
+    let decided = started.elapsed();
 
-    // Files that were not seen, and projects that vanished.
+    let read = read_all(&jobs, &projects, &prev, &prev_to_cur, db, progress)?;
+    row.new = read.new;
+    row.changed = read.changed;
+    row.bytes_read = read.bytes;
+    errors += read.errors;
+    let read_done = started.elapsed();
+
+    progress.set_phase(Phase::Writing);
+    let mut ops = Vec::new();
     for (key, pf) in &prev.files {
-        if pf.seen.load(std::sync::atomic::Ordering::Relaxed) {
+        if pf.seen.load(Ordering::Relaxed) {
             continue;
         }
         row.removed += 1;
         if prev_to_cur[pf.project as usize].is_some() {
-            out.push(Op::DeleteFile {
+            ops.push(Op::DeleteFile {
                 project_id: prev.projects[pf.project as usize].id.clone(),
                 path: key[pf.rel_start as usize..].to_vec(),
-            })?;
+            });
         }
     }
     for (p, cur) in prev.projects.iter().zip(&prev_to_cur) {
         if cur.is_none() {
             tracing::info!("removed project {} {}", p.id, p.root.display());
-            out.push(Op::DeleteProject {
+            ops.push(Op::DeleteProject {
                 project_id: p.id.clone(),
-            })?;
+            });
         }
     }
-    out.flush()?;
-    let decided = started.elapsed();
+    db.write(ops)?;
 
     row.files = (prev.files.len() as u64 + row.new).saturating_sub(row.removed);
     row.errors = errors;
@@ -178,29 +131,170 @@ pub fn run(
     db.finish(row.clone())?;
     row.seconds = started.elapsed().as_secs_f64();
     tracing::debug!(
-        "cycle {n} timings: load {:.3} s, walk {:.3} s, decide {:.3} s, write {:.3} s",
-        loaded.as_secs_f64(),
-        (walk_done - loaded).as_secs_f64(),
+        "cycle {n} timings: walk+load {:.3} s, decide {:.3} s, read {:.3} s, write {:.3} s",
+        walk_done.as_secs_f64(),
         (decided - walk_done).as_secs_f64(),
-        row.seconds - decided.as_secs_f64()
+        (read_done - decided).as_secs_f64(),
+        row.seconds - read_done.as_secs_f64()
     );
     Ok(row)
 }
 
-fn file_row(
-    project: &Project,
-    path: &std::path::Path,
-    size: u64,
-    mtime_ns: i64,
-    content: super::content::Content,
-) -> FileRow {
+/// A file to read: new, changed, or moved to another project.
+struct Job {
+    file: Walked,
+    /// Index into the current projects.
+    project: usize,
+    /// Its previous row: (previous project index, where the relative path starts).
+    old: Option<(u32, u32)>,
+}
+
+/// Splits the walk into unchanged files (counted) and files to read (returned in primary-key
+/// order, so rows reach the b-tree in order).
+fn decide(
+    files: Vec<Walked>,
+    prev: &Previous,
+    projects: &[Project],
+    prev_to_cur: &[Option<usize>],
+    same_projects: bool,
+    row: &mut CycleRow,
+) -> Vec<Job> {
+    let mut assigner = Assigner::new(projects);
+    let mut jobs = Vec::new();
+    for file in files {
+        let old = prev.files.get(file.path.as_os_str().as_bytes());
+        let same_stat = match old {
+            Some(p) => {
+                p.seen.store(true, Ordering::Relaxed);
+                p.size == file.size && p.mtime_ns == file.mtime_ns
+            }
+            None => false,
+        };
+        if same_stat && same_projects {
+            row.unchanged += 1;
+            continue;
+        }
+        let Some(project) = assigner.project_of(&file.path) else {
+            continue; // not under any root: cannot happen, roots are projects
+        };
+        let old = old.map(|p| (p.project, p.rel_start));
+        if same_stat && old.is_some_and(|(pp, _)| prev_to_cur[pp as usize] == Some(project)) {
+            row.unchanged += 1;
+            continue;
+        }
+        jobs.push(Job { file, project, old });
+    }
+    jobs.sort_unstable_by(|a, b| {
+        projects[a.project]
+            .id
+            .cmp(&projects[b.project].id)
+            .then_with(|| a.file.path.cmp(&b.file.path))
+    });
+    jobs
+}
+
+#[derive(Default)]
+struct ReadFigures {
+    new: u64,
+    changed: u64,
+    bytes: u64,
+    errors: u64,
+}
+
+/// Reads the jobs on every core, handing rows to the database thread as they come.
+fn read_all(
+    jobs: &[Job],
+    projects: &[Project],
+    prev: &Previous,
+    prev_to_cur: &[Option<usize>],
+    db: &Db,
+    progress: &Progress,
+) -> Result<ReadFigures, DbError> {
+    progress.start_reading(jobs.len() as u64);
+    if jobs.is_empty() {
+        return Ok(ReadFigures::default());
+    }
+    let next = AtomicUsize::new(0);
+    let errors = AtomicU64::new(0);
+    let failed: Mutex<Option<DbError>> = Mutex::new(None);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .min(jobs.len().div_ceil(CLAIM));
+    let reader = || {
+        let mut figures = ReadFigures::default();
+        let mut buf = vec![0; CHUNK];
+        let mut ops = Vec::with_capacity(OPS_CHUNK);
+        loop {
+            let start = next.fetch_add(CLAIM, Ordering::Relaxed);
+            if start >= jobs.len() {
+                break;
+            }
+            for job in &jobs[start..(start + CLAIM).min(jobs.len())] {
+                let path = &job.file.path;
+                let c = match content::read(path, job.file.size, &mut buf) {
+                    Ok(c) => c,
+                    Err(err) => {
+                        progress.read(0);
+                        if errors.fetch_add(1, Ordering::Relaxed) < MAX_LOGGED_ERRORS {
+                            tracing::warn!("cannot read {}: {}", path.display(), walk::describe(&err));
+                        }
+                        continue;
+                    }
+                };
+                progress.read(c.bytes_read);
+                figures.bytes += c.bytes_read;
+                match job.old {
+                    None => figures.new += 1,
+                    Some((pp, rel_start)) => {
+                        figures.changed += 1;
+                        if prev_to_cur[pp as usize] != Some(job.project) {
+                            ops.push(Op::DeleteFile {
+                                project_id: prev.projects[pp as usize].id.clone(),
+                                path: path.as_os_str().as_bytes()[rel_start as usize..].to_vec(),
+                            });
+                        }
+                    }
+                }
+                ops.push(Op::PutFile(file_row(&projects[job.project], &job.file, c)));
+            }
+            if ops.len() >= OPS_CHUNK {
+                if let Err(e) = db.write(std::mem::replace(&mut ops, Vec::with_capacity(OPS_CHUNK))) {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = db.write(ops) {
+            failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        }
+        figures
+    };
+    let mut total = ReadFigures::default();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(reader)).collect();
+        let mine = reader();
+        for f in handles.into_iter().filter_map(|h| h.join().ok()).chain([mine]) {
+            total.new += f.new;
+            total.changed += f.changed;
+            total.bytes += f.bytes;
+        }
+    });
+    total.errors = errors.load(Ordering::Relaxed);
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+fn file_row(project: &Project, file: &Walked, content: content::Content) -> FileRow {
+    let path = &file.path;
     let rel = path.strip_prefix(&project.root).unwrap_or(path);
     let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
     FileRow {
         project_id: project.id.clone(),
         path: rel.as_os_str().as_bytes().to_vec(),
-        size,
-        mtime_ns,
+        size: file.size,
+        mtime_ns: file.mtime_ns,
         hash: content.hash,
         language: language::detect(name),
         lines: content.lines,
@@ -230,32 +324,4 @@ fn canonical_roots(roots: &[PathBuf], errors: &mut u64) -> Vec<PathBuf> {
         }
     }
     projects::dedup_roots(ok)
-}
-
-/// Hands ops to the database thread in chunks.
-struct Batcher<'d> {
-    db: &'d Db,
-    ops: Vec<Op>,
-}
-
-impl<'d> Batcher<'d> {
-    fn new(db: &'d Db) -> Batcher<'d> {
-        Batcher {
-            db,
-            ops: Vec::with_capacity(OPS_CHUNK),
-        }
-    }
-
-    fn push(&mut self, op: Op) -> Result<(), DbError> {
-        self.ops.push(op);
-        if self.ops.len() >= OPS_CHUNK {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), DbError> {
-        let ops = std::mem::replace(&mut self.ops, Vec::with_capacity(OPS_CHUNK));
-        self.db.write(ops)
-    }
 }

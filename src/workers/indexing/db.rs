@@ -276,7 +276,17 @@ enum Request {
     Finish(Box<CycleRow>, Sender<Result<(), DbError>>),
 }
 
-/// A handle on the database thread.
+/// A load in progress.
+pub struct Loading(Receiver<Result<Previous, DbError>>);
+
+impl Loading {
+    /// Waits for the previous index.
+    pub fn wait(self) -> Result<Previous, DbError> {
+        self.0.recv().map_err(|_| DbError::Gone)?
+    }
+}
+
+/// A handle on the database thread; share it by reference between threads.
 pub struct Db {
     tx: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
@@ -310,11 +320,12 @@ impl Db {
         })
     }
 
-    /// The index as it stands.
-    pub fn load(&self) -> Result<Previous, DbError> {
+    /// Starts loading the index as it stands; [`Loading::wait`] returns it. The database
+    /// thread loads while the caller walks.
+    pub fn start_load(&self) -> Result<Loading, DbError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.send(Request::Load(tx))?;
-        rx.recv().map_err(|_| DbError::Gone)?
+        Ok(Loading(rx))
     }
 
     /// Queues rows; they are written in batches. Errors surface at [`Db::finish`].

@@ -38,10 +38,12 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 pub enum Phase {
     /// Between cycles (or before the first).
     Idle = 0,
-    /// Walking the roots and reading changed files.
+    /// Walking the roots (and loading the previous index).
     Walking = 1,
-    /// Writing the results.
-    Writing = 2,
+    /// Reading new and changed files, and writing their rows.
+    Reading = 2,
+    /// Writing the last rows and the cycle's figures.
+    Writing = 3,
 }
 
 /// Counters shared by the cycle's threads.
@@ -50,6 +52,8 @@ pub struct Progress {
     phase: AtomicU8,
     cycle: AtomicU64,
     files: AtomicU64,
+    to_read: AtomicU64,
+    read: AtomicU64,
     bytes: AtomicU64,
     beats: AtomicU64,
 }
@@ -60,9 +64,20 @@ impl Progress {
         self.beats.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// One file walked, `bytes` of it read.
-    pub fn file(&self, bytes: u64) {
+    /// One file walked.
+    pub fn walked(&self) {
         self.files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reading starts: `n` files to read.
+    pub fn start_reading(&self, n: u64) {
+        self.to_read.store(n, Ordering::Relaxed);
+        self.set_phase(Phase::Reading);
+    }
+
+    /// One file read (or failed), `bytes` of it read.
+    pub fn read(&self, bytes: u64) {
+        self.read.fetch_add(1, Ordering::Relaxed);
         if bytes > 0 {
             self.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
@@ -72,6 +87,8 @@ impl Progress {
     pub fn start_cycle(&self, n: u64) {
         self.cycle.store(n, Ordering::Relaxed);
         self.files.store(0, Ordering::Relaxed);
+        self.to_read.store(0, Ordering::Relaxed);
+        self.read.store(0, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         self.set_phase(Phase::Walking);
     }
@@ -85,27 +102,32 @@ impl Progress {
     fn phase(&self) -> Phase {
         match self.phase.load(Ordering::Relaxed) {
             1 => Phase::Walking,
-            2 => Phase::Writing,
+            2 => Phase::Reading,
+            3 => Phase::Writing,
             _ => Phase::Idle,
         }
     }
 
     fn activity(&self) -> u64 {
-        self.files.load(Ordering::Relaxed) + self.beats.load(Ordering::Relaxed)
+        self.files.load(Ordering::Relaxed)
+            + self.read.load(Ordering::Relaxed)
+            + self.beats.load(Ordering::Relaxed)
     }
 
     fn describe(&self) -> String {
-        let phase = match self.phase() {
-            Phase::Idle => "idle",
-            Phase::Walking => "walking",
-            Phase::Writing => "writing",
-        };
-        format!(
-            "cycle {}: {phase}, {} files, {:.1} MB read",
-            self.cycle.load(Ordering::Relaxed),
-            self.files.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed) as f64 / 1e6
-        )
+        let n = self.cycle.load(Ordering::Relaxed);
+        let files = self.files.load(Ordering::Relaxed);
+        let read = self.read.load(Ordering::Relaxed);
+        let to_read = self.to_read.load(Ordering::Relaxed);
+        let mb = self.bytes.load(Ordering::Relaxed) as f64 / 1e6;
+        match self.phase() {
+            Phase::Idle => format!("cycle {n}: idle"),
+            Phase::Walking => format!("cycle {n}: walking, {files} files found"),
+            Phase::Reading => format!(
+                "cycle {n}: reading {read}/{to_read} new or changed files ({mb:.1} MB) of {files}"
+            ),
+            Phase::Writing => format!("cycle {n}: writing, {files} files, {mb:.1} MB read"),
+        }
     }
 }
 

@@ -5,24 +5,21 @@
 //! are honoured, and hidden entries (names starting with `.`) are skipped. It must not decide
 //! projects or write the database; it reports what it found.
 //!
-//! For every regular file the walker thread that meets it compares size and mtime (one
-//! `lstat`) with the previous index; a file that is new or changed is read right there, while
-//! its directory is hot, on the same thread (so both cores read). Unchanged files cost one
-//! `lstat` and a hash-map lookup. Symbolic links are not followed and not indexed.
+//! Each regular file costs one `lstat` (for size and mtime), done on the walker thread that
+//! meets it; nothing is read here, so the walk can run while the previous index is still
+//! loading. Symbolic links are not followed and not indexed.
 //!
 //! Project markers are noted as they pass: a `.git` entry (directory or file, as in a git
 //! worktree) seen by the entry filter, and the build files in [`BUILD_MARKERS`].
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
 
-use super::content::{self, CHUNK, Content};
-use super::db::Previous;
 use super::progress::Progress;
 
 /// File names that make their directory a project (the outermost one wins).
@@ -74,27 +71,6 @@ pub struct Walked {
     pub size: u64,
     /// Modification time, ns since the epoch.
     pub mtime_ns: i64,
-    /// What the walk did with it.
-    pub state: FileState,
-}
-
-/// The outcome for one file.
-#[derive(Debug)]
-pub enum FileState {
-    /// Size and mtime match the index; not read.
-    Unchanged {
-        /// Index into [`Previous::projects`] of the project it is indexed under.
-        prev_project: u32,
-    },
-    /// New or changed, read now.
-    Read {
-        /// Hash, lines, binary.
-        content: Content,
-        /// The project it was indexed under before, if it was.
-        prev_project: Option<u32>,
-    },
-    /// Could not be read (logged and counted); an existing row for it is kept.
-    Failed,
 }
 
 /// Everything one walk found.
@@ -104,14 +80,13 @@ pub struct WalkOutput {
     pub files: Vec<Walked>,
     /// Directories holding a marker (a directory may appear twice, once per marker kind).
     pub markers: Vec<(PathBuf, Marker)>,
-    /// Errors met (unreadable directories and files, bad ignore files).
+    /// Errors met (unreadable directories, files that vanished before their `lstat`, bad
+    /// ignore files).
     pub errors: u64,
-    /// Bytes read from files.
-    pub bytes_read: u64,
 }
 
 /// Walks `roots` (absolute, not nested in each other); see the module docs.
-pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutput {
+pub fn walk(roots: &[PathBuf], progress: &Progress) -> WalkOutput {
     let Some((first, rest)) = roots.split_first() else {
         return WalkOutput::default();
     };
@@ -144,7 +119,6 @@ pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutp
             false
         });
     let shared = Shared {
-        prev,
         progress,
         errors: AtomicU64::new(0),
         out: Mutex::new(Vec::new()),
@@ -162,7 +136,6 @@ pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutp
     for part in parts {
         out.files.extend(part.files);
         out.markers.extend(part.markers);
-        out.bytes_read += part.bytes_read;
     }
     let gits = std::mem::take(&mut *gits.lock().unwrap_or_else(|p| p.into_inner()));
     out.markers
@@ -171,7 +144,6 @@ pub fn walk(roots: &[PathBuf], prev: &Previous, progress: &Progress) -> WalkOutp
 }
 
 struct Shared<'a> {
-    prev: &'a Previous,
     progress: &'a Progress,
     errors: AtomicU64,
     out: Mutex<Vec<Part>>,
@@ -193,7 +165,6 @@ impl Shared<'_> {
 struct Part {
     files: Vec<Walked>,
     markers: Vec<(PathBuf, Marker)>,
-    bytes_read: u64,
 }
 
 struct Builder<'s, 'a> {
@@ -205,7 +176,6 @@ impl<'s, 'a: 's> ParallelVisitorBuilder<'s> for Builder<'s, 'a> {
         Box::new(Visitor {
             shared: self.shared,
             part: Part::default(),
-            buf: vec![0; CHUNK],
         })
     }
 }
@@ -213,7 +183,6 @@ impl<'s, 'a: 's> ParallelVisitorBuilder<'s> for Builder<'s, 'a> {
 struct Visitor<'s, 'a> {
     shared: &'s Shared<'a>,
     part: Part,
-    buf: Vec<u8>,
 }
 
 impl Drop for Visitor<'_, '_> {
@@ -258,50 +227,11 @@ impl ParallelVisitor for Visitor<'_, '_> {
             .mtime()
             .saturating_mul(1_000_000_000)
             .saturating_add(md.mtime_nsec());
-        let prev = self.shared.prev.files.get(path.as_os_str().as_bytes());
-        let prev_project = match prev {
-            Some(p) => {
-                p.seen.store(true, Ordering::Relaxed);
-                if p.size == size && p.mtime_ns == mtime_ns {
-                    self.shared.progress.file(0);
-                    self.part.files.push(Walked {
-                        path: entry.into_path(),
-                        size,
-                        mtime_ns,
-                        state: FileState::Unchanged {
-                            prev_project: p.project,
-                        },
-                    });
-                    return WalkState::Continue;
-                }
-                Some(p.project)
-            }
-            None => None,
-        };
-        let state = match content::read(path, size, &mut self.buf) {
-            Ok(content) => {
-                self.part.bytes_read += content.bytes_read;
-                self.shared.progress.file(content.bytes_read);
-                FileState::Read {
-                    content,
-                    prev_project,
-                }
-            }
-            Err(err) => {
-                self.shared.progress.file(0);
-                self.shared.error(format_args!(
-                    "cannot read {}: {}",
-                    path.display(),
-                    describe(&err)
-                ));
-                FileState::Failed
-            }
-        };
+        self.shared.progress.walked();
         self.part.files.push(Walked {
             path: entry.into_path(),
             size,
             mtime_ns,
-            state,
         });
         WalkState::Continue
     }
@@ -314,10 +244,4 @@ pub fn describe(err: &std::io::Error) -> String {
         std::io::ErrorKind::PermissionDenied => format!("permission denied ({err})"),
         _ => err.to_string(),
     }
-}
-
-/// Reads one file outside the walk (for the rare file that changed projects).
-pub fn read_one(path: &Path, size: u64) -> std::io::Result<Content> {
-    let mut buf = vec![0; CHUNK];
-    content::read(path, size, &mut buf)
 }
