@@ -54,6 +54,7 @@ pub fn run(
     let loading = db.start_load()?;
     let roots = canonical_roots(&settings.roots, &mut errors);
     let walked = walk::walk(&roots, progress);
+    tracing::debug!("walked in {:.3} s", started.elapsed().as_secs_f64());
     errors += walked.errors;
     let prev = loading.wait()?;
     let walk_done = started.elapsed();
@@ -91,7 +92,14 @@ pub fn run(
         projects: projects.len() as u64,
         ..CycleRow::default()
     };
-    let jobs = decide(walked.files, &prev, &projects, &prev_to_cur, same_projects, &mut row);
+    let jobs = decide(
+        walked.files,
+        &prev,
+        &projects,
+        &prev_to_cur,
+        same_projects,
+        &mut row,
+    );
     let decided = started.elapsed();
 
     let read = read_all(&jobs, &projects, &prev, &prev_to_cur, db, progress)?;
@@ -184,11 +192,21 @@ fn decide(
         }
         jobs.push(Job { file, project, old });
     }
+    // Byte order, as SQLite compares TEXT (Path's own order goes component by component).
+    let mut by_id: Vec<usize> = (0..projects.len()).collect();
+    by_id.sort_unstable_by(|&a, &b| projects[a].id.cmp(&projects[b].id));
+    let mut rank = vec![0u32; projects.len()];
+    for (r, &p) in by_id.iter().enumerate() {
+        rank[p] = r as u32;
+    }
     jobs.sort_unstable_by(|a, b| {
-        projects[a.project]
-            .id
-            .cmp(&projects[b.project].id)
-            .then_with(|| a.file.path.cmp(&b.file.path))
+        rank[a.project].cmp(&rank[b.project]).then_with(|| {
+            a.file
+                .path
+                .as_os_str()
+                .as_bytes()
+                .cmp(b.file.path.as_os_str().as_bytes())
+        })
     });
     jobs
 }
@@ -236,7 +254,11 @@ fn read_all(
                     Err(err) => {
                         progress.read(0);
                         if errors.fetch_add(1, Ordering::Relaxed) < MAX_LOGGED_ERRORS {
-                            tracing::warn!("cannot read {}: {}", path.display(), walk::describe(&err));
+                            tracing::warn!(
+                                "cannot read {}: {}",
+                                path.display(),
+                                walk::describe(&err)
+                            );
                         }
                         continue;
                     }
@@ -258,14 +280,21 @@ fn read_all(
                 ops.push(Op::PutFile(file_row(&projects[job.project], &job.file, c)));
             }
             if ops.len() >= OPS_CHUNK {
-                if let Err(e) = db.write(std::mem::replace(&mut ops, Vec::with_capacity(OPS_CHUNK))) {
-                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                if let Err(e) = db.write(std::mem::replace(&mut ops, Vec::with_capacity(OPS_CHUNK)))
+                {
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
                     break;
                 }
             }
         }
         if let Err(e) = db.write(ops) {
-            failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
         }
         figures
     };
@@ -273,7 +302,11 @@ fn read_all(
     std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads).map(|_| s.spawn(reader)).collect();
         let mine = reader();
-        for f in handles.into_iter().filter_map(|h| h.join().ok()).chain([mine]) {
+        for f in handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .chain([mine])
+        {
             total.new += f.new;
             total.changed += f.changed;
             total.bytes += f.bytes;

@@ -34,6 +34,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
@@ -380,6 +381,10 @@ fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, Db
     }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
+    // Leave the WAL for the next run (or a later autocheckpoint) instead of checkpointing,
+    // fsyncing and unlinking it at exit: `--once` runs end sooner, and nothing is lost.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(open_err)?;
     // 16 MiB of page cache: the files b-tree of a large index stays in memory while we write.
     conn.pragma_update(None, "cache_size", -16384)
         .map_err(open_err)?;
@@ -474,7 +479,13 @@ impl Writer {
         for req in rx {
             match req {
                 Request::Load(reply) => {
-                    let _ = reply.send(self.load());
+                    let t = Instant::now();
+                    let prev = self.load();
+                    tracing::debug!(
+                        "loaded the previous index in {:.3} s",
+                        t.elapsed().as_secs_f64()
+                    );
+                    let _ = reply.send(prev);
                 }
                 Request::Write(ops) => {
                     if self.failed.is_some() {
