@@ -421,3 +421,40 @@ fn dumps_stay_fast_during_a_crash_storm() {
     }
     eprintln!("slowest of 20 dumps during the storm: {slowest:?}");
 }
+
+#[test]
+fn a_server_that_never_answers_does_not_hang_the_client() {
+    let home = sleeper_and_crasher("1s");
+    let socket = home.path().join("var").join("vigil.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    // A listener that keeps the first connection open without a word, and hangs up on the
+    // second one as soon as it has read its request.
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let peer = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut incoming = listener.incoming();
+        let silent = incoming.next().unwrap().unwrap();
+        let rude = incoming.next().unwrap().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&rude).read_line(&mut line).unwrap();
+        drop(rude);
+        drop(silent);
+    });
+    let started = Instant::now();
+    let out = home.run(&["dump"]);
+    let waited = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("did not answer within 5s"), "{err}");
+    assert!(err.contains(socket.to_str().unwrap()), "{err}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+
+    let out = home.run(&["restart", "sleeper"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("closed the connection without answering"),
+        "{err}"
+    );
+    peer.join().unwrap();
+}
