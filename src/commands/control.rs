@@ -30,7 +30,7 @@ pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
     if args.json {
         print_json(&dump)?;
     } else {
-        print(&render::dump_text(&dump, std::io::stdout().is_terminal()))?;
+        print(&render::dump_text(&dump, colour()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -45,10 +45,7 @@ pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
     if args.json {
         print_json(&workers)?;
     } else {
-        print(&render::status_text(
-            &workers,
-            std::io::stdout().is_terminal(),
-        ))?;
+        print(&render::status_text(&workers, colour()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -140,6 +137,11 @@ fn action_line(action: WorkerAction, w: &WorkerSnapshot) -> String {
         ),
         WorkerAction::Stop => format!("stopped {}: {}", w.name, w.state.as_str()),
     }
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn client_error(err: ClientError) -> CliError {
