@@ -181,3 +181,23 @@ fn notify_lines_ready_status_watchdog() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn sigterm_stops_cleanly_with_a_last_line() {
+    let f = Fixture::new();
+    f.write("a.rs", "x\n");
+    let mut child = f.spawn(&[]);
+    wait_for("the first cycle", || {
+        f.log().iter().any(|l| l.contains("cycle 1:"))
+    });
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let st = child.wait();
+    let log = f.log();
+    assert_eq!(st.code(), Some(0), "{}", log.join("\n"));
+    assert!(
+        log.last().unwrap().contains("received SIGTERM"),
+        "{}",
+        log.join("\n")
+    );
+}

@@ -14,6 +14,7 @@
 //! | [`db`] | `index.sqlite`: schema, migrations, the single writer thread |
 //! | [`cycle`] | one cycle's decisions and figures |
 //! | [`progress`] | counters, `WATCHDOG=1` / `STATUS=` ticker, terminal progress line, logging |
+//! | [`signals`] | `SIGTERM` / `SIGINT`: a clean exit with a last log line |
 //! | [`kind`] | how the server launches this worker |
 //!
 //! # Exit status
@@ -22,9 +23,11 @@
 //! | 0 | `--once`: the cycle ran (per-file errors are counted, not fatal) |
 //! | 2 | bad configuration (no such Indexing worker, invalid config file) |
 //! | 3 | the index database cannot be opened, created, migrated, or fails with an error other than busy/locked |
+//! | 0 | `SIGTERM` (a requested stop; see [`signals`]) |
+//! | 130 | `SIGINT` (Ctrl-C) |
 //!
 //! Without `--once` the worker only ends by a signal or a fatal error. Its last log line
-//! says why it exits (`fatal: ...`). Busy or locked databases, unreadable or vanishing files
+//! says why it exits (`fatal: ...`, or `received SIGTERM: ...`). Busy or locked databases, unreadable or vanishing files
 //! and missing roots are logged, counted and retried; they never end the worker.
 //!
 //! # Notify
@@ -38,6 +41,7 @@ pub mod kind;
 pub mod language;
 pub mod progress;
 pub mod projects;
+pub mod signals;
 pub mod walk;
 
 use std::path::PathBuf;
@@ -70,6 +74,7 @@ pub const EXIT_DATABASE: u8 = 3;
 /// Runs the worker: one cycle with `once`, else cycles forever. Logging must be set up
 /// already ([`progress::init_logging`]).
 pub fn run(settings: &IndexingSettings, once: bool) -> ExitCode {
+    signals::install(); // first: before any thread starts
     let notifier = Arc::new(Notifier::from_env());
     let progress = Arc::new(Progress::default());
     let db = match Db::open(&settings.db_path, Arc::clone(&progress), None) {

@@ -298,14 +298,20 @@ impl Write for LogWriter {
 }
 
 /// Sets up logging to stderr (the server captures it into the worker's log file). Honours
-/// `RUST_LOG`; default level `info`. Harmless if a subscriber is already installed.
+/// `RUST_LOG`; default level `info`. Under the server (`VIGIL_WORKER` set) lines carry no
+/// timestamp of their own: the server stamps each line of the log file. Harmless if a
+/// subscriber is already installed.
 pub fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| LogWriter)
         .with_ansi(stderr_is_tty())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if std::env::var_os("VIGIL_WORKER").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
