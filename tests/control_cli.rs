@@ -29,22 +29,6 @@ const WORKER_FIELDS: [&str; 13] = [
     "rss_bytes",
     "cpu_percent",
 ];
-const EXIT_FIELDS: [&str; 14] = [
-    "worker",
-    "pid",
-    "generation",
-    "started_at",
-    "exited_at",
-    "uptime_ms",
-    "code",
-    "signal",
-    "signal_name",
-    "core_dumped",
-    "reason",
-    "restart_delay_ms",
-    "log_tail",
-    "decision",
-];
 const STATES: [&str; 6] = [
     "starting", "running", "backoff", "stopping", "stopped", "failed",
 ];
@@ -140,7 +124,7 @@ fn dump_and_status_json_carry_every_contract_field() {
     let crashy = &children[1];
     assert!(crashy["restarts"].as_u64().unwrap() >= 1, "{crashy}");
     let exit = &crashy["last_exit"];
-    has_fields(exit, &EXIT_FIELDS, "last_exit");
+    has_fields(exit, &common::EXIT_FIELDS, "last_exit");
     assert_eq!(exit["worker"], "crashy");
     assert_eq!(exit["code"], 3);
     assert_eq!(exit["signal"], Value::Null);

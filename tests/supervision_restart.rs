@@ -76,21 +76,7 @@ fn exit_code_and_log_tail_are_recorded() {
     assert_eq!(tail.last(), Some(&"oops"));
     assert_eq!(tail.first(), Some(&"line 12"));
     // Every contract field is present.
-    for field in [
-        "worker",
-        "pid",
-        "generation",
-        "started_at",
-        "exited_at",
-        "uptime_ms",
-        "code",
-        "signal",
-        "signal_name",
-        "core_dumped",
-        "reason",
-        "restart_delay_ms",
-        "log_tail",
-    ] {
+    for field in EXIT_FIELDS {
         assert!(e.get(field).is_some(), "missing {field} in {e}");
     }
     assert!(e["started_at"].as_str().unwrap().ends_with('Z'));

@@ -286,3 +286,20 @@ pub fn control_group_members(pgid: u32) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The contract's EXIT fields (`vigil history --json`, a node's `last_exit`).
+pub const EXIT_FIELDS: [&str; 13] = [
+    "worker",
+    "pid",
+    "generation",
+    "started_at",
+    "exited_at",
+    "uptime_ms",
+    "code",
+    "signal",
+    "signal_name",
+    "core_dumped",
+    "reason",
+    "restart_delay_ms",
+    "log_tail",
+];
