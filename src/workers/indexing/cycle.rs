@@ -358,3 +358,55 @@ fn canonical_roots(roots: &[PathBuf], errors: &mut u64) -> Vec<PathBuf> {
     }
     projects::dedup_roots(ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A file that vanishes between the walk and its read is counted as an error; the others
+    /// are indexed and the cycle completes.
+    #[test]
+    fn file_vanishing_between_walk_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("stays.rs"), "fn a() {}\n").unwrap();
+        std::fs::write(root.join("gone.rs"), "fn b() {}\n").unwrap();
+        let root = std::fs::canonicalize(&root).unwrap();
+        let progress = Arc::new(Progress::default());
+        let db_path = dir.path().join("index.sqlite");
+        let db = Db::open(&db_path, Arc::clone(&progress), None).unwrap();
+
+        let walked = walk::walk(std::slice::from_ref(&root), &progress);
+        assert_eq!(walked.files.len(), 2);
+        std::fs::remove_file(root.join("gone.rs")).unwrap();
+
+        let prev = db.start_load().unwrap().wait().unwrap();
+        let projects = projects::resolve(std::slice::from_ref(&root), walked.markers);
+        db.write(vec![Op::AddProject {
+            id: projects[0].id.clone(),
+            root: root.clone(),
+            name: projects[0].name.clone(),
+            kind: projects[0].kind.as_str(),
+        }])
+        .unwrap();
+        let mut row = CycleRow::default();
+        let jobs = decide(walked.files, &prev, &projects, &[], false, &mut row);
+        assert_eq!(jobs.len(), 2);
+        let read = read_all(&jobs, &projects, &prev, &[], &db, &progress).unwrap();
+        assert_eq!((read.new, read.errors), (1, 1));
+        db.finish(row).unwrap();
+        drop(db);
+
+        let conn = rusqlite::Connection::open(&db_path).unwrap();
+        let paths: Vec<String> = conn
+            .prepare("SELECT path FROM files")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(paths, ["stays.rs"]);
+    }
+}
