@@ -1,4 +1,4 @@
-//! Discovery: the parallel walk of the roots, with change detection and reading on the way.
+//! Discovery: the parallel walk of the roots, noting project markers and each file's size and mtime.
 //!
 //! Owns one pass over the roots with `ignore`'s parallel walker (ripgrep's): `.gitignore`
 //! (also outside git repositories), `.ignore`, `.git/info/exclude` and the global gitignore
