@@ -117,3 +117,34 @@ fn projects_appear_and_vanish() {
     assert_eq!(f.paths_of("tree"), ["sub/x.rs", "top.rs"]);
     assert_eq!(f.projects().len(), 1);
 }
+
+#[test]
+fn two_workers_share_the_database_without_removing_each_other() {
+    let f = Fixture::new();
+    fs::write(
+        &f.config,
+        r#"(
+    data_dir: "var",
+    workers: [
+        (name: "a", kind: Indexing(roots: ["tree/a"], interval: "1s")),
+        (name: "b", kind: Indexing(roots: ["tree/b"], interval: "1s")),
+    ],
+)"#,
+    )
+    .unwrap();
+    f.write("a/x.rs", "x\n");
+    f.write("b/y.rs", "y\n");
+    for name in ["a", "b", "a"] {
+        let (st, log) = f.run_with(&["--once", "--name", name], |_| {});
+        assert!(st.success(), "{}", log.join("\n"));
+        assert!(
+            !log.iter().any(|l| l.contains("removed project")),
+            "{}",
+            log.join("\n")
+        );
+    }
+    assert_eq!(f.paths_of("a"), ["x.rs"]);
+    assert_eq!(f.paths_of("b"), ["y.rs"]);
+    // (files, new, changed, removed, unchanged, errors) of a's second cycle: its own file only.
+    assert_eq!(f.last_cycle(), (1, 0, 0, 0, 1, 0));
+}

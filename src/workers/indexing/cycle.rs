@@ -12,6 +12,9 @@
 //!    database thread writes their rows in batched transactions;
 //! 4. delete rows of files and projects that are gone, and write the `cycles` row.
 //!
+//! Several Indexing workers may share one `index.sqlite`: a cycle only removes projects and
+//! files under its own roots (their roots must not overlap).
+//!
 //! A cycle writes nothing for unchanged files: with nothing changed on disk, it costs one
 //! `lstat` per file, a hash-map lookup, and one small transaction for the `cycles` row.
 
@@ -71,6 +74,18 @@ pub fn run(
         .iter()
         .map(|p| current.get(p.id.as_str()).copied())
         .collect();
+    // The projects this worker answers for: those under its roots (as configured, or as
+    // resolved). Others in the same database belong to another Indexing worker.
+    let owned: Vec<bool> = prev
+        .projects
+        .iter()
+        .map(|p| {
+            roots
+                .iter()
+                .chain(&settings.roots)
+                .any(|r| p.root.starts_with(r))
+        })
+        .collect();
     let known: HashSet<&str> = prev.projects.iter().map(|p| p.id.as_str()).collect();
     let added: Vec<Op> = projects
         .iter()
@@ -84,7 +99,11 @@ pub fn run(
         .collect();
     // With the same set of projects as before, every file keeps its project: unchanged files
     // need no assignment at all.
-    let same_projects = added.is_empty() && prev_to_cur.iter().all(Option::is_some);
+    let same_projects = added.is_empty()
+        && prev_to_cur
+            .iter()
+            .zip(&owned)
+            .all(|(cur, owned)| cur.is_some() || !owned);
     db.write(added)?;
 
     let mut row = CycleRow {
@@ -111,7 +130,12 @@ pub fn run(
 
     progress.set_phase(Phase::Writing);
     let mut ops = Vec::new();
+    let mut owned_files = 0u64;
     for (key, pf) in &prev.files {
+        if !owned[pf.project as usize] {
+            continue;
+        }
+        owned_files += 1;
         if pf.seen.load(Ordering::Relaxed) {
             continue;
         }
@@ -123,8 +147,8 @@ pub fn run(
             });
         }
     }
-    for (p, cur) in prev.projects.iter().zip(&prev_to_cur) {
-        if cur.is_none() {
+    for ((p, cur), owned) in prev.projects.iter().zip(&prev_to_cur).zip(&owned) {
+        if cur.is_none() && *owned {
             tracing::info!("removed project {} {}", p.id, p.root.display());
             ops.push(Op::DeleteProject {
                 project_id: p.id.clone(),
@@ -133,7 +157,7 @@ pub fn run(
     }
     db.write(ops)?;
 
-    row.files = (prev.files.len() as u64 + row.new).saturating_sub(row.removed);
+    row.files = (owned_files + row.new).saturating_sub(row.removed);
     row.errors = errors;
     row.seconds = started.elapsed().as_secs_f64();
     db.finish(row.clone())?;
