@@ -53,6 +53,7 @@ pub mod builder;
 pub mod control;
 pub mod exit;
 pub mod history;
+pub mod latency;
 pub mod lock;
 pub mod logfile;
 pub mod metrics;

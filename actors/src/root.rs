@@ -519,6 +519,7 @@ impl RootState {
             rss_bytes: None,
             cpu_percent: None,
             processes: None,
+            exit_notify_us: None,
         }
     }
 

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitRecord;
+use crate::latency::NotifyLatency;
 
 /// A worker's state, as the contract spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +88,10 @@ pub struct WorkerSnapshot {
     pub cpu_percent: Option<f64>,
     /// Number of processes in the group.
     pub processes: Option<u32>,
+    /// Exit notification latency (leader reaped → its WorkerSupervisor handling the exit) over
+    /// the last exits, `null` before the first exit. Not in the contract: for benchmarks.
+    #[serde(default)]
+    pub exit_notify_us: Option<NotifyLatency>,
 }
 
 /// A node of the dump: the root, or a worker (its snapshot's fields at the top level).

@@ -28,6 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::exit::{Exit, ExitReason, ExitRecord};
 use crate::history::{History, LiveProcess};
+use crate::latency::LatencyWindow;
 use crate::logfile::LogFile;
 use crate::notify::NotifyEvent;
 use crate::policy::{BackoffCounter, RestartWindow, should_restart};
@@ -226,6 +227,8 @@ pub struct SupervisorState {
     last_exit: Option<ExitRecord>,
     /// Once true, nothing is restarted again (a shutdown was requested).
     terminating: bool,
+    /// Reaped → exit handled, for the dump's `exit_notify_us`.
+    notify_latency: LatencyWindow,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,6 +264,7 @@ impl Actor for WorkerSupervisor {
             status_text: None,
             last_exit: args.carry.last_exit,
             terminating: false,
+            notify_latency: LatencyWindow::default(),
         };
         if args.initial == InitialState::Start {
             state.start(&myself)?;
@@ -432,6 +436,7 @@ impl SupervisorState {
             tracing::debug!(worker = %self.spec.name, generation, "stale exit ignored");
             return Ok(());
         }
+        self.notify_latency.record(report.exited.elapsed());
         let phase = std::mem::replace(&mut self.phase, Phase::Stopped);
         let (live, during_start, cause, waiters) = match phase {
             Phase::Starting { live, .. } => (live, true, None, Vec::new()),
@@ -910,6 +915,7 @@ impl SupervisorState {
             rss_bytes: None,
             cpu_percent: None,
             processes: None,
+            exit_notify_us: self.notify_latency.summary(),
         }
     }
 }
