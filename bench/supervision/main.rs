@@ -285,6 +285,9 @@ impl Supervised {
             .latest
             .get(&id)
             .ok_or(format!("{}: worker {id} never started", self.label))?;
+        if old.pid <= 1 {
+            return Err(format!("{}: bad pid in a START line", self.label));
+        }
         let t0 = now_ns();
         // SAFETY: kill on the worker's pid (> 1, read from its own START line).
         unsafe { libc::kill(old.pid as i32, libc::SIGKILL) };
@@ -406,9 +409,13 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: killpg on the group this run created for the supervisor.
+        let running = matches!(self.child.try_wait(), Ok(None));
+        if running || !self.leaders {
+            // SAFETY: killpg on the group this run created for the supervisor (the floor's
+            // workers are in it too, and may outlive the floor itself).
             unsafe { libc::killpg(self.pid() as i32, libc::SIGKILL) };
+        }
+        if running {
             let _ = self.child.wait();
         }
         if self.leaders {
