@@ -105,6 +105,9 @@ mod tests {
         let mut w = LatencyWindow::default();
         w.record(Duration::from_micros(250));
         let s = w.summary().unwrap();
-        assert_eq!((s.count, s.last, s.p50, s.p95, s.max), (1, 250, 250, 250, 250));
+        assert_eq!(
+            (s.count, s.last, s.p50, s.p95, s.max),
+            (1, 250, 250, 250, 250)
+        );
     }
 }

@@ -455,6 +455,7 @@ mod tests {
             rss_bytes: None,
             cpu_percent: None,
             processes: None,
+            exit_notify_us: None,
         }
     }
 

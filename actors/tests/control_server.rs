@@ -49,6 +49,7 @@ fn snapshot(name: &str, pid: u32) -> WorkerSnapshot {
         rss_bytes: Some(1 << 20),
         cpu_percent: Some(0.5),
         processes: Some(1),
+        exit_notify_us: None,
     }
 }
 

@@ -300,7 +300,10 @@ impl Supervised {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("{}: worker {id} not restarted within 10 s", self.label));
+                return Err(format!(
+                    "{}: worker {id} not restarted within 10 s",
+                    self.label
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -309,7 +312,12 @@ impl Supervised {
     /// kill -9 every worker (group) at once; ms until all run again, or an error.
     fn storm(&mut self, within: Duration) -> Res<f64> {
         self.starts.poll();
-        let before: Vec<(usize, u32)> = self.starts.latest.iter().map(|(i, s)| (*i, s.pid)).collect();
+        let before: Vec<(usize, u32)> = self
+            .starts
+            .latest
+            .iter()
+            .map(|(i, s)| (*i, s.pid))
+            .collect();
         let t0 = now_ns();
         for (_, pid) in &before {
             self.kill_worker(*pid);
@@ -403,7 +411,10 @@ impl Supervised {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        Err(format!("{} still running {within:?} after SIGTERM", self.label))
+        Err(format!(
+            "{} still running {within:?} after SIGTERM",
+            self.label
+        ))
     }
 }
 
@@ -478,7 +489,15 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
     }
     if opts.wants("scale") {
         for &n in &opts.scales {
-            scale(opts, root, &worker, n, n == *opts.scales.iter().max().unwrap_or(&n), &mut r, &mut goals)?;
+            scale(
+                opts,
+                root,
+                &worker,
+                n,
+                n == *opts.scales.iter().max().unwrap_or(&n),
+                &mut r,
+                &mut goals,
+            )?;
         }
     }
 
@@ -496,8 +515,16 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
         "- machine: {} CPUs, kernel {}, loadavg before {} / after {}",
         cmd_out("nproc", &[]),
         cmd_out("uname", &["-r"]),
-        load_before.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        load_after.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load_after
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     let _ = writeln!(
         head,
@@ -509,9 +536,16 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
         "- workers' policy: `{FAST_POLICY}`\n- options: trials={} settle={:?} scale={:?} idle={:?} dump_runs={}\n",
         opts.trials, opts.settle, opts.scales, opts.idle, opts.dump_runs
     );
-    let _ = writeln!(r, "## Goals (issue 7)\n\n| goal | measured | met |\n|---|---|---|");
+    let _ = writeln!(
+        r,
+        "## Goals (issue 7)\n\n| goal | measured | met |\n|---|---|---|"
+    );
     for (goal, measured, ok) in &goals {
-        let _ = writeln!(r, "| {goal} | {measured} | {} |", if *ok { "yes" } else { "**NO**" });
+        let _ = writeln!(
+            r,
+            "| {goal} | {measured} | {} |",
+            if *ok { "yes" } else { "**NO**" }
+        );
     }
     Ok(head + &r)
 }
@@ -531,7 +565,10 @@ fn restart_latency(
     r: &mut String,
     goals: &mut Vec<(String, String, bool)>,
 ) -> Res<()> {
-    log(&format!("restart latency: {} trials each, floor and vigil interleaved", opts.trials));
+    log(&format!(
+        "restart latency: {} trials each, floor and vigil interleaved",
+        opts.trials
+    ));
     let mut floor = Supervised::floor(worker, &root.join("restart-floor"), 1)?;
     let mut vigil = Supervised::vigil(worker, &root.join("restart-vigil"), 1)?;
     floor.all_up(Duration::from_secs(10))?;
@@ -548,21 +585,39 @@ fn restart_latency(
         for s in order {
             let ms = s.restart_trial(0)?;
             std::thread::sleep(opts.settle);
-            if s.label == "floor" { f.push(ms) } else { v.push(ms) }
+            if s.label == "floor" {
+                f.push(ms)
+            } else {
+                v.push(ms)
+            }
         }
         if (i + 1) % 25 == 0 {
             log(&format!("  {} trials", i + 1));
         }
     }
     let (fs, vs) = (stats(&f), stats(&v));
-    let _ = writeln!(r, "## Restart latency: kill -9 → the new worker's first instruction (ms)\n");
-    let _ = writeln!(r, "| supervisor | n | min | **median** | p95 | max | median / floor |");
+    let _ = writeln!(
+        r,
+        "## Restart latency: kill -9 → the new worker's first instruction (ms)\n"
+    );
+    let _ = writeln!(
+        r,
+        "| supervisor | n | min | **median** | p95 | max | median / floor |"
+    );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|");
-    for (name, s) in [("floor (posix_spawn + waitpid loop)", fs), ("vigil serve", vs)] {
+    for (name, s) in [
+        ("floor (posix_spawn + waitpid loop)", fs),
+        ("vigil serve", vs),
+    ] {
         let _ = writeln!(
             r,
             "| {name} | {} | {:.2} | **{:.2}** | {:.2} | {:.2} | {:.2}× |",
-            s.n, s.min, s.median, s.p95, s.max, s.median / fs.median
+            s.n,
+            s.min,
+            s.median,
+            s.p95,
+            s.max,
+            s.median / fs.median
         );
     }
     let ratio = vs.median / fs.median;
@@ -621,7 +676,10 @@ fn scale(
     log(&format!("scale {n}: vigil"));
     let mut vigil = Supervised::vigil(worker, &root.join(format!("scale{n}-vigil")), n)?;
     let vigil_up = vigil.all_up(Duration::from_secs(60))?;
-    log(&format!("scale {n}: all up in {vigil_up:.0} ms; settling 2 s, then {:?} idle", opts.idle));
+    log(&format!(
+        "scale {n}: all up in {vigil_up:.0} ms; settling 2 s, then {:?} idle",
+        opts.idle
+    ));
     std::thread::sleep(Duration::from_secs(2));
     let pid = vigil.pid();
     let before = procstat::sample(pid).ok_or("server gone")?;
@@ -633,7 +691,10 @@ fn scale(
     let rss = after.rss_kib as f64 / 1024.0;
 
     let _ = writeln!(r, "## Scale: {n} sleeping workers\n");
-    let _ = writeln!(r, "| supervisor | all up ms | / floor | idle CPU % (ticks / schedstat) | wakeups/s | threads | RSS MiB | PSS MiB |");
+    let _ = writeln!(
+        r,
+        "| supervisor | all up ms | / floor | idle CPU % (ticks / schedstat) | wakeups/s | threads | RSS MiB | PSS MiB |"
+    );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|---|");
     let _ = writeln!(r, "| floor | {floor_up:.0} | 1.00× | | | | | |");
     let _ = writeln!(
@@ -648,23 +709,42 @@ fn scale(
     let _ = writeln!(
         r,
         "\nIdle window {secs:.0} s after a 2 s settle; threads that switched: {}; threads appeared/gone: {}.\n",
-        if d.wakers.is_empty() { "none".to_string() } else { d.wakers.join(", ") },
+        if d.wakers.is_empty() {
+            "none".to_string()
+        } else {
+            d.wakers.join(", ")
+        },
         d.thread_churn
     );
     if n == 100 {
         goals.push((
             "100 workers up ≤ 2× floor".into(),
-            format!("{vigil_up:.0} ms vs {floor_up:.0} ms = {:.2}×", vigil_up / floor_up),
+            format!(
+                "{vigil_up:.0} ms vs {floor_up:.0} ms = {:.2}×",
+                vigil_up / floor_up
+            ),
             vigil_up <= 2.0 * floor_up,
         ));
     }
     if n == 1000 {
-        goals.push(("1000 workers up ≤ 2 s".into(), format!("{vigil_up:.0} ms"), vigil_up <= 2000.0));
+        goals.push((
+            "1000 workers up ≤ 2 s".into(),
+            format!("{vigil_up:.0} ms"),
+            vigil_up <= 2000.0,
+        ));
     }
-    goals.push((format!("idle at {n}: 0 wakeups/s"), format!("{wakeups:.1}/s"), d.switches == 0));
+    goals.push((
+        format!("idle at {n}: 0 wakeups/s"),
+        format!("{wakeups:.1}/s"),
+        d.switches == 0,
+    ));
     let limit = if n <= 100 { 16.0 } else { 40.0 };
     if n == 100 || n == 1000 {
-        goals.push((format!("RSS at {n} ≤ {limit} MiB"), format!("{rss:.1} MiB"), rss <= limit));
+        goals.push((
+            format!("RSS at {n} ≤ {limit} MiB"),
+            format!("{rss:.1} MiB"),
+            rss <= limit,
+        ));
     }
 
     if storm_and_dump {
@@ -676,7 +756,10 @@ fn scale(
             Err(e) => e.clone(),
         };
         let _ = writeln!(r, "## Storm: kill -9 of all {n} worker groups at once\n");
-        let _ = writeln!(r, "| supervisor | all back ms | exit records written (must be {n}) |");
+        let _ = writeln!(
+            r,
+            "| supervisor | all back ms | exit records written (must be {n}) |"
+        );
         let _ = writeln!(r, "|---|---|---|");
         if let Some(fs) = floor_storm {
             let _ = writeln!(r, "| floor | {fs:.0} | (none kept) |");
@@ -696,22 +779,45 @@ fn scale(
             notify_after_storm(&dump, r);
         }
 
-        log(&format!("dump latency at {n} workers: {} runs", opts.dump_runs));
+        log(&format!(
+            "dump latency at {n} workers: {} runs",
+            opts.dump_runs
+        ));
         match dump_latency(&vigil, opts.dump_runs, n) {
             Ok(s) => {
-                let _ = writeln!(r, "## `vigil dump --json` at {n} workers (ms, whole command)\n");
-                let _ = writeln!(r, "| n | min | **median** | p95 | max |\n|---|---|---|---|---|");
-                let _ = writeln!(r, "| {} | {:.1} | **{:.1}** | {:.1} | {:.1} |\n", s.n, s.min, s.median, s.p95, s.max);
-                goals.push((format!("dump at {n} ≤ 50 ms"), format!("{:.1} ms", s.median), s.median <= 50.0));
+                let _ = writeln!(
+                    r,
+                    "## `vigil dump --json` at {n} workers (ms, whole command)\n"
+                );
+                let _ = writeln!(
+                    r,
+                    "| n | min | **median** | p95 | max |\n|---|---|---|---|---|"
+                );
+                let _ = writeln!(
+                    r,
+                    "| {} | {:.1} | **{:.1}** | {:.1} | {:.1} |\n",
+                    s.n, s.min, s.median, s.p95, s.max
+                );
+                goals.push((
+                    format!("dump at {n} ≤ 50 ms"),
+                    format!("{:.1} ms", s.median),
+                    s.median <= 50.0,
+                ));
             }
             Err(e) => {
-                let _ = writeln!(r, "## `vigil dump --json` at {n} workers\n\nnot measured: {e}\n");
+                let _ = writeln!(
+                    r,
+                    "## `vigil dump --json` at {n} workers\n\nnot measured: {e}\n"
+                );
                 goals.push((format!("dump at {n} ≤ 50 ms"), "not measured".into(), false));
             }
         }
     }
     let stop = vigil.stop(Duration::from_secs(60))?;
-    let _ = writeln!(r, "Shutdown of {n} workers (SIGTERM → server exited): {stop:.0} ms.\n");
+    let _ = writeln!(
+        r,
+        "Shutdown of {n} workers (SIGTERM → server exited): {stop:.0} ms.\n"
+    );
     Ok(())
 }
 
@@ -721,7 +827,10 @@ fn wait_records(vigil: &Supervised, expected: usize) -> Res<usize> {
     let count = || -> Res<usize> {
         let out = vigil.vigil_cmd(&["history", "--json", "--limit", "100000"])?;
         if !out.status.success() {
-            return Err(format!("vigil history: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "vigil history: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         let v: serde_json::Value =
             serde_json::from_slice(&out.stdout).map_err(|e| format!("history: {e}"))?;
