@@ -31,7 +31,7 @@ use super::db::{CycleRow, Db, DbError, FileRow, Op, Previous};
 use super::language;
 use super::progress::{Phase, Progress};
 use super::projects::{self, Assigner, Project};
-use super::walk::{self, Walked};
+use super::walk::{self, PrevSource, Walked};
 
 /// Ops handed to the database thread at a time.
 const OPS_CHUNK: usize = 512;
@@ -55,11 +55,12 @@ pub fn run(
 
     // The database thread loads the previous index while we walk.
     let loading = db.start_load()?;
+    let source = PrevSource::new(&loading);
     let roots = canonical_roots(&settings.roots, &mut errors);
-    let walked = walk::walk(&roots, progress);
+    let walked = walk::walk(&roots, &source, progress);
     tracing::debug!("walked in {:.3} s", started.elapsed().as_secs_f64());
     errors += walked.errors;
-    let prev = loading.wait()?;
+    let prev = source.into_inner()?;
     let walk_done = started.elapsed();
 
     let projects = projects::resolve(&roots, walked.markers);
@@ -113,6 +114,7 @@ pub fn run(
     };
     let jobs = decide(
         walked.files,
+        walked.unchanged,
         &prev,
         &projects,
         &prev_to_cur,
@@ -185,6 +187,7 @@ struct Job {
 /// order, so rows reach the b-tree in order).
 fn decide(
     files: Vec<Walked>,
+    unchanged_in_walk: u64,
     prev: &Previous,
     projects: &[Project],
     prev_to_cur: &[Option<usize>],
@@ -193,6 +196,32 @@ fn decide(
 ) -> Vec<Job> {
     let mut assigner = Assigner::new(projects);
     let mut jobs = Vec::new();
+    if same_projects {
+        row.unchanged += unchanged_in_walk;
+    } else {
+        // Files the walk found unchanged may still have moved to another project.
+        for (key, p) in &prev.files {
+            if !p.unchanged.load(Ordering::Relaxed) {
+                continue;
+            }
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(key));
+            let project = assigner.project_of(path);
+            if project.is_some() && project == prev_to_cur[p.project as usize] {
+                row.unchanged += 1;
+                continue;
+            }
+            let Some(project) = project else { continue };
+            jobs.push(Job {
+                file: Walked {
+                    path: path.to_path_buf(),
+                    size: p.size,
+                    mtime_ns: p.mtime_ns,
+                },
+                project,
+                old: Some((p.project, p.rel_start)),
+            });
+        }
+    }
     for file in files {
         let old = prev.files.get(file.path.as_os_str().as_bytes());
         let same_stat = match old {
@@ -402,11 +431,13 @@ mod tests {
         let db_path = dir.path().join("index.sqlite");
         let db = Db::open(&db_path, Arc::clone(&progress), None).unwrap();
 
-        let walked = walk::walk(std::slice::from_ref(&root), &progress);
+        let loading = db.start_load().unwrap();
+        let source = PrevSource::new(&loading);
+        let walked = walk::walk(std::slice::from_ref(&root), &source, &progress);
         assert_eq!(walked.files.len(), 2);
         std::fs::remove_file(root.join("gone.rs")).unwrap();
 
-        let prev = db.start_load().unwrap().wait().unwrap();
+        let prev = source.into_inner().unwrap();
         let projects = projects::resolve(std::slice::from_ref(&root), walked.markers);
         db.write(vec![Op::AddProject {
             id: projects[0].id.clone(),
@@ -416,7 +447,7 @@ mod tests {
         }])
         .unwrap();
         let mut row = CycleRow::default();
-        let jobs = decide(walked.files, &prev, &projects, &[], false, &mut row);
+        let jobs = decide(walked.files, 0, &prev, &projects, &[], false, &mut row);
         assert_eq!(jobs.len(), 2);
         let read = read_all(&jobs, &projects, &prev, &[], &db, &progress).unwrap();
         assert_eq!((read.new, read.errors), (1, 1));
@@ -432,5 +463,102 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert_eq!(paths, ["stays.rs"]);
+    }
+
+    /// With the previous index loaded before the walk, unchanged files are decided by the
+    /// walker threads; one that moves to a new project is still reread and re-homed.
+    #[test]
+    fn unchanged_file_moving_to_a_new_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("top.rs"), "a\n").unwrap();
+        std::fs::write(root.join("sub/x.rs"), "b\n").unwrap();
+        let settings = IndexingSettings {
+            worker_name: "t".into(),
+            roots: vec![root.clone()],
+            interval: std::time::Duration::from_secs(1),
+            db_path: dir.path().join("index.sqlite"),
+        };
+        let progress = Arc::new(Progress::default());
+        let db = Db::open(&settings.db_path, Arc::clone(&progress), None).unwrap();
+        let first = run(&settings, &db, &progress, 1).unwrap();
+        assert_eq!((first.new, first.files), (2, 2));
+
+        std::fs::write(root.join("sub/Cargo.toml"), "[package]\n").unwrap();
+        let loading = db.start_load().unwrap();
+        let source = PrevSource::new(&loading);
+        source.preload();
+        let canon = std::fs::canonicalize(&root).unwrap();
+        let walked = walk::walk(std::slice::from_ref(&canon), &source, &progress);
+        assert_eq!(walked.unchanged, 2, "decided in the walk");
+        assert_eq!(
+            walked.files.len(),
+            1,
+            "only the new Cargo.toml is handed on"
+        );
+        let prev = source.into_inner().unwrap();
+        let projects = projects::resolve(std::slice::from_ref(&canon), walked.markers);
+        assert_eq!(projects.len(), 2);
+        let prev_to_cur: Vec<Option<usize>> = prev
+            .projects
+            .iter()
+            .map(|p| projects.iter().position(|c| c.id == p.id))
+            .collect();
+        let mut row = CycleRow::default();
+        let jobs = decide(
+            walked.files,
+            walked.unchanged,
+            &prev,
+            &projects,
+            &prev_to_cur,
+            false,
+            &mut row,
+        );
+        assert_eq!(row.unchanged, 1, "top.rs");
+        let mut got: Vec<(String, bool)> = jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.file
+                        .path
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                    j.old.is_some(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("Cargo.toml".to_string(), false),
+                ("x.rs".to_string(), true)
+            ]
+        );
+        drop((jobs, prev, loading));
+
+        let second = run(&settings, &db, &progress, 2).unwrap();
+        assert_eq!(
+            (second.new, second.changed, second.unchanged, second.files),
+            (1, 1, 1, 3)
+        );
+        drop(db);
+        let conn = rusqlite::Connection::open(&settings.db_path).unwrap();
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT p.name, f.path FROM files f JOIN projects p ON p.id = f.project_id ORDER BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want = [("sub", "Cargo.toml"), ("sub", "x.rs"), ("tree", "top.rs")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(rows, want);
     }
 }

@@ -191,8 +191,10 @@ pub struct PrevFile {
     pub size: u64,
     /// Modification time, ns since the epoch.
     pub mtime_ns: i64,
-    /// Set by the walk when the file still exists.
+    /// Set when the walk finds the file.
     pub seen: AtomicBool,
+    /// Set when the walk found it with the same size and mtime, and counted it unchanged.
+    pub unchanged: AtomicBool,
 }
 
 /// One row to write: what the cycle decided.
@@ -282,8 +284,13 @@ pub struct Loading(Receiver<Result<Previous, DbError>>);
 
 impl Loading {
     /// Waits for the previous index.
-    pub fn wait(self) -> Result<Previous, DbError> {
+    pub fn wait(&self) -> Result<Previous, DbError> {
         self.0.recv().map_err(|_| DbError::Gone)?
+    }
+
+    /// The previous index if it has arrived (once: later calls return `None`).
+    pub fn try_take(&self) -> Option<Result<Previous, DbError>> {
+        self.0.try_recv().ok()
     }
 }
 
@@ -575,6 +582,7 @@ impl Writer {
                         size: r.get::<_, i64>(2)? as u64,
                         mtime_ns: r.get(3)?,
                         seen: AtomicBool::new(false),
+                        unchanged: AtomicBool::new(false),
                     },
                 );
             }

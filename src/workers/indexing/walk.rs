@@ -6,8 +6,9 @@
 //! projects or write the database; it reports what it found.
 //!
 //! Each regular file costs one `lstat` (for size and mtime), done on the walker thread that
-//! meets it; nothing is read here, so the walk can run while the previous index is still
-//! loading. Symbolic links are not followed and not indexed.
+//! meets it; nothing is read here. The walk starts while the previous index is still loading;
+//! once it has arrived, the walker threads look each file up themselves, count the unchanged
+//! ones and keep only the others. Symbolic links are not followed and not indexed.
 //!
 //! Project markers are noted as they pass: a `.git` entry (directory or file, as in a git
 //! worktree) seen by the entry filter, and the build files in [`BUILD_MARKERS`].
@@ -16,10 +17,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
 
+use super::db::{DbError, Loading, Previous};
 use super::progress::Progress;
 
 /// File names that make their directory a project (the outermost one wins).
@@ -83,10 +85,56 @@ pub struct WalkOutput {
     /// Errors met (unreadable directories, files that vanished before their `lstat`, bad
     /// ignore files).
     pub errors: u64,
+    /// Files found unchanged by the walker threads (marked `unchanged` in the previous index,
+    /// and not in `files`).
+    pub unchanged: u64,
+}
+
+/// The previous index, as it arrives from the database thread during the walk.
+pub struct PrevSource<'a> {
+    loading: &'a Loading,
+    cell: OnceLock<Result<Previous, DbError>>,
+}
+
+impl<'a> PrevSource<'a> {
+    /// Wraps a load in progress.
+    pub fn new(loading: &'a Loading) -> PrevSource<'a> {
+        PrevSource {
+            loading,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The previous index, if it has arrived (and loaded without error).
+    fn get(&self) -> Option<&Previous> {
+        if self.cell.get().is_none() {
+            if let Some(r) = self.loading.try_take() {
+                let _ = self.cell.set(r);
+            }
+        }
+        self.cell.get().and_then(|r| r.as_ref().ok())
+    }
+
+    /// Waits until the previous index has arrived (tests use it to make the walk's path
+    /// deterministic).
+    #[cfg(test)]
+    pub fn preload(&self) {
+        if self.cell.get().is_none() {
+            let _ = self.cell.set(self.loading.wait());
+        }
+    }
+
+    /// The previous index, waiting for it if needed.
+    pub fn into_inner(self) -> Result<Previous, DbError> {
+        match self.cell.into_inner() {
+            Some(r) => r,
+            None => self.loading.wait(),
+        }
+    }
 }
 
 /// Walks `roots` (absolute, not nested in each other); see the module docs.
-pub fn walk(roots: &[PathBuf], progress: &Progress) -> WalkOutput {
+pub fn walk(roots: &[PathBuf], prev: &PrevSource<'_>, progress: &Progress) -> WalkOutput {
     let Some((first, rest)) = roots.split_first() else {
         return WalkOutput::default();
     };
@@ -119,6 +167,7 @@ pub fn walk(roots: &[PathBuf], progress: &Progress) -> WalkOutput {
             false
         });
     let shared = Shared {
+        prev,
         progress,
         errors: AtomicU64::new(0),
         out: Mutex::new(Vec::new()),
@@ -136,6 +185,7 @@ pub fn walk(roots: &[PathBuf], progress: &Progress) -> WalkOutput {
     for part in parts {
         out.files.extend(part.files);
         out.markers.extend(part.markers);
+        out.unchanged += part.unchanged;
     }
     let gits = std::mem::take(&mut *gits.lock().unwrap_or_else(|p| p.into_inner()));
     out.markers
@@ -144,6 +194,7 @@ pub fn walk(roots: &[PathBuf], progress: &Progress) -> WalkOutput {
 }
 
 struct Shared<'a> {
+    prev: &'a PrevSource<'a>,
     progress: &'a Progress,
     errors: AtomicU64,
     out: Mutex<Vec<Part>>,
@@ -165,6 +216,7 @@ impl Shared<'_> {
 struct Part {
     files: Vec<Walked>,
     markers: Vec<(PathBuf, Marker)>,
+    unchanged: u64,
 }
 
 struct Builder<'s, 'a> {
@@ -228,6 +280,16 @@ impl ParallelVisitor for Visitor<'_, '_> {
             .saturating_mul(1_000_000_000)
             .saturating_add(md.mtime_nsec());
         self.shared.progress.walked();
+        if let Some(prev) = self.shared.prev.get() {
+            if let Some(p) = prev.files.get(path.as_os_str().as_bytes()) {
+                p.seen.store(true, Ordering::Relaxed);
+                if p.size == size && p.mtime_ns == mtime_ns {
+                    p.unchanged.store(true, Ordering::Relaxed);
+                    self.part.unchanged += 1;
+                    return WalkState::Continue;
+                }
+            }
+        }
         self.part.files.push(Walked {
             path: entry.into_path(),
             size,
