@@ -11,7 +11,7 @@
 //!   `path` is relative to the project's root; `hash` is the xxh3-64 of the content in hex;
 //!   `lines` is NULL for binary files. Primary key `(project_id, path)`.
 //! - `cycles(id, started_at, seconds, projects, files, new, changed, removed, unchanged,
-//!   errors, bytes_read)`: one row per finished cycle.
+//!   errors, bytes_read)`: one row per finished cycle; the last 10,000 are kept.
 //!
 //! Paths are stored as TEXT, or as a BLOB of the raw bytes when they are not UTF-8.
 //! Times are Unix milliseconds (`started_at` is RFC 3339 text).
@@ -39,6 +39,9 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use super::progress::Progress;
+
+/// Rows kept in `cycles` (the oldest are deleted).
+const KEEP_CYCLES: i64 = 10_000;
 
 /// Rows per write transaction.
 pub const BATCH: usize = 4096;
@@ -625,6 +628,11 @@ impl Writer {
                         c.errors as i64,
                         c.bytes_read as i64
                     ])?;
+                    // Keep the history of cycles bounded.
+                    tx.prepare_cached(
+                        "DELETE FROM cycles WHERE id <= (SELECT max(id) FROM cycles) - ?",
+                    )?
+                    .execute([KEEP_CYCLES])?;
                 }
                 tx.commit()?;
                 Ok(created)
