@@ -212,3 +212,27 @@ fn sigterm_stops_cleanly_with_a_last_line() {
         log.join("\n")
     );
 }
+
+#[test]
+fn removed_database_is_recreated_by_the_running_worker() {
+    let f = Fixture::new();
+    f.write("a.rs", "x\n");
+    let _child = f.spawn(&[]);
+    wait_for("the first cycle", || {
+        f.log().iter().any(|l| l.contains("cycle 1:"))
+    });
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = fs::remove_file(format!("{}{suffix}", f.db.display()));
+    }
+    wait_for("the worker to reopen the database", || {
+        f.log()
+            .iter()
+            .any(|l| l.contains("was removed or replaced"))
+    });
+    wait_for("the file to be indexed again", || {
+        f.db.exists()
+            && rusqlite::Connection::open(&f.db)
+                .and_then(|c| c.query_row("SELECT count(*) FROM files", [], |r| r.get::<_, i64>(0)))
+                .is_ok_and(|n| n == 1)
+    });
+}

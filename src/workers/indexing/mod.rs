@@ -77,10 +77,11 @@ pub fn run(settings: &IndexingSettings, once: bool) -> ExitCode {
     signals::install(); // first: before any thread starts
     let notifier = Arc::new(Notifier::from_env());
     let progress = Arc::new(Progress::default());
-    let db = match Db::open(&settings.db_path, Arc::clone(&progress), None) {
+    let mut db = match Db::open(&settings.db_path, Arc::clone(&progress), None) {
         Ok(db) => db,
         Err(e) => return fatal(EXIT_DATABASE, &e),
     };
+    let mut db_file = file_id(&settings.db_path);
     notifier.ready();
     tracing::info!(
         "indexing worker {} ready: {} root(s) every {}, index {}",
@@ -98,6 +99,21 @@ pub fn run(settings: &IndexingSettings, once: bool) -> ExitCode {
     loop {
         n += 1;
         let started = Instant::now();
+        // Someone removed or replaced index.sqlite (to reset the index): writing on into the
+        // old, unlinked file would index into nowhere, so open the new one.
+        let now_file = file_id(&settings.db_path);
+        if now_file != db_file {
+            tracing::warn!(
+                "the index database {} was removed or replaced; opening it again",
+                settings.db_path.display()
+            );
+            drop(db);
+            db = match Db::open(&settings.db_path, Arc::clone(&progress), None) {
+                Ok(db) => db,
+                Err(e) => return fatal(EXIT_DATABASE, &e),
+            };
+            db_file = file_id(&settings.db_path);
+        }
         let result = cycle::run(settings, &db, &progress, n);
         progress.set_phase(Phase::Idle);
         progress::clear_line();
@@ -127,6 +143,12 @@ pub fn run(settings: &IndexingSettings, once: bool) -> ExitCode {
             std::thread::sleep(rest);
         }
     }
+}
+
+/// The (device, inode) of `path`, if it exists.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Logs the reason as the last line and returns the exit status.
