@@ -163,8 +163,17 @@ mod tests {
             .spawn()
             .unwrap();
         drop(lock);
-        // The child (still alive) holds no copy of the fd: the lock is free.
-        let again = InstanceLock::acquire(&path);
+        // The child (still alive, for 100 s) holds no copy of the fd: the lock is free. Other
+        // tests fork concurrently in this process, and a fork holds every fd until its exec
+        // closes the close-on-exec ones, so allow a moment for such a stranger to exec.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let again = loop {
+            let again = InstanceLock::acquire(&path);
+            if again.is_ok() || std::time::Instant::now() > deadline {
+                break again;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
         let _ = child.kill();
         let _ = child.wait();
         assert!(again.is_ok(), "{again:?}");
