@@ -5,17 +5,19 @@
 //! are honoured, and hidden entries (names starting with `.`) are skipped. It must not decide
 //! projects or write the database; it reports what it found.
 //!
-//! Each regular file costs one `lstat` (for size and mtime), done on the walker thread that
-//! meets it; nothing is read here. The walk starts while the previous index is still loading;
+//! Each regular file costs one `fstatat` (size and mtime, symlinks not followed) relative to
+//! its directory, which each walker thread opens `O_PATH` once (see `DirCache`: measured ~7%
+//! less CPU than `lstat` on the full path); nothing is read here. The walk starts while the previous index is still loading;
 //! once it has arrived, the walker threads look each file up themselves, count the unchanged
 //! ones and keep only the others. Symbolic links are not followed and not indexed.
 //!
 //! Project markers are noted as they pass: a `.git` entry (directory or file, as in a git
 //! worktree) seen by the entry filter, and the build files in [`BUILD_MARKERS`].
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -228,6 +230,7 @@ impl<'s, 'a: 's> ParallelVisitorBuilder<'s> for Builder<'s, 'a> {
         Box::new(Visitor {
             shared: self.shared,
             part: Part::default(),
+            dirs: DirCache::default(),
         })
     }
 }
@@ -235,6 +238,7 @@ impl<'s, 'a: 's> ParallelVisitorBuilder<'s> for Builder<'s, 'a> {
 struct Visitor<'s, 'a> {
     shared: &'s Shared<'a>,
     part: Part,
+    dirs: DirCache,
 }
 
 impl Drop for Visitor<'_, '_> {
@@ -266,19 +270,17 @@ impl ParallelVisitor for Visitor<'_, '_> {
                     .push((parent.to_path_buf(), Marker::Build));
             }
         }
-        let md = match entry.metadata() {
-            Ok(md) => md,
+        let (size, mtime_ns) = match self.dirs.stat(path) {
+            Ok(v) => v,
             Err(err) => {
-                self.shared
-                    .error(format_args!("cannot stat {}: {err}", path.display()));
+                self.shared.error(format_args!(
+                    "cannot stat {}: {}",
+                    path.display(),
+                    describe(&err)
+                ));
                 return WalkState::Continue;
             }
         };
-        let size = md.len();
-        let mtime_ns = md
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(md.mtime_nsec());
         self.shared.progress.walked();
         if let Some(prev) = self.shared.prev.get() {
             if let Some(p) = prev.files.get(path.as_os_str().as_bytes()) {
@@ -297,6 +299,88 @@ impl ParallelVisitor for Visitor<'_, '_> {
         });
         WalkState::Continue
     }
+}
+
+/// The last few directories this thread stat-ed files in, open with `O_PATH`: `fstatat`
+/// relative to the directory spares the kernel a walk of the whole path for every file.
+/// (The walker hands out a directory's files together, interleaved with its subdirectories,
+/// so a handful of entries hits almost always.)
+#[derive(Default)]
+struct DirCache {
+    /// Most recent last.
+    dirs: Vec<(Vec<u8>, OwnedFd)>,
+}
+
+impl DirCache {
+    const SIZE: usize = 6;
+
+    /// Size and mtime (ns) of `path`, without following a symlink.
+    fn stat(&mut self, path: &Path) -> std::io::Result<(u64, i64)> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return stat_path(path);
+        };
+        let mut cname = [0u8; 256];
+        let name = name.as_bytes();
+        if name.len() >= cname.len() {
+            return stat_path(path);
+        }
+        cname[..name.len()].copy_from_slice(name);
+        let fd = self.dir_fd(dir)?;
+        // SAFETY: an all-zero `stat` is a valid value for fstatat to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is an open directory descriptor, `cname` is NUL-terminated (zeroed
+        // past the name), and `st` is a valid out-pointer.
+        let rc = unsafe {
+            libc::fstatat(
+                fd,
+                cname.as_ptr().cast(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mtime_ns = (st.st_mtime)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec);
+        Ok((st.st_size as u64, mtime_ns))
+    }
+
+    fn dir_fd(&mut self, dir: &Path) -> std::io::Result<RawFd> {
+        let key = dir.as_os_str().as_bytes();
+        if let Some(i) = self.dirs.iter().rposition(|(k, _)| k.as_slice() == key) {
+            return Ok(self.dirs[i].1.as_raw_fd());
+        }
+        let c = std::ffi::CString::new(key).map_err(std::io::Error::other)?;
+        // SAFETY: `c` is a valid NUL-terminated path; the flags ask for a path-only fd.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: open(2) just returned this descriptor; nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if self.dirs.len() == Self::SIZE {
+            self.dirs.remove(0);
+        }
+        let raw = fd.as_raw_fd();
+        self.dirs.push((key.to_vec(), fd));
+        Ok(raw)
+    }
+}
+
+fn stat_path(path: &Path) -> std::io::Result<(u64, i64)> {
+    let md = std::fs::symlink_metadata(path)?;
+    let mtime_ns = md
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec());
+    Ok((md.len(), mtime_ns))
 }
 
 /// An I/O error with a plain cause in front of the OS text.
