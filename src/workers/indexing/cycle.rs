@@ -133,7 +133,7 @@ pub fn run(
     progress.set_phase(Phase::Writing);
     let mut ops = Vec::new();
     let mut owned_files = 0u64;
-    for (key, pf) in &prev.files {
+    for (key, pf) in prev.iter() {
         if !owned[pf.project as usize] {
             continue;
         }
@@ -200,7 +200,7 @@ fn decide(
         row.unchanged += unchanged_in_walk;
     } else {
         // Files the walk found unchanged may still have moved to another project.
-        for (key, p) in &prev.files {
+        for (key, p) in prev.iter() {
             if !p.unchanged.load(Ordering::Relaxed) {
                 continue;
             }
@@ -223,7 +223,7 @@ fn decide(
         }
     }
     for file in files {
-        let old = prev.files.get(file.path.as_os_str().as_bytes());
+        let old = prev.get(file.path.as_os_str().as_bytes());
         let same_stat = match old {
             Some(p) => {
                 p.seen.store(true, Ordering::Relaxed);

@@ -166,12 +166,76 @@ impl Hasher for FastHasher {
 }
 
 /// The index as the previous cycle left it, loaded once per cycle.
+///
+/// Built for a fast load and fast lookups from many threads: the absolute paths live in one
+/// byte arena, and an index maps each path's xxh3 to its file (paths with the same hash are
+/// chained, and a lookup compares the whole path, so it is exact).
 #[derive(Debug, Default)]
 pub struct Previous {
     /// Known projects, indexed by [`PrevFile::project`].
     pub projects: Vec<PrevProject>,
-    /// Every indexed file, keyed by its absolute path.
-    pub files: FastMap<Vec<u8>, PrevFile>,
+    files: Vec<PrevFile>,
+    keys: Vec<u8>,
+    index: HashMap<u64, u32, BuildHasherDefault<HashedKey>>,
+}
+
+impl Previous {
+    /// The file whose absolute path is `abs`.
+    pub fn get(&self, abs: &[u8]) -> Option<&PrevFile> {
+        let mut i = *self.index.get(&xxhash_rust::xxh3::xxh3_64(abs))?;
+        loop {
+            let f = &self.files[i as usize];
+            if self.key(f) == abs {
+                return Some(f);
+            }
+            i = f.next?;
+        }
+    }
+
+    /// Every file with its absolute path.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &PrevFile)> {
+        self.files.iter().map(|f| (self.key(f), f))
+    }
+
+    fn key(&self, f: &PrevFile) -> &[u8] {
+        &self.keys[f.key_start as usize..(f.key_start + f.key_len) as usize]
+    }
+
+    fn push(&mut self, mut file: PrevFile, root: &[u8], rel: &[u8]) {
+        let start = self.keys.len();
+        self.keys.extend_from_slice(root);
+        if !root.ends_with(b"/") {
+            self.keys.push(b'/');
+        }
+        file.rel_start = (self.keys.len() - start) as u32;
+        self.keys.extend_from_slice(rel);
+        file.key_start = start as u32;
+        file.key_len = (self.keys.len() - start) as u32;
+        let h = xxhash_rust::xxh3::xxh3_64(&self.keys[start..]);
+        let i = self.files.len() as u32;
+        file.next = self.index.insert(h, i);
+        self.files.push(file);
+    }
+}
+
+/// A [`Hasher`] for keys that already are hashes.
+#[derive(Default)]
+pub struct HashedKey(u64);
+
+impl Hasher for HashedKey {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// A project row.
@@ -188,8 +252,12 @@ pub struct PrevProject {
 pub struct PrevFile {
     /// Index into [`Previous::projects`].
     pub project: u32,
-    /// Where the project-relative path starts in the absolute key.
+    /// Where the project-relative path starts in the absolute path.
     pub rel_start: u32,
+    key_start: u32,
+    key_len: u32,
+    /// The next file with the same path hash.
+    next: Option<u32>,
     /// Size in bytes.
     pub size: u64,
     /// Modification time, ns since the epoch.
@@ -541,11 +609,14 @@ impl Writer {
                 .optional()?
                 .unwrap_or(0);
             prev.files.reserve(count.max(0) as usize);
+            prev.index.reserve(count.max(0) as usize);
+            prev.keys.reserve(count.max(0) as usize * 96);
             // Rows come in primary-key order, so one project's rows are consecutive.
             let mut stmt =
                 conn.prepare_cached("SELECT project_id, path, size, mtime_ns FROM files")?;
             let mut rows = stmt.query([])?;
             let mut last: Option<(Vec<u8>, Option<u32>)> = None;
+            let mut root: (Option<u32>, Vec<u8>) = (None, Vec::new());
             while let Some(r) = rows.next()? {
                 let pid = match r.get_ref(0)? {
                     ValueRef::Text(b) => b,
@@ -565,29 +636,28 @@ impl Writer {
                 let Some(project) = project else {
                     continue; // an orphan row; it will be replaced or stay harmless
                 };
-                let root = path_to_bytes(&prev.projects[project as usize].root);
                 let rel = match r.get_ref(1)? {
                     ValueRef::Text(b) | ValueRef::Blob(b) => b,
                     _ => continue,
                 };
-                let mut key = Vec::with_capacity(root.len() + 1 + rel.len());
-                key.extend_from_slice(root);
-                if !key.ends_with(b"/") {
-                    key.push(b'/');
+                let file = PrevFile {
+                    project,
+                    rel_start: 0,
+                    key_start: 0,
+                    key_len: 0,
+                    next: None,
+                    size: r.get::<_, i64>(2)? as u64,
+                    mtime_ns: r.get(3)?,
+                    seen: AtomicBool::new(false),
+                    unchanged: AtomicBool::new(false),
+                };
+                if root.0 != Some(project) {
+                    root = (
+                        Some(project),
+                        path_to_bytes(&prev.projects[project as usize].root).to_vec(),
+                    );
                 }
-                let rel_start = key.len() as u32;
-                key.extend_from_slice(rel);
-                prev.files.insert(
-                    key,
-                    PrevFile {
-                        project,
-                        rel_start,
-                        size: r.get::<_, i64>(2)? as u64,
-                        mtime_ns: r.get(3)?,
-                        seen: AtomicBool::new(false),
-                        unchanged: AtomicBool::new(false),
-                    },
-                );
+                prev.push(file, &root.1, rel);
             }
             Ok(prev)
         })
@@ -752,4 +822,43 @@ pub fn path_to_bytes(p: &Path) -> &[u8] {
 fn bytes_to_path(b: Vec<u8>) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
     PathBuf::from(std::ffi::OsString::from_vec(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(project: u32) -> PrevFile {
+        PrevFile {
+            project,
+            rel_start: 0,
+            key_start: 0,
+            key_len: 0,
+            next: None,
+            size: 1,
+            mtime_ns: 2,
+            seen: AtomicBool::new(false),
+            unchanged: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn previous_lookups_are_exact() {
+        let mut prev = Previous::default();
+        prev.push(file(0), b"/r", b"a.rs");
+        prev.push(file(0), b"/r/", b"b/c.rs");
+        prev.push(file(1), b"/s", b"a.rs");
+        let f = prev.get(b"/r/b/c.rs").unwrap();
+        assert_eq!(&b"/r/b/c.rs"[f.rel_start as usize..], b"b/c.rs");
+        assert_eq!(prev.get(b"/s/a.rs").unwrap().project, 1);
+        assert!(prev.get(b"/r/b").is_none());
+        assert_eq!(prev.iter().count(), 3);
+
+        // Two paths under one hash are chained, and each lookup compares the whole path.
+        let h = xxhash_rust::xxh3::xxh3_64(b"/r/a.rs");
+        prev.files[2].next = Some(0);
+        prev.index.insert(h, 2);
+        assert_eq!(prev.get(b"/r/a.rs").unwrap().project, 0);
+        assert!(prev.get(b"/r/zz").is_none());
+    }
 }

@@ -283,7 +283,7 @@ impl ParallelVisitor for Visitor<'_, '_> {
         };
         self.shared.progress.walked();
         if let Some(prev) = self.shared.prev.get() {
-            if let Some(p) = prev.files.get(path.as_os_str().as_bytes()) {
+            if let Some(p) = prev.get(path.as_os_str().as_bytes()) {
                 p.seen.store(true, Ordering::Relaxed);
                 if p.size == size && p.mtime_ns == mtime_ns {
                     p.unchanged.store(true, Ordering::Relaxed);
