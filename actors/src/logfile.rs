@@ -31,8 +31,12 @@ use crate::spec::LogSpec;
 pub const MAX_LINE: usize = 16 * 1024;
 /// Lines kept for an exit record's `log_tail`.
 pub const TAIL_LINES: usize = 20;
-/// Bytes read from the pipe at once.
+/// Bytes read from the pipe at once, at most.
 const CHUNK: usize = 64 * 1024;
+/// The read buffer's first size. It grows (×4, up to [`CHUNK`]) each time a read fills it, so a
+/// quiet worker costs 1 KiB, not 64 KiB plus the pages its allocation touches, while a flood
+/// is still read in 64 KiB chunks after two reads.
+const FIRST_CHUNK: usize = 1024;
 
 /// An open, size-rotated log file shared by the supervisor and its capture tasks.
 #[derive(Clone, Debug)]
@@ -166,12 +170,17 @@ impl Tail {
 /// Read `pipe` until end of file, writing timestamped lines to `log`; returns the tail.
 pub async fn capture(mut pipe: tokio::net::unix::pipe::Receiver, log: LogFile) -> Tail {
     let mut tail = Tail::default();
-    let mut chunk = vec![0u8; CHUNK];
+    let mut chunk = vec![0u8; FIRST_CHUNK];
     let mut pending: Vec<u8> = Vec::new();
-    let mut out: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
+    let mut out: Vec<u8> = Vec::new();
     loop {
         let n = match pipe.read(&mut chunk).await {
             Ok(0) => break,
+            Ok(n) if n == chunk.len() && n < CHUNK => {
+                let grown = (n * 4).min(CHUNK);
+                chunk.resize(grown, 0);
+                n
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -276,5 +285,35 @@ mod tests {
         let first = text.lines().next().unwrap();
         assert!(first.ends_with(" out 0"), "{first}");
         assert!(first.starts_with("20"), "timestamped: {first}");
+    }
+
+    #[tokio::test]
+    async fn a_flood_grows_the_read_buffer_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("w.log"),
+            max_bytes: 1 << 30,
+            max_files: 1,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        let (tx, rx) = tokio::net::unix::pipe::pipe().unwrap();
+        let task = tokio::spawn(capture(rx, log));
+        let mut tx = tx;
+        use tokio::io::AsyncWriteExt;
+        let mut sent = Vec::new();
+        for i in 0..20_000 {
+            sent.push(format!("flood line {i:06} {}", "x".repeat(i % 50)));
+        }
+        tx.write_all((sent.join("\n") + "\n").as_bytes()).await.unwrap();
+        drop(tx);
+        let tail = task.await.unwrap().into_lines();
+        assert_eq!(tail.last().unwrap(), sent.last().unwrap());
+        let text = fs::read_to_string(&spec.path).unwrap();
+        let got: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_once(' ').unwrap().1)
+            .collect();
+        assert_eq!(got.len(), sent.len());
+        assert!(got.iter().zip(&sent).all(|(g, s)| g == s));
     }
 }

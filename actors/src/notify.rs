@@ -46,7 +46,9 @@ pub async fn read_events(
     mut pipe: tokio::net::unix::pipe::Receiver,
     mut on_event: impl FnMut(NotifyEvent) + Send,
 ) {
-    let mut buf = vec![0u8; 8192];
+    // Notify lines are short; a small buffer keeps 1000 idle workers cheap (longer lines
+    // are assembled in `line`).
+    let mut buf = vec![0u8; 1024];
     let mut line: Vec<u8> = Vec::new();
     let mut discarding = false;
     loop {

@@ -29,7 +29,11 @@ use starts::StartLog;
 
 type Res<T> = Result<T, String>;
 
-const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
+/// The vigil binary cargo built for this bench; `VIGIL_BENCH_BIN` measures another one (an
+/// older build, for before/after figures).
+fn vigil_bin() -> String {
+    std::env::var("VIGIL_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vigil").to_string())
+}
 const WORKER_C: &str = include_str!("worker.c");
 
 /// The policy of every generated worker: restart at once, never escalate, running at spawn.
@@ -215,7 +219,7 @@ impl Supervised {
         .map_err(|e| format!("{}: {e}", config.display()))?;
         let stderr = std::fs::File::create(dir.join("server.stderr")).map_err(|e| e.to_string())?;
         let launched_ns = now_ns();
-        let child = Command::new(VIGIL)
+        let child = Command::new(vigil_bin())
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -225,7 +229,7 @@ impl Supervised {
             .stderr(stderr)
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot start {VIGIL}: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", vigil_bin()))?;
         Ok(Supervised {
             label: "vigil",
             child,
@@ -352,7 +356,7 @@ impl Supervised {
     /// Run a vigil CLI command against this server's config.
     fn vigil_cmd(&self, args: &[&str]) -> Res<std::process::Output> {
         let config = self.config.as_ref().ok_or("not a vigil server")?;
-        Command::new(VIGIL)
+        Command::new(vigil_bin())
             .args(args)
             .arg("--config")
             .arg(config)
@@ -528,7 +532,8 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
     );
     let _ = writeln!(
         head,
-        "- vigil: {VIGIL} ({}); worker: bench/supervision/worker.c built with cc -O2",
+        "- vigil: {} ({}); worker: bench/supervision/worker.c built with cc -O2",
+        vigil_bin(),
         cmd_out("git", &["describe", "--always", "--dirty"]),
     );
     let _ = writeln!(
