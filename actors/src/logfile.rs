@@ -304,15 +304,14 @@ mod tests {
         for i in 0..20_000 {
             sent.push(format!("flood line {i:06} {}", "x".repeat(i % 50)));
         }
-        tx.write_all((sent.join("\n") + "\n").as_bytes()).await.unwrap();
+        tx.write_all((sent.join("\n") + "\n").as_bytes())
+            .await
+            .unwrap();
         drop(tx);
         let tail = task.await.unwrap().into_lines();
         assert_eq!(tail.last().unwrap(), sent.last().unwrap());
         let text = fs::read_to_string(&spec.path).unwrap();
-        let got: Vec<&str> = text
-            .lines()
-            .map(|l| l.split_once(' ').unwrap().1)
-            .collect();
+        let got: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(got.len(), sent.len());
         assert!(got.iter().zip(&sent).all(|(g, s)| g == s));
     }
