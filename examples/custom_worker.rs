@@ -32,9 +32,11 @@ impl WorkerType for Snapshotter {
 
     fn launch(&self, ctx: &LaunchContext) -> Result<Launch, String> {
         let out = ctx.data_dir.join("snapshots");
-        let script = "mkdir -p \"$OUT\" && echo READY=1 >&3 && \
-                      while :; do tar -cf \"$OUT/$(date +%s%N).tar\" -C \"$SRC\" . || exit 75; \
-                      echo STATUS=last snapshot $(date +%T) >&3; sleep 2; done";
+        // Ready once the first snapshot exists; then one every 2 s, reported with STATUS=.
+        let script = "mkdir -p \"$OUT\" || exit 64; \
+                      snap() { tar -cf \"$OUT/$(date +%s%N).tar\" -C \"$SRC\" . || exit 75; }; \
+                      snap; echo READY=1 >&3; \
+                      while sleep 2; do snap; echo STATUS=last snapshot $(date +%T) >&3; done";
         Ok(Launch {
             argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
             env: [
