@@ -424,25 +424,40 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        let running = matches!(self.child.try_wait(), Ok(None));
-        if running || !self.leaders {
-            // SAFETY: killpg on the group this run created for the supervisor (the floor's
-            // workers are in it too, and may outlive the floor itself).
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: killpg on the group this run created for the supervisor, which is alive
+            // (so the number is still its group). vigil's workers die with it (PDEATHSIG); the
+            // floor's are in this group.
             unsafe { libc::killpg(self.pid() as i32, libc::SIGKILL) };
-        }
-        if running {
             let _ = self.child.wait();
         }
-        if self.leaders {
-            self.starts.poll();
-            for s in self.starts.latest.values() {
-                if s.pid > 1 {
-                    // SAFETY: killpg on a worker group this run started (pid > 1).
-                    unsafe { libc::killpg(s.pid as i32, libc::SIGKILL) };
-                }
+        // Workers that outlived their supervisor (the floor's, after a SIGTERM). Only a process
+        // that /proc still shows as our worker, in the expected group, is signalled: a pid or
+        // group number reused by someone else is never hit.
+        self.starts.poll();
+        for s in self.starts.latest.values() {
+            let group = if self.leaders { s.pid } else { self.pid() };
+            if is_our_worker(s.pid, group) {
+                // SAFETY: kill on a process just verified to be this run's worker (pid > 1).
+                unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
             }
         }
     }
+}
+
+/// Whether `pid` is a live `bench-worker` in process group `group`.
+fn is_our_worker(pid: u32, group: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let comm = &stat[open + 1..close];
+    let mut rest = stat[close + 1..].split_whitespace();
+    let state = rest.next();
+    let pgrp = rest.nth(1).and_then(|v| v.parse::<u32>().ok());
+    pid > 1 && comm == "bench-worker" && state != Some("Z") && pgrp == Some(group)
 }
 
 // ---------------------------------------------------------------------------------------------
