@@ -172,13 +172,30 @@ impl GroupSampler {
         result
     }
 
+    /// One `open`, one `read`, one `close`: a stat line fits the buffer, and `read_to_end`
+    /// would add an `fstat`, an `lseek` and a second `read` per process (this runs for every
+    /// process on the machine at each dump).
     fn read_stat(&mut self, pid: u32) -> Option<StatFields> {
-        self.buf.clear();
         let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-        file.read_to_end(&mut self.buf).ok()?;
+        self.buf.resize(STAT_READ, 0);
+        let n = loop {
+            match file.read(&mut self.buf) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return None,
+            }
+        };
+        self.buf.truncate(n);
+        if n == STAT_READ {
+            // A very long line (it never happens with a 16-byte comm, but be exact).
+            file.read_to_end(&mut self.buf).ok()?;
+        }
         parse_stat(&self.buf)
     }
 }
+
+/// Bytes read from `/proc/<pid>/stat` at once: a stat line is about 300 bytes.
+const STAT_READ: usize = 1024;
 
 /// Seconds since boot, from `/proc/uptime`.
 fn uptime_secs() -> Option<f64> {
