@@ -1,6 +1,6 @@
 //! The CLI's error: one sentence for the user, and the exit status it implies.
 //!
-//! Owns [`CliError`] and the mapping to exit codes (1 runtime, 2 usage or config, 3 root
+//! Owns [`CliError`] and the mapping to exit codes (1 runtime, 2 config (clap exits 2 on usage errors itself), 3 root
 //! intensity exceeded). It must not print: `main.rs` does, once.
 
 use std::process::ExitCode;
@@ -8,13 +8,8 @@ use std::process::ExitCode;
 use crate::config::ConfigError;
 
 /// Why a command failed.
-// `Usage` and `RootIntensityExceeded` are for commands still being written (serve, control).
-#[allow(dead_code)]
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The command line makes no sense (beyond what clap catches). Exit 2.
-    #[error("{0}")]
-    Usage(String),
     /// The config cannot be used; rendered `FILE:LINE:COL: message`. Exit 2.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -36,7 +31,7 @@ impl CliError {
     pub fn code(&self) -> u8 {
         match self {
             CliError::Runtime(_) => 1,
-            CliError::Usage(_) | CliError::Config(_) => 2,
+            CliError::Config(_) => 2,
             CliError::RootIntensityExceeded(_) => 3,
         }
     }

@@ -28,9 +28,6 @@ use crate::workers::indexing::IndexingSettings;
 /// A validated config: the tree to run and where it came from.
 #[derive(Debug)]
 pub struct Loaded {
-    /// The config file, absolute.
-    #[allow(dead_code)] // for `serve` (lead) and the control client
-    pub path: PathBuf,
     /// The path as the user named it (used in messages).
     pub shown: PathBuf,
     /// The resolved tree: data and log folders, root policy, workers in start order.
@@ -75,7 +72,6 @@ fn parse_text(
     let src = resolve::Source { shown, base, text };
     let resolved = resolve::resolve(parsed, &src, absolute)?;
     Ok(Loaded {
-        path: absolute.to_path_buf(),
         shown: shown.to_path_buf(),
         tree: resolved.tree,
         indexing: resolved.indexing,

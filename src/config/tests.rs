@@ -76,7 +76,7 @@ fn empty_file_has_file_level_defaults_and_no_workers() {
     assert_eq!(l.tree.data_dir, PathBuf::from("/cfg/var"));
     assert_eq!(l.tree.log_dir, PathBuf::from("/cfg/var/log"));
     assert_eq!(l.tree.config_path, Some(PathBuf::from(FILE)));
-    assert_eq!(l.path, PathBuf::from(FILE));
+    assert_eq!(l.tree.config_path, Some(PathBuf::from(FILE)));
     assert!(l.tree.workers.is_empty());
     assert_eq!(l.tree.root, RootSpec::default());
 }
@@ -383,7 +383,7 @@ fn load_resolves_against_the_real_file_folder() {
     let l = load(&file).unwrap();
     let real = std::fs::canonicalize(dir.path()).unwrap();
     assert_eq!(l.tree.data_dir, real.join("state"));
-    assert_eq!(l.path, real.join("etc/vigil.ron"));
+    assert_eq!(l.tree.config_path, Some(real.join("etc/vigil.ron")));
     assert_eq!(l.shown, file);
 }
 
