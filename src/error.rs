@@ -1,7 +1,7 @@
 //! The CLI's error: one sentence for the user, and the exit status it implies.
 //!
-//! Owns [`CliError`] and the mapping to exit codes (1 runtime, 2 config (clap exits 2 on usage errors itself), 3 root
-//! intensity exceeded). It must not print: `main.rs` does, once.
+//! Owns [`CliError`] and the mapping to exit codes: 1 runtime, 2 config (clap itself exits 2
+//! on usage errors), 3 root intensity exceeded. It must not print: `main.rs` does, once.
 
 use std::process::ExitCode;
 
