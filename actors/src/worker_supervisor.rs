@@ -133,7 +133,8 @@ pub struct Escalation {
 struct Live {
     group: ProcessGroup,
     generation: u64,
-    last_heartbeat: Instant,
+    /// The last `READY=1` or `WATCHDOG=1`; `None` before the first.
+    last_heartbeat: Option<Instant>,
     heartbeat_ticket: Option<u64>,
 }
 
@@ -345,7 +346,7 @@ impl SupervisorState {
                 self.status_text = None;
                 let policy = self.spec.policy;
                 let mut live = Live {
-                    last_heartbeat: group.started(),
+                    last_heartbeat: None,
                     group,
                     generation,
                     heartbeat_ticket: None,
@@ -641,7 +642,7 @@ impl SupervisorState {
         };
         match event {
             NotifyEvent::Ready => {
-                live.last_heartbeat = Instant::now();
+                live.last_heartbeat = Some(Instant::now());
                 if let Phase::Starting { .. } = self.phase {
                     if let Phase::Starting { live, .. } =
                         std::mem::replace(&mut self.phase, Phase::Stopped)
@@ -651,7 +652,7 @@ impl SupervisorState {
                     }
                 }
             }
-            NotifyEvent::Watchdog => live.last_heartbeat = Instant::now(),
+            NotifyEvent::Watchdog => live.last_heartbeat = Some(Instant::now()),
             NotifyEvent::Status(text) => self.status_text = Some(text),
             NotifyEvent::Stopping => {
                 tracing::info!(worker = %self.spec.name, generation, "worker says it is stopping");
@@ -707,7 +708,11 @@ impl SupervisorState {
         let Some(live) = self.phase.live() else {
             return Ok(());
         };
-        let age = live.last_heartbeat.elapsed();
+        // Silence is counted from the spawn until the first heartbeat.
+        let age = live
+            .last_heartbeat
+            .unwrap_or(live.group.started())
+            .elapsed();
         if matches!(self.phase, Phase::Stopping { .. }) {
             return Ok(());
         }
@@ -910,7 +915,9 @@ impl SupervisorState {
                 .unwrap_or(0),
             log_path: self.spec.log.path.display().to_string(),
             status_text: self.status_text.clone(),
-            heartbeat_age_ms: live.map(|l| millis(now.saturating_duration_since(l.last_heartbeat))),
+            heartbeat_age_ms: live
+                .and_then(|l| l.last_heartbeat)
+                .map(|t| millis(now.saturating_duration_since(t))),
             last_exit: self.last_exit.clone(),
             rss_bytes: None,
             cpu_percent: None,
