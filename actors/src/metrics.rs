@@ -120,12 +120,24 @@ impl GroupSampler {
     /// Usage of each asked group that has at least one live member; absent groups are left out.
     pub fn sample(&mut self, pgids: &[u32]) -> HashMap<u32, GroupUsage> {
         let wanted: HashSet<u32> = pgids.iter().copied().filter(|&g| g > 0).collect();
-        let mut result: HashMap<u32, GroupUsage> = HashMap::with_capacity(wanted.len());
-        let mut seen = HashMap::with_capacity(wanted.len());
         if wanted.is_empty() {
-            self.previous = seen;
-            return result;
+            self.previous.clear();
+            return HashMap::new();
         }
+        self.scan(Some(&wanted))
+    }
+
+    /// Usage of every process group on the machine. Lets a caller start the `/proc` scan
+    /// before it knows which groups it will need (the dump runs it alongside asking the
+    /// WorkerSupervisors for their snapshots).
+    pub fn sample_all(&mut self) -> HashMap<u32, GroupUsage> {
+        self.scan(None)
+    }
+
+    fn scan(&mut self, wanted: Option<&HashSet<u32>>) -> HashMap<u32, GroupUsage> {
+        let expected = wanted.map_or(256, HashSet::len);
+        let mut result: HashMap<u32, GroupUsage> = HashMap::with_capacity(expected);
+        let mut seen = HashMap::with_capacity(expected);
         let Ok(entries) = std::fs::read_dir("/proc") else {
             tracing::warn!("cannot read /proc: process groups are not sampled");
             return result;
@@ -140,7 +152,8 @@ impl GroupSampler {
             let Some(stat) = self.read_stat(pid) else {
                 continue; // gone since the listing
             };
-            if !wanted.contains(&stat.pgid) || matches!(stat.state, b'Z' | b'X' | b'x') {
+            let is_wanted = wanted.is_none_or(|w| w.contains(&stat.pgid));
+            if !is_wanted || stat.pgid == 0 || matches!(stat.state, b'Z' | b'X' | b'x') {
                 continue;
             }
             let cpu_secs = match self.previous.get(&pid) {

@@ -5,6 +5,7 @@
 //! not touch processes or the database: WorkerSupervisors own their process groups, the history
 //! writer owns SQLite.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use tokio::sync::oneshot;
 
 use crate::history::History;
-use crate::metrics::GroupSampler;
+use crate::metrics::{GroupSampler, GroupUsage};
 use crate::policy::{BackoffCounter, RestartWindow};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
@@ -543,6 +544,13 @@ impl RootState {
             asks.iter().map(|(i, _, _)| self.unresponsive(*i)).collect();
         let sampler = self.sampler.clone();
         tokio::spawn(async move {
+            // The /proc scan runs on the blocking pool while the supervisors answer.
+            let usage = tokio::task::spawn_blocking(move || {
+                sampler
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .sample_all()
+            });
             let mut set = tokio::task::JoinSet::new();
             let mut out: Vec<Option<WorkerSnapshot>> = vec![None; asks.len()];
             for (k, (_, target, _)) in asks.into_iter().enumerate() {
@@ -571,7 +579,7 @@ impl RootState {
                 .zip(placeholders)
                 .map(|(s, p)| s.unwrap_or(p))
                 .collect();
-            fill_usage(&sampler, &mut snapshots).await;
+            fill_usage(usage.await.unwrap_or_default(), &mut snapshots);
             snapshots
         })
     }
@@ -648,22 +656,8 @@ impl RootState {
     }
 }
 
-/// Fill in RSS, CPU% and process counts, summed over each live worker's process group. The
-/// `/proc` scan runs on the blocking pool so it never stalls an actor.
-async fn fill_usage(sampler: &Arc<Mutex<GroupSampler>>, snapshots: &mut [WorkerSnapshot]) {
-    let pgids: Vec<u32> = snapshots.iter().filter_map(|s| s.pgid).collect();
-    if pgids.is_empty() {
-        return;
-    }
-    let sampler = sampler.clone();
-    let usage = tokio::task::spawn_blocking(move || {
-        sampler
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sample(&pgids)
-    })
-    .await
-    .unwrap_or_default();
+/// Fill in RSS, CPU% and process counts, summed over each live worker's process group.
+fn fill_usage(usage: HashMap<u32, GroupUsage>, snapshots: &mut [WorkerSnapshot]) {
     for s in snapshots.iter_mut() {
         if let Some(u) = s.pgid.and_then(|g| usage.get(&g)) {
             s.rss_bytes = Some(u.rss_bytes);
