@@ -113,6 +113,7 @@ pub fn resolve(
             }),
             KindFile::Indexing { roots, interval } => {
                 let settings = indexing_settings(src, &w.name, roots, interval.0, &data_dir)?;
+                check_disjoint_roots(src, &indexing, &settings)?;
                 indexing.push(settings);
                 let exe = match &exe {
                     Some(exe) => PathBuf::clone(exe),
@@ -187,6 +188,34 @@ fn indexing_settings(
         interval,
         db_path: data_dir.join(INDEX_DB),
     })
+}
+
+/// Indexing workers share `index.sqlite` and each removes what vanished under its own roots:
+/// two workers over the same tree would fight over its rows, so their roots must not overlap.
+fn check_disjoint_roots(
+    src: &Source,
+    earlier: &[IndexingSettings],
+    new: &IndexingSettings,
+) -> Result<(), ConfigError> {
+    for other in earlier {
+        for a in &new.roots {
+            for b in &other.roots {
+                if a.starts_with(b) || b.starts_with(a) {
+                    return Err(src.worker_error(
+                        &new.worker_name,
+                        format!(
+                            "kind.roots: {} overlaps {} of indexing worker {:?}; \
+                             indexing workers must cover separate trees",
+                            a.display(),
+                            b.display(),
+                            other.worker_name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The server's own executable: the indexing worker is `vigil worker indexing`.

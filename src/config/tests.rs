@@ -639,3 +639,17 @@ fn a_missing_file_is_a_read_error() {
         "{e}"
     );
 }
+
+#[test]
+fn indexing_workers_must_not_overlap() {
+    let text = r#"(workers: [
+        (name: "a", kind: Indexing(roots: ["src"])),
+        (name: "b", kind: Indexing(roots: ["src/sub"])),
+    ])"#;
+    invalid(text, "overlaps");
+    let separate = r#"(workers: [
+        (name: "a", kind: Indexing(roots: ["src"])),
+        (name: "b", kind: Indexing(roots: ["docs"])),
+    ])"#;
+    assert_eq!(ok(separate).indexing.len(), 2);
+}
