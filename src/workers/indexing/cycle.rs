@@ -13,7 +13,8 @@
 //! 4. delete rows of files and projects that are gone, and write the `cycles` row.
 //!
 //! Several Indexing workers may share one `index.sqlite`: a cycle only removes projects and
-//! files under its own roots (their roots must not overlap; `vigil check` rejects a config where they do).
+//! files under its own roots (their roots must not overlap; the config loader rejects a config
+//! where they do).
 //!
 //! A cycle writes nothing for unchanged files: with nothing changed on disk, it costs one
 //! `lstat` per file, a hash-map lookup, and one small transaction for the `cycles` row.
