@@ -156,16 +156,35 @@ fn init_server_log(
                 log_dir.join("vigil.log").display()
             ))
         })?;
+    // One formatting pass, one non-blocking writer for both destinations: the supervisors
+    // never wait for a slow terminal or disk (lines are dropped if the queue fills).
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_LINES_BUFFERED)
-        .finish(file);
+        .finish(Tee { file });
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr))
         .with(fmt::layer().with_ansi(false).with_writer(writer))
         .try_init();
     Ok(guard)
+}
+
+/// Every server log line goes to `vigil.log` and to stderr (the journal, or a terminal).
+struct Tee {
+    file: std::fs::File,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // stderr is best effort (it may be closed); the file is the record.
+        let _ = std::io::stderr().write_all(buf);
+        self.file.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// 1000 workers need several thousand descriptors (two pipes each, plus the log file): raise
