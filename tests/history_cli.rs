@@ -1,5 +1,7 @@
 //! `vigil history` as a real process on a real history database, with no server running.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -94,21 +96,7 @@ fn json_has_every_contract_field_newest_first() {
         .collect();
     assert_eq!(gens, vec![3, 2, 1]);
     let first = &list[0];
-    for key in [
-        "worker",
-        "pid",
-        "generation",
-        "started_at",
-        "exited_at",
-        "uptime_ms",
-        "code",
-        "signal",
-        "signal_name",
-        "core_dumped",
-        "reason",
-        "restart_delay_ms",
-        "log_tail",
-    ] {
+    for key in common::EXIT_FIELDS {
         assert!(first.get(key).is_some(), "missing {key}: {first}");
     }
     assert_eq!(first["signal"], 9);
