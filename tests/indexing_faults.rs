@@ -188,7 +188,7 @@ fn notify_lines_ready_status_watchdog() {
     assert_eq!(seen[0], "READY=1");
     assert!(
         seen.iter()
-            .any(|l| l.starts_with("STATUS=cycle 1: 1 files in 1 projects (1 new")),
+            .any(|l| l.starts_with("STATUS=cycle 1: 1 file in 1 project (1 new")),
         "{seen:?}"
     );
 }

@@ -120,9 +120,9 @@ pub fn run(settings: &IndexingSettings, once: bool) -> ExitCode {
         match result {
             Ok(row) => {
                 let summary = format!(
-                    "cycle {n}: {} files in {} projects ({} new, {} changed, {} removed, {} unchanged, {} errors), {:.1} MB read in {:.3} s",
-                    row.files,
-                    row.projects,
+                    "cycle {n}: {} in {} ({} new, {} changed, {} removed, {} unchanged, {} errors), {:.1} MB read in {:.3} s",
+                    counted(row.files, "file"),
+                    counted(row.projects, "project"),
                     row.new,
                     row.changed,
                     row.removed,
@@ -156,4 +156,14 @@ pub fn fatal(code: u8, reason: &dyn std::fmt::Display) -> ExitCode {
     progress::clear_line();
     tracing::error!("fatal: {reason}; exiting with status {code}");
     ExitCode::from(code)
+}
+
+/// `1 file`, `2 files`.
+fn counted(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
