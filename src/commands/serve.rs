@@ -1,7 +1,7 @@
 //! `vigil serve`: run the supervision tree in the foreground until asked to stop.
 //!
-//! Owns the server's start-up order and its signal handling: config → directories → server log
-//! → instance lock → file-descriptor limit → history → orphan sweep → tree → control socket →
+//! Owns the server's start-up order and its signal handling: config → directories → instance lock
+//! → server log → file-descriptor limit → history → orphan sweep → tree → control socket →
 //! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
 //! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
 //! supervision decisions: the actors do.
@@ -41,11 +41,11 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let _log_guard = init_server_log(&tree.log_dir)?;
-    // The lock comes first: nothing of a running server (socket, history, orphans) is
-    // touched before we know we are alone.
+    // The lock comes first: nothing of a running server (its log, socket, history, orphans)
+    // is touched before we know we are alone.
     let _lock =
         InstanceLock::acquire(&tree.lock_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let _log_guard = init_server_log(&tree.log_dir)?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
