@@ -85,6 +85,9 @@ pub struct HistoryArgs {
     /// Show every log-tail line (default: the last 3).
     #[arg(long, short)]
     pub verbose: bool,
+    /// List supervision events (escalations to the root, root intensity) instead of exits.
+    #[arg(long)]
+    pub events: bool,
 }
 
 /// `vigil worker KIND`: the built-in worker programs.

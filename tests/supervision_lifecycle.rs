@@ -48,6 +48,18 @@ fn intensity_escalates_to_the_root_which_starts_a_fresh_supervisor() {
     });
     assert!(escalated.is_some(), "the escalating exit says so: {h:?}");
     assert!(escalated.unwrap()["restart_delay_ms"].is_null());
+    // The root's side of it: an `escalation` event, listed by `vigil history --events`.
+    let out = home.run(&["history", "--events", "--json"]);
+    assert!(out.status.success());
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "escalation" && e["worker"] == "w"),
+        "{events:?}"
+    );
+    let text = String::from_utf8_lossy(&home.run(&["history", "--events"]).stdout).to_string();
+    assert!(text.contains("escalation"), "{text}");
 }
 
 #[test]

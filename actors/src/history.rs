@@ -157,7 +157,7 @@ pub struct LiveProcess {
 }
 
 /// One supervision event (escalation, root intensity, ...), as stored in the `events` table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventRecord {
     /// RFC 3339 time it was recorded.
     pub at: String,

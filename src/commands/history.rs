@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use vigil_actors::exit::{ExitReason, ExitRecord};
-use vigil_actors::history::query_exits;
+use vigil_actors::history::{EventRecord, query_events, query_exits};
 use vigil_actors::signal::signal_name;
 
 use crate::cli::HistoryArgs;
@@ -24,16 +24,33 @@ const TAIL_LINES: usize = 3;
 pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
     let loaded = config::load(config)?;
     let db = loaded.tree.history_path();
+    if args.events {
+        let events = query_events(&db, args.worker.as_deref(), args.limit)
+            .map_err(|e| CliError::Runtime(e.to_string()))?;
+        return write_out(&if args.json {
+            json(&events)?
+        } else {
+            render_events(&events)
+        });
+    }
     let records = query_exits(&db, args.worker.as_deref(), args.limit)
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&records)
-            .map_err(|e| CliError::Runtime(format!("cannot encode the history as JSON: {e}")))?;
-        s.push('\n');
-        s
+        json(&records)?
     } else {
         render_text(&records, args.worker.as_deref(), args.verbose)
     };
+    write_out(&text)
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
+    let mut s = serde_json::to_string_pretty(value)
+        .map_err(|e| CliError::Runtime(format!("cannot encode the history as JSON: {e}")))?;
+    s.push('\n');
+    Ok(s)
+}
+
+fn write_out(text: &str) -> Result<ExitCode, CliError> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -41,6 +58,30 @@ pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
     }
+}
+
+/// One line per supervision event, newest first.
+fn render_events(events: &[EventRecord]) -> String {
+    if events.is_empty() {
+        return "no supervision events recorded\n".to_string();
+    }
+    let width = events
+        .iter()
+        .map(|e| e.worker.chars().count())
+        .max()
+        .unwrap_or(0);
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}  {:width$}  {}  {}\n",
+                short_time(&e.at),
+                e.worker,
+                e.kind,
+                e.detail
+            )
+        })
+        .collect()
 }
 
 /// One line per exit, then its log tail indented (the last [`TAIL_LINES`] unless `verbose`).
