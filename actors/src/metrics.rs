@@ -12,10 +12,8 @@
 //! `rss` (24, in pages). So one read per process gives everything; refreshing the members
 //! again with sysinfo would read three more files per member (`status`, `stat`, `statm`) and was
 //! measured at several times the cost of the scan itself (see the module's benchmark test).
-//! Fields are parsed after the last `)`, because the command name may contain spaces and
-//! parentheses. [`crate::procfs::group_member_stats`] scans `/proc` once per group and does not
-//! parse the CPU and memory fields, so this module keeps its own narrow parser for one scan
-//! over all groups; like `procfs`, it leaves zombies out.
+//! Lines are parsed by [`crate::procfs::parse_fields`] (the one `/proc/<pid>/stat` parser,
+//! allocation-free); one scan covers all groups, and like `procfs` it leaves zombies out.
 //!
 //! # Caveats
 //! - CPU% is the average since the previous `sample` that saw the same process (percent of one
@@ -28,6 +26,8 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::time::Instant;
 
+use crate::procfs::{StatFields, parse_fields};
+
 /// What one process group uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GroupUsage {
@@ -37,44 +37,6 @@ pub struct GroupUsage {
     pub cpu_percent: f64,
     /// How many processes are in the group.
     pub processes: u32,
-}
-
-/// The fields of one `/proc/<pid>/stat` line that the sampler uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatFields {
-    /// Field 3: the state letter (`Z` for a zombie).
-    pub state: u8,
-    /// Field 5: the process group.
-    pub pgid: u32,
-    /// Fields 14 + 15: user + system CPU time, in clock ticks.
-    pub cpu_ticks: u64,
-    /// Field 22: start time, in clock ticks since boot.
-    pub start_ticks: u64,
-    /// Field 24: resident set size, in pages.
-    pub rss_pages: u64,
-}
-
-/// Parse a `/proc/<pid>/stat` line; `None` if it is cut short or malformed.
-pub fn parse_stat(stat: &[u8]) -> Option<StatFields> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
-    // After ") ": field 3 (state) is index 0, so field k is index k - 3.
-    let mut fields = rest.split_ascii_whitespace();
-    let state = *fields.next()?.as_bytes().first()?;
-    let mut field =
-        |k: usize, after: usize| -> Option<u64> { fields.nth(k - after - 1)?.parse().ok() };
-    let pgid = field(5, 3)?;
-    let utime = field(14, 5)?;
-    let stime = field(15, 14)?;
-    let start_ticks = field(22, 15)?;
-    let rss_pages = field(24, 22)?;
-    Some(StatFields {
-        state,
-        pgid: u32::try_from(pgid).ok()?,
-        cpu_ticks: utime + stime,
-        start_ticks,
-        rss_pages,
-    })
 }
 
 /// The previous reading of one process.
@@ -203,7 +165,7 @@ impl GroupSampler {
             // A very long line (it never happens with a 16-byte comm, but be exact).
             file.read_to_end(&mut self.buf).ok()?;
         }
-        parse_stat(&self.buf)
+        parse_fields(&self.buf)
     }
 }
 
@@ -226,19 +188,21 @@ mod tests {
         let line = b"4242 (we ird) (name)) S 1 4200 4200 0 -1 4194560 93 0 0 0 7 5 0 0 20 0 1 0 \
                      2260446 8486912 268 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0\n";
         assert_eq!(
-            parse_stat(line),
+            parse_fields(line),
             Some(StatFields {
                 state: b'S',
+                ppid: 1,
                 pgid: 4200,
+                sid: 4200,
                 cpu_ticks: 12,
                 start_ticks: 2_260_446,
                 rss_pages: 268
             })
         );
-        assert_eq!(parse_stat(b"garbage"), None);
-        assert_eq!(parse_stat(b"1 (x) S 0 1 1 0"), None, "cut short");
+        assert_eq!(parse_fields(b"garbage"), None);
+        assert_eq!(parse_fields(b"1 (x) S 0 1 1 0"), None, "cut short");
         assert_eq!(
-            parse_stat(b"1 (x) S 0 -1 1 0 -1 0 0 0 0 0 1 1 0 0 0 0 1 0 5 6 7"),
+            parse_fields(b"1 (x) S 0 -1 1 0 -1 0 0 0 0 0 1 1 0 0 0 0 1 0 5 6 7"),
             None
         );
     }

@@ -42,10 +42,59 @@ impl ProcStat {
     }
 }
 
-/// Parse the text of `/proc/<pid>/stat`.
+/// The numeric fields of a `/proc/<pid>/stat` line that vigil uses (everything after the
+/// command name), parsed without allocating: the dump's sampler reads one per process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFields {
+    /// Field 3: the state letter (`Z` for a zombie).
+    pub state: u8,
+    /// Field 4: the parent's pid.
+    pub ppid: u32,
+    /// Field 5: the process group.
+    pub pgid: u32,
+    /// Field 6: the session.
+    pub sid: u32,
+    /// Fields 14 + 15: user + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Field 22: start time, in clock ticks since boot.
+    pub start_ticks: u64,
+    /// Field 24: resident set size, in pages.
+    pub rss_pages: u64,
+}
+
+/// Parse the fields after the command name of a `/proc/<pid>/stat` line; `None` if it is cut
+/// short or malformed. The command name may contain spaces and `)`, so the fields are split
+/// after the LAST `)`.
+pub fn parse_fields(line: &[u8]) -> Option<StatFields> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(line.get(close + 1..)?).ok()?;
+    // After ") ": field 3 (state) is index 0, so field k is index k - 3.
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let mut field =
+        |k: usize, after: usize| -> Option<u64> { fields.nth(k - after - 1)?.parse().ok() };
+    let ppid = field(4, 3)?;
+    let pgid = field(5, 4)?;
+    let sid = field(6, 5)?;
+    let utime = field(14, 6)?;
+    let stime = field(15, 14)?;
+    let start_ticks = field(22, 15)?;
+    let rss_pages = field(24, 22)?;
+    Some(StatFields {
+        state,
+        ppid: u32::try_from(ppid).ok()?,
+        pgid: u32::try_from(pgid).ok()?,
+        sid: u32::try_from(sid).ok()?,
+        cpu_ticks: utime + stime,
+        start_ticks,
+        rss_pages,
+    })
+}
+
+/// Parse the text of `/proc/<pid>/stat`: the pid and command name, then [`parse_fields`].
 ///
 /// The command name sits between the first `(` and the LAST `)`: it may itself contain spaces
-/// and parentheses, so the remaining fields are split after the last `)`.
+/// and parentheses.
 pub fn parse_stat(text: &str) -> Option<ProcStat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
@@ -54,22 +103,15 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     }
     let pid = text[..open].trim().parse().ok()?;
     let comm = text[open + 1..close].to_string();
-    // Fields 3.. are space separated after ") ".
-    let mut rest = text[close + 1..].split_ascii_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    let pgid = rest.next()?.parse().ok()?;
-    let sid = rest.next()?.parse().ok()?;
-    // We consumed fields 3, 4, 5, 6; field 22 is 16 further on (index 15 of the remainder).
-    let start_ticks = rest.nth(15)?.parse().ok()?;
+    let f = parse_fields(text.as_bytes())?;
     Some(ProcStat {
         pid,
         comm,
-        state,
-        ppid,
-        pgid,
-        sid,
-        start_ticks,
+        state: char::from(f.state),
+        ppid: f.ppid,
+        pgid: f.pgid,
+        sid: f.sid,
+        start_ticks: f.start_ticks,
     })
 }
 
