@@ -7,15 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(20);
-
-fn pids(home: &Home, file: &str) -> Vec<u32> {
-    home.lines(file)
-        .iter()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 fn server_log(home: &Home) -> String {
     std::fs::read_to_string(home.path().join("var/log/vigil.log")).unwrap_or_default()
 }
@@ -28,7 +19,7 @@ fn a_second_server_is_refused_without_touching_the_first() {
     );
     let mut first = home.serve();
     let pid = wait_for(LONG, "first server's worker", || {
-        pids(&home, "pids").first().copied()
+        home.pids("pids").first().copied()
     });
     first.track(pid);
     let out = home.run(&["serve"]);
@@ -40,7 +31,7 @@ fn a_second_server_is_refused_without_touching_the_first() {
     );
     assert!(alive(pid), "the first server's worker was touched");
     assert_eq!(
-        pids(&home, "pids").len(),
+        home.pids("pids").len(),
         1,
         "the second server started a worker"
     );
@@ -52,12 +43,11 @@ fn a_second_server_is_refused_without_touching_the_first() {
 
 #[test]
 fn server_kill_9_kills_the_worker_and_the_next_start_sweeps_the_grandchild() {
-    let script = "sleep 1000 & echo $! >> grandchildren; echo $$ >> pids; wait";
-    let home = Home::new("", &sh_worker("w", script, FAST));
+    let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
     let mut server = home.serve();
-    let leader = wait_for(LONG, "worker", || pids(&home, "pids").first().copied());
+    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
     let gc = wait_for(LONG, "grandchild", || {
-        pids(&home, "grandchildren").first().copied()
+        home.pids("grandchildren").first().copied()
     });
     server.track(leader);
     server.signal(libc::SIGKILL);
@@ -79,7 +69,7 @@ fn server_kill_9_kills_the_worker_and_the_next_start_sweeps_the_grandchild() {
             .find(|e| e["reason"] == "orphan")
     });
     assert_eq!(orphan["pid"], leader);
-    let new = wait_for(LONG, "new worker", || pids(&home, "pids").get(1).copied());
+    let new = wait_for(LONG, "new worker", || home.pids("pids").get(1).copied());
     next.track(new);
     assert_eq!(next.terminate(LONG).and_then(|s| s.code()), Some(0));
 }
@@ -90,7 +80,7 @@ fn ready_moves_to_running_and_status_text_is_kept() {
     let script = "echo $$ >> pids; sleep 0.2; echo READY=1 >&$VIGIL_NOTIFY_FD; echo 'STATUS=serving 3 clients' >&$VIGIL_NOTIFY_FD; echo garbage-line >&$VIGIL_NOTIFY_FD; exec sleep 1000";
     let home = Home::new("", &sh_worker("w", script, "start_secs: \"60s\""));
     let mut server = home.serve();
-    let pid = wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    let pid = wait_for(LONG, "start", || home.pids("pids").first().copied());
     server.track(pid);
     wait_for(LONG, "worker ready in the server log", || {
         server_log(&home).contains("worker ready").then_some(())
@@ -129,7 +119,7 @@ fn a_hung_worker_is_killed_by_the_watchdog_and_restarted() {
     );
     let home = Home::new("", &sh_worker("w", script, &policy));
     let mut server = home.serve();
-    let first = wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    let first = wait_for(LONG, "start", || home.pids("pids").first().copied());
     server.track(first);
     let t0 = Instant::now();
     let e = wait_for(LONG, "watchdog record", || {
@@ -139,7 +129,7 @@ fn a_hung_worker_is_killed_by_the_watchdog_and_restarted() {
     });
     assert!(t0.elapsed() >= Duration::from_millis(300));
     assert_eq!(e["signal_name"], "SIGABRT", "{e}");
-    let second = wait_for(LONG, "restart", || pids(&home, "pids").get(1).copied());
+    let second = wait_for(LONG, "restart", || home.pids("pids").get(1).copied());
     server.track(second);
 }
 
@@ -149,7 +139,7 @@ fn heartbeats_keep_a_worker_alive() {
     let policy = format!("{FAST}, heartbeat_timeout: Some(\"500ms\")");
     let home = Home::new("", &sh_worker("w", script, &policy));
     let mut server = home.serve();
-    let pid = wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    let pid = wait_for(LONG, "start", || home.pids("pids").first().copied());
     server.track(pid);
     // Three timeouts' worth: still the same process, no record.
     let until = Instant::now() + Duration::from_millis(1500);
@@ -165,7 +155,7 @@ fn notify_fd_garbage_and_a_closed_fd_do_no_harm() {
     let script = "head -c 200000 /dev/urandom >&$VIGIL_NOTIFY_FD; exec 3>&-; eval \"exec $VIGIL_NOTIFY_FD>&-\"; echo $$ >> pids; exec sleep 1000";
     let home = Home::new("", &sh_worker("w", script, FAST));
     let mut server = home.serve();
-    let pid = wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    let pid = wait_for(LONG, "start", || home.pids("pids").first().copied());
     server.track(pid);
     assert!(alive(pid));
     assert!(server.wait(Duration::from_millis(300)).is_none());

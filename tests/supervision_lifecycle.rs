@@ -6,15 +6,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(20);
-
-fn pids(home: &Home, file: &str) -> Vec<u32> {
-    home.lines(file)
-        .iter()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 #[test]
 fn intensity_escalates_to_the_root_which_starts_a_fresh_supervisor() {
     // 3 restarts allowed within 10 s; the worker dies at once: the 4th restart escalates, the
@@ -75,7 +66,7 @@ fn root_intensity_exceeded_stops_everything_with_status_3() {
     let mut server = home.serve();
     let status = server.wait(LONG).expect("server exits by itself");
     assert_eq!(status.code(), Some(3), "stderr: {}", server.stderr());
-    for pid in pids(&home, "pids") {
+    for pid in home.pids("pids") {
         assert!(!alive(pid), "calm worker {pid} survived");
     }
 }
@@ -95,10 +86,10 @@ fn shutdown_stops_workers_in_reverse_order_and_kills_grandchildren() {
     let home = Home::new("", &[w("first"), w("second"), w("third")].join("\n"));
     let mut server = home.serve();
     let gc = wait_for(LONG, "3 workers with grandchildren", || {
-        let g = pids(&home, "grandchildren");
-        (g.len() == 3 && pids(&home, "pids").len() == 3).then_some(g)
+        let g = home.pids("grandchildren");
+        (g.len() == 3 && home.pids("pids").len() == 3).then_some(g)
     });
-    for p in pids(&home, "pids") {
+    for p in home.pids("pids") {
         server.track(p);
     }
     assert_eq!(
@@ -113,7 +104,7 @@ fn shutdown_stops_workers_in_reverse_order_and_kills_grandchildren() {
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect();
     assert_eq!(order, vec!["third", "second", "first"]);
-    for p in gc.iter().chain(pids(&home, "pids").iter()) {
+    for p in gc.iter().chain(home.pids("pids").iter()) {
         assert!(!alive(*p), "process {p} survived shutdown");
     }
 }
@@ -130,7 +121,7 @@ fn a_worker_ignoring_sigterm_is_killed_after_grace() {
         ),
     );
     let mut server = home.serve();
-    let pid = wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    let pid = wait_for(LONG, "start", || home.pids("pids").first().copied());
     server.track(pid);
     let t0 = Instant::now();
     assert_eq!(server.terminate(LONG).and_then(|s| s.code()), Some(0));
@@ -147,12 +138,11 @@ fn a_worker_ignoring_sigterm_is_killed_after_grace() {
 
 #[test]
 fn kill_9_of_the_leader_takes_its_grandchildren_with_it() {
-    let script = "sleep 1000 & echo $! >> grandchildren; echo $$ >> pids; wait";
-    let home = Home::new("", &sh_worker("w", script, FAST));
+    let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
     let mut server = home.serve();
-    let leader = wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    let leader = wait_for(LONG, "start", || home.pids("pids").first().copied());
     let gc = wait_for(LONG, "grandchild", || {
-        pids(&home, "grandchildren").first().copied()
+        home.pids("grandchildren").first().copied()
     });
     server.track(leader);
     unsafe { libc::kill(leader as i32, libc::SIGKILL) };
@@ -160,7 +150,7 @@ fn kill_9_of_the_leader_takes_its_grandchildren_with_it() {
         (!alive(gc)).then_some(())
     });
     wait_for(LONG, "restart", || {
-        (pids(&home, "pids").len() >= 2).then_some(())
+        (home.pids("pids").len() >= 2).then_some(())
     });
 }
 
@@ -182,7 +172,7 @@ fn a_worker_exiting_during_shutdown_does_not_hang_it() {
     .join("\n");
     let home = Home::new("", &workers);
     let mut server = home.serve();
-    wait_for(LONG, "start", || pids(&home, "pids").first().copied());
+    wait_for(LONG, "start", || home.pids("pids").first().copied());
     wait_for(LONG, "looper in backoff", || {
         (!home.history(Some("looper")).is_empty()).then_some(())
     });

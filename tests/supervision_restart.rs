@@ -6,14 +6,6 @@ use std::time::Duration;
 
 use common::*;
 
-const LONG: Duration = Duration::from_secs(20);
-
-fn last_pid(home: &Home, file: &str) -> Option<u32> {
-    home.lines(file)
-        .last()
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-}
-
 #[test]
 fn kill_9_is_restarted_and_recorded_as_signal_9() {
     let home = Home::new(
@@ -25,11 +17,11 @@ fn kill_9_is_restarted_and_recorded_as_signal_9() {
         ),
     );
     let mut server = home.serve();
-    let pid = wait_for(LONG, "first start", || last_pid(&home, "pids"));
+    let pid = wait_for(LONG, "first start", || home.pids("pids").last().copied());
     server.track(pid);
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let new = wait_for(LONG, "restart", || {
-        last_pid(&home, "pids").filter(|p| *p != pid)
+        home.pids("pids").last().copied().filter(|p| *p != pid)
     });
     server.track(new);
     let exits = wait_for(LONG, "exit record", || {
@@ -223,7 +215,9 @@ fn missing_program_is_spawn_failed_and_the_server_keeps_running() {
         e["restart_delay_ms"].as_u64().is_some(),
         "a failed spawn is retried"
     );
-    let pid = wait_for(LONG, "the other worker", || last_pid(&home, "pids"));
+    let pid = wait_for(LONG, "the other worker", || {
+        home.pids("pids").last().copied()
+    });
     assert!(alive(pid));
     assert!(
         server.wait(Duration::from_millis(300)).is_none(),

@@ -84,6 +84,14 @@ impl Home {
             .unwrap_or_default()
     }
 
+    /// The pids workers appended to `name`, one per line (the first word of each line).
+    pub fn pids(&self, name: &str) -> Vec<u32> {
+        self.lines(name)
+            .iter()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
     /// Start `vigil serve` on this home.
     pub fn serve(&self) -> Server {
         Server::start(self)
@@ -184,6 +192,13 @@ impl Drop for Server {
         }
     }
 }
+
+/// A generous deadline for anything a test waits for.
+pub const LONG: Duration = Duration::from_secs(20);
+
+/// A worker script that leaves a `sleep` grandchild in its group, recording the grandchild's
+/// pid in `grandchildren` and its own in `pids`, then waits.
+pub const WITH_GRANDCHILD: &str = "sleep 1000 & echo $! >> grandchildren; echo $$ >> pids; wait";
 
 /// Poll `cond` every 10 ms until it returns `Some`, or panic with `what` after `within`.
 pub fn wait_for<T>(within: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
