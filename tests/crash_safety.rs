@@ -42,7 +42,7 @@ fn a_second_server_is_refused_without_touching_the_first() {
 }
 
 #[test]
-fn server_kill_9_kills_the_worker_and_the_next_start_sweeps_the_grandchild() {
+fn server_kill_9_the_guardian_kills_the_whole_group_at_once() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
     let mut server = home.serve();
     let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
@@ -50,28 +50,130 @@ fn server_kill_9_kills_the_worker_and_the_next_start_sweeps_the_grandchild() {
         home.pids("grandchildren").first().copied()
     });
     server.track(leader);
+    let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
     server.signal(libc::SIGKILL);
     server.wait(LONG).expect("server died");
-    // PDEATHSIG: the leader dies with the server. The grandchild does not.
-    wait_for(LONG, "leader killed by PDEATHSIG", || {
-        (!alive(leader)).then_some(())
+    // The guardian kills the leader and the grandchild, with no server running.
+    wait_for(LONG, "leader and grandchild killed by the guardian", || {
+        (!alive(leader) && !alive(gc)).then_some(())
     });
-    assert!(
-        alive(gc),
-        "grandchildren do not get PDEATHSIG; the sweep must find it"
-    );
-    // The next server kills the leftover group and records it.
-    let mut next = home.serve();
-    wait_for(LONG, "grandchild swept", || (!alive(gc)).then_some(()));
     let orphan = wait_for(LONG, "orphan record", || {
         home.history(Some("w"))
             .into_iter()
             .find(|e| e["reason"] == "orphan")
     });
     assert_eq!(orphan["pid"], leader);
+    assert!(
+        orphan["decision"].as_str().unwrap().contains("guardian"),
+        "{orphan}"
+    );
+    wait_for(LONG, "guardian exits", || (!alive(guardian)).then_some(()));
+    assert!(server_log(&home).contains("guardian: cleanup done"));
+    // Nothing is left for the next server's sweep.
+    let mut next = home.serve();
     let new = wait_for(LONG, "new worker", || home.pids("pids").get(1).copied());
     next.track(new);
     assert_eq!(next.terminate(LONG).and_then(|s| s.code()), Some(0));
+    let orphans = home
+        .history(Some("w"))
+        .into_iter()
+        .filter(|e| e["reason"] == "orphan")
+        .count();
+    assert_eq!(orphans, 1, "the startup sweep found something again");
+}
+
+#[test]
+fn a_server_started_right_after_a_crash_waits_for_the_guardians_cleanup() {
+    // The worker ignores SIGTERM: the guardian needs its whole grace period (2 s) and SIGKILL.
+    let home = Home::new(
+        "",
+        &sh_worker(
+            "w",
+            "trap '' TERM; echo $$ >> pids; sleep 1000 & wait",
+            FAST,
+        ),
+    );
+    let mut server = home.serve();
+    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    server.track(leader);
+    wait_for(LONG, "guardian", || guardian_of(server.pid));
+    server.signal(libc::SIGKILL);
+    server.wait(LONG).expect("server died");
+    // At once: the lock is still held by the guardian, under a dead server's pid.
+    let mut next = home.serve();
+    let new = wait_for(LONG, "new worker", || home.pids("pids").get(1).copied());
+    next.track(new);
+    assert!(
+        !alive(leader),
+        "the new server started before the cleanup ended"
+    );
+    let orphan = home
+        .history(Some("w"))
+        .into_iter()
+        .find(|e| e["reason"] == "orphan")
+        .expect("orphan record");
+    assert!(
+        orphan["log_tail"].to_string().contains("sent SIGKILL"),
+        "{orphan}"
+    );
+    assert_eq!(next.terminate(LONG).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn when_the_guardian_dies_too_the_next_start_sweeps_the_group() {
+    let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
+    let mut server = home.serve();
+    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    let gc = wait_for(LONG, "grandchild", || {
+        home.pids("grandchildren").first().copied()
+    });
+    server.track(leader);
+    wait_for(LONG, "guardian", || guardian_of(server.pid));
+    // The server and its guardian share a process group; the workers have their own.
+    // SAFETY: killpg on the group the test created for the server.
+    unsafe { libc::killpg(server.pid as i32, libc::SIGKILL) };
+    server.wait(LONG).expect("server died");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(leader) && alive(gc), "nobody was left to kill them");
+    // The next server's startup sweep is the last line of defence.
+    let mut next = home.serve();
+    wait_for(LONG, "group swept", || {
+        (!alive(leader) && !alive(gc)).then_some(())
+    });
+    let orphan = wait_for(LONG, "orphan record", || {
+        home.history(Some("w"))
+            .into_iter()
+            .find(|e| e["reason"] == "orphan")
+    });
+    assert_eq!(orphan["pid"], leader);
+    assert!(
+        orphan["decision"].as_str().unwrap().contains("startup"),
+        "{orphan}"
+    );
+    let new = wait_for(LONG, "new worker", || home.pids("pids").get(1).copied());
+    next.track(new);
+    assert_eq!(next.terminate(LONG).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn ctrl_c_to_the_servers_group_is_a_clean_shutdown() {
+    let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
+    let mut server = home.serve();
+    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    server.track(leader);
+    let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
+    // What a terminal does on Ctrl-C: SIGINT to the foreground group (server and guardian).
+    // SAFETY: killpg on the group the test created for the server.
+    unsafe { libc::killpg(server.pid as i32, libc::SIGINT) };
+    assert_eq!(server.wait(LONG).and_then(|s| s.code()), Some(0));
+    wait_for(LONG, "guardian exits", || (!alive(guardian)).then_some(()));
+    assert!(!alive(leader));
+    let reasons: Vec<_> = home
+        .history(Some("w"))
+        .into_iter()
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons, ["stopped"], "a clean stop, not an orphan kill");
 }
 
 #[test]

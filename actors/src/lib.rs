@@ -4,9 +4,10 @@
 //! ```text
 //! RootSupervisor                      (root.rs)     escalations, root backoff/intensity, shutdown order
 //! ├─ WorkerSupervisor "indexing"      (worker_supervisor.rs)  state machine, backoff, restart window
-//! │  └─ process group (pgid = pid)    (process.rs)  spawn, killpg, kill-on-drop, PDEATHSIG
+//! │  └─ process group (pgid = pid)    (process.rs)  spawn, killpg, kill-on-drop
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
+//! guardian process                    (guardian.rs) kills the workers' groups if the server dies
 //! ```
 //!
 //! # Who owns what
@@ -52,6 +53,7 @@
 pub mod builder;
 pub mod control;
 pub mod exit;
+pub mod guardian;
 pub mod history;
 pub mod latency;
 pub mod lock;
@@ -68,6 +70,7 @@ pub mod root;
 pub mod sd_notify;
 pub mod signal;
 pub mod snapshot;
+pub mod spawn_slot;
 pub mod spec;
 pub mod tree;
 pub mod worker_supervisor;

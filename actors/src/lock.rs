@@ -7,6 +7,9 @@
 //!
 //! # Guarantees
 //! - The lock is released by the kernel when the process dies, however it dies: no stale lock.
+//!   The server's guardian ([`crate::guardian`]) shares it and keeps it until it has killed
+//!   what a dead server left; a new server finding the lock held under a dead pid waits for
+//!   that (up to [`CLEANUP_WAIT`]) instead of refusing.
 //! - The fd is close-on-exec, so workers never inherit (and never prolong) the lock.
 //!
 //! # Caveats
@@ -29,6 +32,12 @@ pub enum LockError {
         /// The pid written by the holder (0 if it had not written it yet).
         pid: u32,
     },
+    /// The previous server died and its guardian still holds the lock after [`CLEANUP_WAIT`].
+    #[error("the previous server (pid {pid}) died and its cleanup has not finished")]
+    CleanupPending {
+        /// The dead server's pid.
+        pid: u32,
+    },
     /// The lock file could not be opened, locked or written.
     #[error("cannot lock {}: {source}", path.display())]
     Io {
@@ -38,6 +47,10 @@ pub enum LockError {
         source: std::io::Error,
     },
 }
+
+/// How long a new server waits for the guardian of a dead one to finish its cleanup (the
+/// sweep's grace, its wait after `SIGKILL`, and margin).
+pub const CLEANUP_WAIT: Duration = Duration::from_secs(15);
 
 /// The held lock; released when dropped (closing the fd), or when the process dies.
 ///
@@ -67,16 +80,24 @@ impl InstanceLock {
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        // SAFETY: flock on an fd we own.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if ret != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(LockError::AlreadyRunning {
-                    pid: read_holder_pid(&mut file),
-                });
+        if !try_flock(&file).map_err(io)? {
+            let pid = read_holder_pid(&mut file);
+            if pid == 0 || server_alive(pid) {
+                return Err(LockError::AlreadyRunning { pid });
             }
-            return Err(io(err));
+            // The server that wrote its pid is dead, yet the lock is held: its guardian is
+            // killing what it left behind. Wait for that to finish.
+            tracing::info!(
+                pid,
+                "the previous server died; waiting for its guardian's cleanup"
+            );
+            let deadline = Instant::now() + CLEANUP_WAIT;
+            while !try_flock(&file).map_err(io)? {
+                if Instant::now() >= deadline {
+                    return Err(LockError::CleanupPending { pid });
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -93,6 +114,25 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(false)` when someone else holds it.
+fn try_flock(file: &File) -> std::io::Result<bool> {
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
+}
+
+/// Whether the process that wrote `pid` into the lock may still be running (a zombie is not).
+fn server_alive(pid: u32) -> bool {
+    crate::procfs::stat(pid).is_some_and(|s| !s.is_dead())
 }
 
 /// The pid the holder wrote. It truncates then writes right after locking, so an empty file is

@@ -77,7 +77,52 @@ pub async fn sweep(
     grace: Duration,
 ) -> Result<SweepReport, HistoryError> {
     let rows = query_live_processes(db)?;
+    Ok(sweep_rows(history, rows, grace, Sweeper::Startup).await)
+}
+
+/// The guardian's cleanup after the server died: the same as [`sweep`], over the rows in `db`
+/// and the guardian's own list (which also holds spawns too recent to have a row).
+pub async fn sweep_after_crash(
+    history: &History,
+    db: &Path,
+    grace: Duration,
+    known: Vec<LiveProcess>,
+) -> SweepReport {
+    let mut rows = match query_live_processes(db) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read live processes; using the guardian's list");
+            Vec::new()
+        }
+    };
+    for k in known {
+        if !rows
+            .iter()
+            .any(|r| r.pid == k.pid && r.start_ticks == k.start_ticks)
+        {
+            rows.push(k);
+        }
+    }
+    sweep_rows(history, rows, grace, Sweeper::Guardian).await
+}
+
+/// Who swept (for the record's `decision`).
+#[derive(Clone, Copy, Debug)]
+enum Sweeper {
+    Startup,
+    Guardian,
+}
+
+async fn sweep_rows(
+    history: &History,
+    rows: Vec<LiveProcess>,
+    grace: Duration,
+    by: Sweeper,
+) -> SweepReport {
     let mut report = SweepReport::default();
+    // Signal every group first, then wait for all of them: a thousand leftovers take one grace
+    // period, not a thousand.
+    let mut kills = tokio::task::JoinSet::new();
     for row in rows {
         let members = verified_members(&row);
         if members.is_empty() {
@@ -89,18 +134,25 @@ pub async fn sweep(
             report.stale.push(row);
             continue;
         }
-        let killed = kill_group(&row, members, grace).await;
+        kills.spawn(kill_group(row, members, grace));
+    }
+    while let Some(done) = kills.join_next().await {
+        let Ok(killed) = done else {
+            tracing::error!("orphan sweep: a kill task failed");
+            continue;
+        };
+        let row = &killed.row;
         tracing::warn!(
             worker = %row.worker, pid = row.pid, pgid = row.pgid,
             members = ?killed.members, needed_kill = ?killed.needed_kill,
             "orphan sweep: killed the leftover group of a server that died"
         );
-        history.record_exit(orphan_record(&killed));
+        history.record_exit(orphan_record(&killed, by));
         history.process_reaped(&row.worker, row.pid);
         report.killed.push(killed);
     }
     history.flush().await;
-    Ok(report)
+    report
 }
 
 /// Whether `s` may belong to the group recorded in `row` (see the module docs).
@@ -179,10 +231,11 @@ fn still_alive(fds: &BTreeMap<u32, PidFd>) -> Vec<u32> {
 
 /// TERM every member, wait up to `grace` (signalling late forks too), then KILL what is left.
 async fn kill_group(
-    row: &LiveProcess,
+    row: LiveProcess,
     mut fds: BTreeMap<u32, PidFd>,
     grace: Duration,
 ) -> KilledGroup {
+    let row = &row;
     let leader_alive = fds.contains_key(&row.pid);
     let first: Vec<u32> = fds.keys().copied().collect();
     signal_all(&fds, &first, libc::SIGTERM);
@@ -227,7 +280,7 @@ async fn kill_group(
 }
 
 /// The exit record of a killed leftover.
-fn orphan_record(k: &KilledGroup) -> ExitRecord {
+fn orphan_record(k: &KilledGroup, by: Sweeper) -> ExitRecord {
     let exited_at = now_rfc3339();
     let uptime_ms = match (
         k.row.started_at.parse::<jiff::Timestamp>(),
@@ -272,6 +325,10 @@ fn orphan_record(k: &KilledGroup) -> ExitRecord {
         reason: ExitReason::Orphan,
         restart_delay_ms: None,
         log_tail,
-        decision: "killed by the startup orphan sweep".to_string(),
+        decision: match by {
+            Sweeper::Startup => "killed by the startup orphan sweep",
+            Sweeper::Guardian => "killed by the guardian when the server died",
+        }
+        .to_string(),
     }
 }

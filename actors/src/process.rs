@@ -12,13 +12,24 @@
 //! - After the leader exits, the rest of its group is sent `SIGKILL` before the exit is reported.
 //! - Dropping a [`ProcessGroup`] whose leader has not been reaped sends `SIGKILL` to the group:
 //!   cleanup does not depend on ractor's `post_stop`, which is skipped when an actor is killed.
-//! - The leader gets `PR_SET_PDEATHSIG(SIGKILL)`: if the server dies, the leader dies.
+//! - If the server dies, the group dies: with a [`crate::guardian`] running (`vigil serve`),
+//!   the guardian kills every group the server left; without one, the leader gets
+//!   `PR_SET_PDEATHSIG(SIGKILL)` and the orphan sweep at the next start finds the rest.
+//! - The notify pipe is always fd 3 in the worker.
+//!
+//! # Two ways to spawn
+//! - **With a guardian and [`crate::spawn_slot`] reserved** (the server): nothing runs between
+//!   fork and exec, so the standard library uses `posix_spawn` (`clone(CLONE_VM|CLONE_VFORK)`:
+//!   no copy of the server's page tables). fd 3 is lent to the spawn by `spawn_slot`; the spawn
+//!   is announced to the guardian before it happens and confirmed after.
+//! - **Otherwise** (a library user without a guardian): a `pre_exec` sets
+//!   `PR_SET_PDEATHSIG(SIGKILL)`, checks that the parent is still alive, and moves the notify
+//!   pipe to fd 3; the standard library has to `fork()` for that.
 //!
 //! # Caveats
-//! - `PR_SET_PDEATHSIG` fires when the *thread* that forked exits. Spawn only from threads that
-//!   live as long as the server (tokio runtime workers: never from `spawn_blocking`).
-//! - Grandchildren do not inherit `PR_SET_PDEATHSIG`; the orphan sweep at the next start finds
-//!   them through the process table (see `orphan`).
+//! - `PR_SET_PDEATHSIG` (second way only) fires when the *thread* that forked exits. Spawn only
+//!   from threads that live as long as the server (tokio runtime workers: never from
+//!   `spawn_blocking`).
 //! - A process that leaves the group (`setsid`, `setpgid`) escapes group signals, as with every
 //!   process-group supervisor.
 
@@ -31,13 +42,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use process_wrap::tokio::{CommandWrap, ProcessGroup as GroupWrap};
 
+use crate::guardian;
+use crate::history::LiveProcess;
 use crate::logfile::{self, LogFile};
 use crate::notify::{self, NotifyEvent};
 use crate::signal::Signal;
 use crate::spec::Launch;
 
 /// The fd number of the notify pipe in every worker (`VIGIL_NOTIFY_FD=3`).
-pub const NOTIFY_FD: RawFd = 3;
+pub use crate::spawn_slot::NOTIFY_FD;
 
 /// How long to wait, after the group is killed, for the output pipe to close (a process that
 /// left the group may still hold it).
@@ -196,6 +209,8 @@ pub fn spawn(
     let notify_src = notify_write.as_raw_fd();
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
+    let guarded = guardian::active() && crate::spawn_slot::reserved();
+    let pipe_inode = guardian::inode_of(out_write.as_raw_fd());
 
     let mut wrap = CommandWrap::with_new(program, |cmd| {
         cmd.args(args)
@@ -213,49 +228,69 @@ pub fn spawn(
         if let Some(cwd) = &req.launch.cwd {
             cmd.current_dir(cwd);
         }
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (prctl, getppid, fcntl, dup2) on values captured by copy.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The server may have died between fork and prctl: then nobody will kill us.
-                if libc::getppid() != parent {
-                    return Err(io::Error::other("the server exited during spawn"));
-                }
-                // The notify pipe's write end becomes fd 3 (a shell can only redirect to
-                // single-digit fds). dup2 clears close-on-exec on the copy; when the pipe
-                // already is fd 3, clear it by hand.
-                if notify_src == NOTIFY_FD {
-                    if libc::fcntl(NOTIFY_FD, libc::F_SETFD, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(notify_src, NOTIFY_FD) != NOTIFY_FD {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        if !guarded {
+            // SAFETY: the closure runs between fork and exec and only calls
+            // async-signal-safe functions (prctl, getppid, fcntl, dup2) on copied values.
+            unsafe {
+                cmd.pre_exec(move || pdeathsig_and_notify_fd(parent, notify_src));
+            }
         }
     });
     wrap.wrap(GroupWrap::leader());
-    let spawned = wrap.spawn();
+    let spawned = if guarded {
+        guardian::spawning(pipe_inode, req.generation, req.name);
+        match crate::spawn_slot::lend(&notify_write, || wrap.spawn()) {
+            Some(Ok(spawned)) => spawned,
+            Some(Err(e)) => Err(e),
+            None => Err(io::Error::other("the notify fd slot is not reserved")),
+        }
+    } else {
+        wrap.spawn()
+    };
     // Our copies of the write ends must close now, or the pipes never reach end of file.
     drop(wrap);
     drop(notify_write);
-    let mut child = spawned.map_err(|source| SpawnError::Exec {
-        program: program.to_string_lossy().into_owned(),
-        source,
-    })?;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(source) => {
+            if guarded {
+                guardian::spawn_failed(pipe_inode);
+            }
+            return Err(SpawnError::Exec {
+                program: program.to_string_lossy().into_owned(),
+                source,
+            });
+        }
+    };
     let started = Instant::now();
     let started_at = SystemTime::now();
     let Some(pid) = child.id() else {
+        if guarded {
+            guardian::spawn_failed(pipe_inode);
+        }
         return Err(SpawnError::Exec {
             program: program.to_string_lossy().into_owned(),
             source: io::Error::other("the process was reaped before its pid was read"),
         });
     };
     let start_ticks = crate::procfs::start_ticks(pid);
+    if guarded {
+        match start_ticks {
+            Some(start_ticks) => guardian::spawned(
+                pipe_inode,
+                &LiveProcess {
+                    worker: req.name.to_string(),
+                    pid,
+                    pgid: pid,
+                    start_ticks,
+                    generation: req.generation,
+                    started_at: crate::worker_supervisor::rfc3339(started_at),
+                },
+            ),
+            // Gone already: its exit is on the way; nothing for the guardian to watch.
+            None => guardian::spawn_failed(pipe_inode),
+        }
+    }
     let reaped = Arc::new(AtomicBool::new(false));
     let on_event = Arc::new(on_event);
 
@@ -285,6 +320,9 @@ pub fn spawn(
         // The leader is gone: nothing of its group may outlive it.
         let _ = killpg(pid, libc::SIGKILL);
         reaped_flag.store(true, Ordering::Release);
+        if guarded {
+            guardian::reaped(pid);
+        }
         let log_tail = match capture {
             Some(task) => match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
                 Ok(Ok(tail)) => tail.into_lines(),
@@ -307,4 +345,30 @@ pub fn spawn(
         start_ticks,
         reaped,
     })
+}
+
+/// The `pre_exec` of a spawn without a guardian: die with the server, notify pipe at fd 3.
+///
+/// Runs between fork and exec: only async-signal-safe calls.
+fn pdeathsig_and_notify_fd(parent: libc::pid_t, notify_src: RawFd) -> io::Result<()> {
+    // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe syscalls on integers.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // The server may have died between fork and prctl: then nobody will kill us.
+        if libc::getppid() != parent {
+            return Err(io::Error::other("the server exited during spawn"));
+        }
+        // dup2 clears close-on-exec on the copy; when the pipe already is fd 3, clear it by
+        // hand.
+        if notify_src == NOTIFY_FD {
+            if libc::fcntl(NOTIFY_FD, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        } else if libc::dup2(notify_src, NOTIFY_FD) != NOTIFY_FD {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

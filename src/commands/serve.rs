@@ -1,7 +1,8 @@
 //! `vigil serve`: run the supervision tree in the foreground until asked to stop.
 //!
-//! Owns the server's start-up order and its signal handling: config → directories → instance lock
-//! → server log → file-descriptor limit → history → orphan sweep → tree → control socket →
+//! Owns the server's start-up order and its signal handling: fd 3 reserved → config →
+//! directories → instance lock → guardian forked (while there is one thread) → server log →
+//! file-descriptor limit → history → orphan sweep → tree → control socket →
 //! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
 //! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
 //! supervision decisions: the actors do.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use vigil_actors::control::ControlServer;
+use vigil_actors::guardian::{self, Role};
 use vigil_actors::history::History;
 use vigil_actors::lock::InstanceLock;
 use vigil_actors::orphan;
@@ -19,6 +21,7 @@ use vigil_actors::protocol::Timeouts;
 use vigil_actors::render;
 use vigil_actors::root::{RootMsg, TreeOutcome};
 use vigil_actors::sd_notify::SdNotify;
+use vigil_actors::spawn_slot;
 use vigil_actors::tree::Tree;
 
 use crate::config;
@@ -35,6 +38,10 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
 /// Run the server.
 pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
+    // Before anything opens a file: fd 3 becomes the notify pipes' slot, and no inherited fd
+    // leaks into workers.
+    spawn_slot::reserve()
+        .map_err(|e| CliError::Runtime(format!("cannot reserve fd 3 for notify pipes: {e}")))?;
     let loaded = config::load(config_path)?;
     let tree = loaded.tree;
     for dir in [&tree.data_dir, &tree.log_dir] {
@@ -45,7 +52,20 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
     // is touched before we know we are alone.
     let _lock =
         InstanceLock::acquire(&tree.lock_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    // Still one thread: the guardian is forked now, and shares the lock.
+    let guardian = match guardian::start() {
+        Ok(Role::Server(g)) => Ok(g),
+        Ok(Role::Guardian(leftovers)) => return guardian_cleanup(leftovers, &tree),
+        Err(e) => Err(e),
+    };
     let _log_guard = init_server_log(&tree.log_dir)?;
+    match guardian {
+        Ok(g) => watch_guardian(g),
+        Err(e) => tracing::error!(
+            error = %e,
+            "no guardian: if the server dies, only worker leaders die with it (PR_SET_PDEATHSIG)"
+        ),
+    }
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,6 +73,64 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(serve(tree))
+}
+
+/// The guardian's life after the server: kill what the server left running, record it, exit.
+/// Nothing left (a clean shutdown) means nothing to do.
+fn guardian_cleanup(
+    leftovers: guardian::Leftovers,
+    spec: &vigil_actors::spec::TreeSpec,
+) -> Result<ExitCode, CliError> {
+    if leftovers.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _log_guard = init_server_log(&spec.log_dir)?;
+    let rows = leftovers.into_rows();
+    tracing::warn!(
+        groups = rows.len(),
+        "guardian: the server died; killing the worker groups it left"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Runtime(format!("guardian: cannot start a runtime: {e}")))?;
+    runtime.block_on(async {
+        let db = spec.history_path();
+        let history = History::open(&db).map_err(|e| CliError::Runtime(e.to_string()))?;
+        let report = orphan::sweep_after_crash(&history, &db, ORPHAN_GRACE, rows).await;
+        tracing::warn!(
+            killed = report.killed.len(),
+            stale = report.stale.len(),
+            "guardian: cleanup done"
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Reap the guardian if it dies before the server, and fall back to `PR_SET_PDEATHSIG` for
+/// the spawns after that. A thread blocked in `waitpid` costs no wake-ups.
+fn watch_guardian(g: guardian::Guardian) {
+    let pid = g.pid();
+    let spawned = std::thread::Builder::new()
+        .name("vigil-guardian-watch".into())
+        .spawn(move || {
+            let Ok(raw) = libc::pid_t::try_from(pid) else {
+                return;
+            };
+            let mut status = 0;
+            // SAFETY: waitpid on our own child, with a valid status pointer.
+            let ret = unsafe { libc::waitpid(raw, &mut status, 0) };
+            guardian::forget();
+            tracing::error!(
+                pid,
+                ret,
+                status,
+                "the guardian died; from now on only worker leaders die with the server"
+            );
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot watch the guardian");
+    }
 }
 
 async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError> {

@@ -190,7 +190,27 @@ impl Drop for Server {
             // SAFETY: killpg on a worker group this test observed.
             unsafe { libc::killpg(g as i32, libc::SIGKILL) };
         }
+        // The server's guardian lives in the server's group and may outlive it.
+        // SAFETY: killpg on the group we created for the server.
+        unsafe { libc::killpg(self.pid as i32, libc::SIGKILL) };
     }
+}
+
+/// The server's guardian: its child named `vigil-guardian`.
+pub fn guardian_of(server: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+            comm.ends_with("(vigil-guardian") && ppid == Some(server)
+        })
 }
 
 /// A generous deadline for anything a test waits for.
