@@ -14,6 +14,9 @@
 //! measured at several times the cost of the scan itself (see the module's benchmark test).
 //! Lines are parsed by [`crate::procfs::parse_fields`] (the one `/proc/<pid>/stat` parser,
 //! allocation-free); one scan covers all groups, and like `procfs` it leaves zombies out.
+//! Each file is opened relative to an open `/proc` (`openat`), and above a few hundred
+//! processes the reads are split over the CPUs: at 1000 workers the scan is the longest part
+//! of a dump, and it is nothing but system calls.
 //!
 //! # Caveats
 //! - CPU% is the average since the previous `sample` that saw the same process (percent of one
@@ -23,7 +26,9 @@
 //!   Numbers are a snapshot, not an invariant.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::Instant;
 
 use crate::procfs::{StatFields, parse_fields};
@@ -56,8 +61,6 @@ pub struct GroupSampler {
     ticks_per_sec: f64,
     /// Bytes per page (`sysconf(_SC_PAGESIZE)`).
     page_size: u64,
-    /// Reused read buffer for `/proc/<pid>/stat`.
-    buf: Vec<u8>,
 }
 
 impl Default for GroupSampler {
@@ -75,7 +78,6 @@ impl GroupSampler {
             previous: HashMap::new(),
             ticks_per_sec: crate::procfs::ticks_per_second() as f64,
             page_size: if page > 0 { page as u64 } else { 4096 },
-            buf: Vec::with_capacity(1024),
         }
     }
 
@@ -100,24 +102,17 @@ impl GroupSampler {
         let expected = wanted.map_or(256, HashSet::len);
         let mut result: HashMap<u32, GroupUsage> = HashMap::with_capacity(expected);
         let mut seen = HashMap::with_capacity(expected);
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            tracing::warn!("cannot read /proc: process groups are not sampled");
-            return result;
+        let (proc_dir, pids) = match list_pids() {
+            Ok(listed) => listed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read /proc: process groups are not sampled");
+                return result;
+            }
         };
         let now = Instant::now();
+        let members = read_members(&proc_dir, &pids, wanted);
         let mut boot_secs: Option<Option<f64>> = None; // read /proc/uptime at most once
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Some(stat) = self.read_stat(pid) else {
-                continue; // gone since the listing
-            };
-            let is_wanted = wanted.is_none_or(|w| w.contains(&stat.pgid));
-            if !is_wanted || stat.pgid == 0 || matches!(stat.state, b'Z' | b'X' | b'x') {
-                continue;
-            }
+        for (pid, stat) in members {
             let cpu_secs = match self.previous.get(&pid) {
                 Some(prev) if prev.start_ticks == stat.start_ticks => {
                     let wall = now.duration_since(prev.at).as_secs_f64();
@@ -146,27 +141,111 @@ impl GroupSampler {
         self.previous = seen;
         result
     }
+}
 
-    /// One `open`, one `read`, one `close`: a stat line fits the buffer, and `read_to_end`
-    /// would add an `fstat`, an `lseek` and a second `read` per process (this runs for every
-    /// process on the machine at each dump).
-    fn read_stat(&mut self, pid: u32) -> Option<StatFields> {
-        let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
-        self.buf.resize(STAT_READ, 0);
-        let n = loop {
-            match file.read(&mut self.buf) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return None,
-            }
-        };
-        self.buf.truncate(n);
-        if n == STAT_READ {
-            // A very long line (it never happens with a 16-byte comm, but be exact).
-            file.read_to_end(&mut self.buf).ok()?;
-        }
-        parse_fields(&self.buf)
+/// Below this many processes one thread reads them all; above it, the reads are split over
+/// the CPUs (up to [`MAX_SCAN_THREADS`]): the scan is all system calls, and at 1000 workers it
+/// is the longest part of a dump.
+const PARALLEL_FROM: usize = 256;
+
+/// At most this many threads read `/proc` at once.
+const MAX_SCAN_THREADS: usize = 4;
+
+/// `/proc` (kept open: each stat file is opened relative to it) and every pid in it.
+fn list_pids() -> std::io::Result<(File, Vec<u32>)> {
+    let dir = File::open("/proc")?;
+    let pids = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    Ok((dir, pids))
+}
+
+/// The stat of each live process in `pids` whose group is wanted (every group: `None`).
+fn read_members(
+    proc_dir: &File,
+    pids: &[u32],
+    wanted: Option<&HashSet<u32>>,
+) -> Vec<(u32, StatFields)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_SCAN_THREADS);
+    if threads <= 1 || pids.len() < PARALLEL_FROM {
+        return read_chunk(proc_dir, pids, wanted);
     }
+    let chunk = pids.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = pids.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let others: Vec<_> = chunks
+            .map(|c| {
+                std::thread::Builder::new()
+                    .name("vigil-scan".into())
+                    .spawn_scoped(scope, move || read_chunk(proc_dir, c, wanted))
+                    .map_err(|_| c)
+            })
+            .collect();
+        let mut all = read_chunk(proc_dir, first, wanted);
+        for other in others {
+            match other {
+                Ok(handle) => all.extend(handle.join().unwrap_or_default()),
+                // No thread: read that chunk here.
+                Err(c) => all.extend(read_chunk(proc_dir, c, wanted)),
+            }
+        }
+        all
+    })
+}
+
+fn read_chunk(
+    proc_dir: &File,
+    pids: &[u32],
+    wanted: Option<&HashSet<u32>>,
+) -> Vec<(u32, StatFields)> {
+    let mut buf = [0u8; STAT_READ];
+    let mut out = Vec::new();
+    for &pid in pids {
+        let Some(stat) = read_stat(proc_dir, pid, &mut buf) else {
+            continue; // gone since the listing
+        };
+        let is_wanted = wanted.is_none_or(|w| w.contains(&stat.pgid));
+        if is_wanted && stat.pgid != 0 && !matches!(stat.state, b'Z' | b'X' | b'x') {
+            out.push((pid, stat));
+        }
+    }
+    out
+}
+
+/// `openat(/proc, "<pid>/stat")`, one `read`, `close`: no path walk from `/`, no allocation,
+/// and none of the `fstat`/`lseek`/second `read` that `read_to_end` adds. A stat line is about
+/// 300 bytes; a longer one (impossible with a 16-byte command name) is left unparsed.
+fn read_stat(proc_dir: &File, pid: u32, buf: &mut [u8; STAT_READ]) -> Option<StatFields> {
+    let mut path = [0u8; 24];
+    let mut w = &mut path[..];
+    write!(w, "{pid}/stat\0").ok()?;
+    // SAFETY: `path` holds a NUL-terminated relative path; `proc_dir` is an open directory.
+    let fd = unsafe {
+        libc::openat(
+            proc_dir.as_raw_fd(),
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened and is owned here; it closes when `file` drops.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let n = loop {
+        match (&file).read(buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    };
+    if n == STAT_READ {
+        return None;
+    }
+    parse_fields(&buf[..n])
 }
 
 /// Bytes read from `/proc/<pid>/stat` at once: a stat line is about 300 bytes.

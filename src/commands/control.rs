@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use vigil_actors::protocol::{Request, Timeouts};
 use vigil_actors::render;
 use vigil_actors::root::WorkerAction;
@@ -26,7 +26,7 @@ const EXIT_WAIT: Duration = Duration::from_secs(15);
 /// `vigil dump [--json]`.
 pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
     let server = Server::from_config(config)?;
-    let dump: Dump = decode(server.ask(&Request::Dump, server.timeouts.query)?)?;
+    let dump: Dump = decode(&server.ask(&Request::Dump, server.timeouts.query)?)?;
     if args.json {
         print_json(&dump)?;
     } else {
@@ -41,7 +41,7 @@ pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
     let request = Request::Status {
         worker: args.worker.clone(),
     };
-    let workers: Vec<WorkerSnapshot> = decode(server.ask(&request, server.timeouts.query)?)?;
+    let workers: Vec<WorkerSnapshot> = decode(&server.ask(&request, server.timeouts.query)?)?;
     if args.json {
         print_json(&workers)?;
     } else {
@@ -58,7 +58,7 @@ pub fn act(config: &Path, action: WorkerAction, args: &WorkerArg) -> Result<Exit
         action,
     };
     let data = server.ask(&request, server.timeouts.act)?;
-    let worker: WorkerSnapshot = decode(data)?;
+    let worker: WorkerSnapshot = decode(&data)?;
     print(&format!("{}\n", action_line(action, &worker)))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -109,7 +109,7 @@ impl Server {
         })
     }
 
-    fn ask(&self, request: &Request, timeout: Duration) -> Result<Value, CliError> {
+    fn ask(&self, request: &Request, timeout: Duration) -> Result<Box<RawValue>, CliError> {
         let mut connection = Connection::open(&self.socket).map_err(client_error)?;
         connection.request(request, timeout).map_err(client_error)
     }
@@ -148,8 +148,9 @@ fn client_error(err: ClientError) -> CliError {
     CliError::Runtime(err.to_string())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, CliError> {
-    serde_json::from_value(data).map_err(|err| {
+/// The server's JSON text, decoded once, straight into the typed answer.
+fn decode<T: serde::de::DeserializeOwned>(data: &RawValue) -> Result<T, CliError> {
+    serde_json::from_str(data.get()).map_err(|err| {
         CliError::Runtime(format!(
             "the vigil server sent an answer this client does not understand: {err}"
         ))
