@@ -292,3 +292,71 @@ fn systemd_notify_socket_gets_ready_and_stopping() {
     assert!(got_stopping);
     assert_eq!(server.wait(LONG).and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn each_worker_gets_its_own_notify_pipe_at_fd_3_and_nothing_else() {
+    // Each worker (the shell) lists its fds, names its fd 3, and says READY through it.
+    let script = "ls /proc/$$/fd > fds.$VIGIL_WORKER; readlink /proc/$$/fd/3 > fd3.$VIGIL_WORKER; \
+                  echo READY=1 >&3; echo $$ >> pids; exec sleep 1000";
+    let workers = format!(
+        "{}\n{}",
+        sh_worker("a", script, "start_secs: \"30s\""),
+        sh_worker("b", script, "start_secs: \"30s\"")
+    );
+    let home = Home::new("", &workers);
+    let mut server = home.serve();
+    let pids = wait_for(LONG, "two workers", || {
+        let p = home.pids("pids");
+        (p.len() == 2).then_some(p)
+    });
+    for p in &pids {
+        server.track(*p);
+    }
+    // READY arrived through fd 3: both running long before start_secs.
+    control_wait_ready(&home);
+    for w in ["a", "b"] {
+        let node = wait_for(LONG, "running", || {
+            let n = control_worker(&home, w);
+            (n["state"] == "running").then_some(n)
+        });
+        assert_eq!(node["state"], "running");
+    }
+    let fd3 = |w: &str| {
+        std::fs::read_to_string(home.file(&format!("fd3.{w}")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert!(fd3("a").starts_with("pipe:["), "{}", fd3("a"));
+    assert_ne!(fd3("a"), fd3("b"), "two workers share a notify pipe");
+    for w in ["a", "b"] {
+        // The shell keeps copies of its own at 10 and above while it redirects.
+        let mut fds: Vec<u32> = home
+            .lines(&format!("fds.{w}"))
+            .iter()
+            .filter_map(|f| f.parse().ok())
+            .filter(|&f| f < 10)
+            .collect();
+        fds.sort_unstable();
+        assert_eq!(fds, [0, 1, 2, 3], "{w} inherited more than stdio and fd 3");
+    }
+    // Between spawns the server's fd 3 is the placeholder, not a worker's pipe, and every fd
+    // of the server but stdio is close-on-exec: nothing else can leak into a worker.
+    let server_fd3 = std::fs::read_link(format!("/proc/{}/fd/3", server.pid)).unwrap();
+    assert_eq!(server_fd3, std::path::Path::new("/dev/null"));
+    for entry in std::fs::read_dir(format!("/proc/{}/fdinfo", server.pid)).unwrap() {
+        let entry = entry.unwrap();
+        let fd: u32 = entry.file_name().to_str().unwrap().parse().unwrap();
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue; // closed since the listing
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+            .unwrap();
+        let cloexec = flags & 0o2000000 != 0;
+        assert!(fd <= 2 || cloexec, "server fd {fd} is inheritable: {info}");
+    }
+    assert_eq!(server.terminate(LONG).and_then(|s| s.code()), Some(0));
+}

@@ -22,16 +22,18 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock};
 
 /// The fd number every worker finds its notify pipe at (`VIGIL_NOTIFY_FD=3`): a shell can
 /// only redirect to single-digit fds.
 pub const NOTIFY_FD: RawFd = 3;
 
-/// The reserved slot: the placeholder that fd 3 points at between spawns.
+/// The reserved slot: fd 3 itself is owned by no Rust value (nothing may close it); between
+/// spawns it is a close-on-exec copy of `placeholder`.
 struct Slot {
-    placeholder: File,
+    /// `/dev/null`, close-on-exec, at an fd number above 3.
+    placeholder: OwnedFd,
     lock: Mutex<()>,
 }
 
@@ -43,25 +45,26 @@ pub fn reserve() -> io::Result<()> {
         return Ok(());
     }
     // std opens close-on-exec.
-    let opened = File::open("/dev/null")?;
-    let placeholder = if opened.as_raw_fd() == NOTIFY_FD {
-        opened
-    } else {
-        dup3(opened.as_raw_fd(), NOTIFY_FD, libc::O_CLOEXEC)?;
-        drop(opened);
-        // SAFETY: fd 3 is now a close-on-exec duplicate of /dev/null that only this module
-        // uses; nothing else owns it.
-        unsafe { std::os::fd::FromRawFd::from_raw_fd(NOTIFY_FD) }
-    };
+    let null = File::open("/dev/null")?;
+    // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd >= 4 or -1.
+    let raw = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, NOTIFY_FD + 1) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just created and is owned by nobody else.
+    let placeholder = unsafe { OwnedFd::from_raw_fd(raw) };
+    dup3(placeholder.as_raw_fd(), NOTIFY_FD, libc::O_CLOEXEC)?;
+    if null.as_raw_fd() == NOTIFY_FD {
+        // The open landed on fd 3, which dup3 has just replaced: fd 3 is the slot's now.
+        std::mem::forget(null);
+    }
     cloexec_from(NOTIFY_FD + 1);
     let slot = Slot {
         placeholder,
         lock: Mutex::new(()),
     };
-    if let Err(slot) = SLOT.set(slot) {
-        // Another thread reserved first; fd 3 is its placeholder already. Keep it open.
-        std::mem::forget(slot.placeholder);
-    }
+    // Another thread may have reserved first: then fd 3 is a placeholder either way.
+    let _ = SLOT.set(slot);
     Ok(())
 }
 
@@ -83,8 +86,8 @@ pub fn lend<R>(notify: &OwnedFd, spawn: impl FnOnce() -> R) -> Option<io::Result
     let out = spawn();
     let restored = dup3(slot.placeholder.as_raw_fd(), NOTIFY_FD, libc::O_CLOEXEC);
     if let Err(e) = restored {
-        // fd 3 still points at a worker's pipe: later workers would share it. Nothing sane
-        // is left to do; say it loudly (dup3 onto an open fd we own does not fail in practice).
+        // fd 3 still points at this worker's pipe (the next spawn replaces it). dup3 between
+        // two open fds does not fail in practice; say it loudly if it ever does.
         tracing::error!(error = %e, "cannot restore the notify fd placeholder");
     }
     Some(Ok(out))
