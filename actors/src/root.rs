@@ -551,28 +551,31 @@ impl RootState {
                     .unwrap_or_else(PoisonError::into_inner)
                     .sample_all()
             });
-            let mut set = tokio::task::JoinSet::new();
-            let mut out: Vec<Option<WorkerSnapshot>> = vec![None; asks.len()];
-            for (k, (_, target, _)) in asks.into_iter().enumerate() {
-                match target {
+            // Every request is sent before any answer is awaited, so the WorkerSupervisors
+            // answer in parallel; one deadline covers them all (no task or timer per worker).
+            let deadline = tokio::time::Instant::now() + SNAPSHOT_TIMEOUT;
+            let pending: Vec<_> = asks
+                .into_iter()
+                .map(|(_, target, _)| match target {
                     Ok(child) => {
-                        set.spawn(async move {
-                            match child
-                                .call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT))
-                                .await
-                            {
-                                Ok(ractor::rpc::CallResult::Success(s)) => (k, Some(s)),
-                                _ => (k, None),
-                            }
-                        });
+                        let (tx, rx) = ractor::concurrency::oneshot();
+                        match child.cast(WorkerMsg::Snapshot(tx.into())) {
+                            Ok(()) => Err(rx),
+                            Err(_) => Ok(None),
+                        }
                     }
-                    Err(snapshot) => out[k] = Some(snapshot),
-                }
-            }
-            while let Some(joined) = set.join_next().await {
-                if let Ok((k, snap)) = joined {
-                    out[k] = snap;
-                }
+                    Err(snapshot) => Ok(Some(snapshot)),
+                })
+                .collect();
+            let mut out: Vec<Option<WorkerSnapshot>> = Vec::with_capacity(pending.len());
+            for p in pending {
+                out.push(match p {
+                    Ok(ready) => ready,
+                    Err(rx) => tokio::time::timeout_at(deadline, rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                });
             }
             let mut snapshots: Vec<WorkerSnapshot> = out
                 .into_iter()
