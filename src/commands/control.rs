@@ -26,10 +26,11 @@ const EXIT_WAIT: Duration = Duration::from_secs(15);
 /// `vigil dump [--json]`.
 pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
     let server = Server::from_config(config)?;
-    let dump: Dump = decode(&server.ask(&Request::Dump, server.timeouts.query)?)?;
+    let data = server.ask(&Request::Dump, server.timeouts.query)?;
     if args.json {
-        print_json(&dump)?;
+        print_json::<Dump>(&data)?;
     } else {
+        let dump: Dump = decode(&data)?;
         print(&render::dump_text(&dump, colour()))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -41,10 +42,11 @@ pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
     let request = Request::Status {
         worker: args.worker.clone(),
     };
-    let workers: Vec<WorkerSnapshot> = decode(&server.ask(&request, server.timeouts.query)?)?;
+    let data = server.ask(&request, server.timeouts.query)?;
     if args.json {
-        print_json(&workers)?;
+        print_json::<Vec<WorkerSnapshot>>(&data)?;
     } else {
+        let workers: Vec<WorkerSnapshot> = decode(&data)?;
         print(&render::status_text(&workers, colour()))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -157,10 +159,20 @@ fn decode<T: serde::de::DeserializeOwned>(data: &RawValue) -> Result<T, CliError
     })
 }
 
-/// JSON through the typed value, so fields come in the snapshot's order (`name` first).
-fn print_json<T: serde::Serialize>(data: &T) -> Result<(), CliError> {
-    let mut text = serde_json::to_string_pretty(data)
-        .map_err(|err| CliError::Runtime(format!("cannot encode the answer as JSON: {err}")))?;
+/// The answer as JSON: indented on a terminal (decoded into `T` and encoded again, fields in
+/// the snapshot's order); otherwise exactly the one line the server sent, which is the same
+/// JSON without the whitespace — a 1000-worker dump after a crash storm is 770 KB, and a
+/// program reading it should not wait for this client to re-encode it.
+fn print_json<T: serde::Serialize + serde::de::DeserializeOwned>(
+    data: &RawValue,
+) -> Result<(), CliError> {
+    let mut text = if std::io::stdout().is_terminal() {
+        let value: T = decode(data)?;
+        serde_json::to_string_pretty(&value)
+            .map_err(|err| CliError::Runtime(format!("cannot encode the answer as JSON: {err}")))?
+    } else {
+        data.get().to_string()
+    };
     text.push('\n');
     print(&text)
 }
