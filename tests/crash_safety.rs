@@ -7,6 +7,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Wait for worker `w`'s `orphan` record of `leader`, written by `by` ("guardian", "startup").
+fn orphan_record_of(home: &Home, leader: u32, by: &str) {
+    let orphan = wait_for(LONG, "orphan record", || {
+        home.history(Some("w"))
+            .into_iter()
+            .find(|e| e["reason"] == "orphan")
+    });
+    assert_eq!(orphan["pid"], leader);
+    assert!(
+        orphan["decision"].as_str().unwrap().contains(by),
+        "{orphan}"
+    );
+}
+
 fn server_log(home: &Home) -> String {
     std::fs::read_to_string(home.path().join("var/log/vigil.log")).unwrap_or_default()
 }
@@ -57,16 +71,7 @@ fn server_kill_9_the_guardian_kills_the_whole_group_at_once() {
     wait_for(LONG, "leader and grandchild killed by the guardian", || {
         (!alive(leader) && !alive(gc)).then_some(())
     });
-    let orphan = wait_for(LONG, "orphan record", || {
-        home.history(Some("w"))
-            .into_iter()
-            .find(|e| e["reason"] == "orphan")
-    });
-    assert_eq!(orphan["pid"], leader);
-    assert!(
-        orphan["decision"].as_str().unwrap().contains("guardian"),
-        "{orphan}"
-    );
+    orphan_record_of(&home, leader, "guardian");
     wait_for(LONG, "guardian exits", || (!alive(guardian)).then_some(()));
     assert!(server_log(&home).contains("guardian: cleanup done"));
     // Nothing is left for the next server's sweep.
@@ -140,16 +145,7 @@ fn when_the_guardian_dies_too_the_next_start_sweeps_the_group() {
     wait_for(LONG, "group swept", || {
         (!alive(leader) && !alive(gc)).then_some(())
     });
-    let orphan = wait_for(LONG, "orphan record", || {
-        home.history(Some("w"))
-            .into_iter()
-            .find(|e| e["reason"] == "orphan")
-    });
-    assert_eq!(orphan["pid"], leader);
-    assert!(
-        orphan["decision"].as_str().unwrap().contains("startup"),
-        "{orphan}"
-    );
+    orphan_record_of(&home, leader, "startup");
     let new = wait_for(LONG, "new worker", || home.pids("pids").get(1).copied());
     next.track(new);
     assert_eq!(next.terminate(LONG).and_then(|s| s.code()), Some(0));

@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -120,7 +120,7 @@ pub fn start() -> Result<Role, GuardianError> {
     if threads != 1 {
         return Err(GuardianError::Threads(threads));
     }
-    let (read, write) = pipe_cloexec()?;
+    let (read, write) = crate::process::pipe_cloexec()?;
     // SAFETY: F_SETPIPE_SZ on our own pipe; failure (above the system maximum) is harmless.
     unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
     // SAFETY: the process has one thread (checked above), so the child is a complete copy in
@@ -364,16 +364,6 @@ fn thread_count() -> usize {
         .unwrap_or(usize::MAX)
 }
 
-fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid 2-element array for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL on an fd we own.
     unsafe {
@@ -433,7 +423,7 @@ mod tests {
     #[test]
     fn finds_the_process_holding_a_pipe_at_fd_1() {
         use std::os::unix::process::CommandExt;
-        let (read, write) = pipe_cloexec().unwrap();
+        let (read, write) = crate::process::pipe_cloexec().unwrap();
         let inode = inode_of(write.as_raw_fd());
         let mut child = std::process::Command::new("sleep")
             .arg("30")

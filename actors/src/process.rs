@@ -183,7 +183,8 @@ fn killpg(pgid: u32, sig: i32) -> io::Result<()> {
     }
 }
 
-fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe whose both ends are close-on-exec: `(read, write)`.
+pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid 2-element array for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
