@@ -14,6 +14,10 @@
 //! - A malformed or unknown request gets an error reply and the connection stays usable; a
 //!   request line longer than [`MAX_REQUEST_BYTES`] gets a `too_large` reply and the connection
 //!   is closed. Nothing a client sends stops the server.
+//! - Clients cannot hold the server's resources ([`Limits`]): beyond `max_connections` a new
+//!   connection gets a `busy` reply and is closed; a connection that sends no complete request
+//!   for `idle` is closed; a reply the client does not read within `write` is abandoned and the
+//!   connection closed.
 //! - [`ControlServer::close`] stops accepting, removes the socket file, lets requests already
 //!   being answered write their replies (bounded), and ends every connection. Dropping the
 //!   [`ControlServer`] does the same without waiting: in-flight replies are lost.
@@ -88,11 +92,22 @@ impl ControlServer {
     }
 
     /// Listen on `socket_path`, bounding calls into the tree with `timeouts`
-    /// (use [`Timeouts::for_tree`] so the client and the server agree).
+    /// (use [`Timeouts::for_tree`] so the client and the server agree), with the default
+    /// [`Limits`].
     pub fn start_with(
         socket_path: &Path,
         root: ActorRef<RootMsg>,
         timeouts: Timeouts,
+    ) -> Result<ControlServer, ControlServerError> {
+        ControlServer::start_with_limits(socket_path, root, timeouts, Limits::default())
+    }
+
+    /// [`ControlServer::start_with`], with explicit bounds on what clients may hold.
+    pub fn start_with_limits(
+        socket_path: &Path,
+        root: ActorRef<RootMsg>,
+        timeouts: Timeouts,
+        limits: Limits,
     ) -> Result<ControlServer, ControlServerError> {
         let path = socket_path.to_path_buf();
         match std::fs::remove_file(&path) {
@@ -113,6 +128,7 @@ impl ControlServer {
         let shared = Arc::new(Shared {
             root,
             timeouts,
+            limits,
             uid: effective_uid(),
             closing: closing_rx,
         });
@@ -163,10 +179,33 @@ impl Drop for ControlServer {
     }
 }
 
+/// What clients may hold of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; one more gets a `busy` reply and is closed.
+    pub max_connections: usize,
+    /// A connection that sends no complete request for this long is closed.
+    pub idle: Duration,
+    /// A reply the client has not read within this long is abandoned, and the connection closed.
+    pub write: Duration,
+}
+
+impl Default for Limits {
+    /// 64 connections (the CLI uses one per command), 60 s idle, 10 s to take a reply.
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            idle: Duration::from_secs(60),
+            write: Duration::from_secs(10),
+        }
+    }
+}
+
 /// What every connection task needs.
 struct Shared {
     root: ActorRef<RootMsg>,
     timeouts: Timeouts,
+    limits: Limits,
     uid: u32,
     /// Turns `true` when the server closes.
     closing: watch::Receiver<bool>,
@@ -193,7 +232,11 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
             () = closed(&mut closing) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, shared.clone()));
+                    if connections.len() >= shared.limits.max_connections {
+                        refuse_busy(&stream, shared.limits.max_connections);
+                    } else {
+                        connections.spawn(serve_connection(stream, shared.clone()));
+                    }
                 }
                 Err(err) => {
                     // EMFILE and friends: say so, and give the system a moment instead of spinning.
@@ -213,6 +256,36 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
+/// One connection too many: a `busy` reply if the socket takes it at once (never waiting),
+/// then close.
+fn refuse_busy(stream: &UnixStream, max: usize) {
+    tracing::warn!(max, "control socket: too many connections; refusing one");
+    let reply = Reply::error(
+        ErrorKind::Busy,
+        format!("the server already serves {max} connections; try again"),
+    );
+    let _ = stream.try_write(reply.to_line().as_bytes());
+}
+
+/// Write one reply, bounded by the write limit. `false`: the client is gone or not reading.
+async fn send(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: &Reply,
+    limit: Duration,
+) -> bool {
+    match tokio::time::timeout(limit, write.write_all(reply.to_line().as_bytes())).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::warn!(
+                limit_ms = limit.as_millis() as u64,
+                "control socket: the client did not read its reply; closing"
+            );
+            false
+        }
+    }
+}
+
 /// Serve one connection: check the peer, then answer request lines until EOF or an oversize line.
 async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
     let (read, mut write) = stream.into_split();
@@ -224,7 +297,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
                 ErrorKind::PermissionDenied,
                 "the server could not check who you are",
             );
-            let _ = write.write_all(reply.to_line().as_bytes()).await;
+            send(&mut write, &reply, shared.limits.write).await;
             return;
         }
     };
@@ -242,7 +315,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
                 shared.uid
             ),
         );
-        let _ = write.write_all(reply.to_line().as_bytes()).await;
+        send(&mut write, &reply, shared.limits.write).await;
         return;
     }
 
@@ -254,7 +327,13 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
         let limit = (MAX_REQUEST_BYTES + 1) as u64;
         let mut limited = (&mut reader).take(limit);
         let read = tokio::select! {
-            read = limited.read_until(b'\n', &mut line) => read,
+            read = tokio::time::timeout(shared.limits.idle, limited.read_until(b'\n', &mut line)) => match read {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::debug!("control socket: idle connection closed");
+                    return;
+                }
+            },
             () = closed(&mut closing) => return,
         };
         let n = match read {
@@ -280,7 +359,7 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
                 ErrorKind::TooLarge,
                 format!("the request is longer than {MAX_REQUEST_BYTES} bytes"),
             );
-            let _ = write.write_all(reply.to_line().as_bytes()).await;
+            send(&mut write, &reply, shared.limits.write).await;
             return;
         }
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -296,8 +375,8 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
                 Reply::failure(err)
             }
         };
-        if write.write_all(reply.to_line().as_bytes()).await.is_err() {
-            return; // the client went away
+        if !send(&mut write, &reply, shared.limits.write).await {
+            return; // the client went away, or does not read
         }
         if !complete {
             return; // EOF right after the last request

@@ -82,6 +82,8 @@ pub enum ErrorKind {
     Timeout,
     /// The root supervisor is gone (the server is stopping).
     Unavailable,
+    /// The server already serves as many connections as it allows; this one is closed.
+    Busy,
 }
 
 impl ErrorKind {
@@ -94,6 +96,7 @@ impl ErrorKind {
             ErrorKind::PermissionDenied => "permission_denied",
             ErrorKind::UnknownWorker => "unknown_worker",
             ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::Busy => "busy",
             ErrorKind::Failed => "failed",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unavailable => "unavailable",

@@ -10,7 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
-use vigil_actors::control::ControlServer;
+use vigil_actors::control::{ControlServer, Limits};
 use vigil_actors::protocol::Timeouts;
 use vigil_actors::root::{ControlError, RootMsg, WorkerAction};
 use vigil_actors::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
@@ -189,10 +189,14 @@ impl Drop for Fixture {
 }
 
 async fn fixture(timeouts: Timeouts) -> Fixture {
+    fixture_with(timeouts, Limits::default()).await
+}
+
+async fn fixture_with(timeouts: Timeouts, limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("vigil.sock");
     let (root, _handle) = Actor::spawn(None, FixedRoot, ()).await.unwrap();
-    let server = ControlServer::start_with(&socket, root.clone(), timeouts).unwrap();
+    let server = ControlServer::start_with_limits(&socket, root.clone(), timeouts, limits).unwrap();
     Fixture {
         _dir: dir,
         socket,
@@ -574,4 +578,65 @@ async fn other_users_are_refused() {
     // And we still get in.
     let mut c = Client::connect(&f.socket).await;
     assert_eq!(c.ask(json!({"cmd": "ping"})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn one_connection_too_many_gets_busy_and_the_others_are_still_served() {
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let f = fixture_with(short_timeouts(), limits).await;
+    let mut first = Client::connect(&f.socket).await;
+    let mut second = Client::connect(&f.socket).await;
+    // Both are being served (a reply proves the server took each one).
+    assert_eq!(first.ask(json!({"cmd": "ping"})).await["ok"], true);
+    assert_eq!(second.ask(json!({"cmd": "ping"})).await["ok"], true);
+    let mut third = Client::connect(&f.socket).await;
+    let refused = third.reply().await;
+    assert_eq!(refused["ok"], false);
+    assert_eq!(refused["kind"], "busy");
+    assert!(third.closed().await, "the extra connection stays open");
+    // The two served connections still work; once one ends, a new one is served.
+    assert_eq!(first.ask(json!({"cmd": "ping"})).await["ok"], true);
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = Client::connect(&f.socket).await;
+        let reply = next.ask(json!({"cmd": "ping"})).await;
+        if reply["ok"] == true {
+            break;
+        }
+        assert_eq!(reply["kind"], "busy");
+        assert!(Instant::now() < deadline, "a freed slot was never reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_or_half_sent_connection_is_closed() {
+    let limits = Limits {
+        idle: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let f = fixture_with(short_timeouts(), limits).await;
+    // Says nothing at all.
+    let mut silent = Client::connect(&f.socket).await;
+    // Sends half a request and stops.
+    let mut slow = Client::connect(&f.socket).await;
+    slow.send_raw(br#"{"cmd":"pi"#).await;
+    // Asks once, then idles.
+    let mut done = Client::connect(&f.socket).await;
+    assert_eq!(done.ask(json!({"cmd": "ping"})).await["ok"], true);
+    let started = Instant::now();
+    assert!(silent.closed().await, "a silent connection is kept");
+    assert!(
+        slow.closed().await,
+        "a half-sent request keeps its connection"
+    );
+    assert!(done.closed().await, "an idle connection is kept");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server itself is fine.
+    let mut fresh = Client::connect(&f.socket).await;
+    assert_eq!(fresh.ask(json!({"cmd": "ping"})).await["ok"], true);
 }
