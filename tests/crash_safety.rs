@@ -21,6 +21,18 @@ fn orphan_record_of(home: &Home, leader: u32, by: &str) {
     );
 }
 
+/// Start a server on a `WITH_GRANDCHILD` worker "w": the server (tracking the worker's group),
+/// the worker's pid and its grandchild's.
+fn serve_with_grandchild(home: &Home) -> (Server, u32, u32) {
+    let mut server = home.serve();
+    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    let gc = wait_for(LONG, "grandchild", || {
+        home.pids("grandchildren").first().copied()
+    });
+    server.track(leader);
+    (server, leader, gc)
+}
+
 fn server_log(home: &Home) -> String {
     std::fs::read_to_string(home.path().join("var/log/vigil.log")).unwrap_or_default()
 }
@@ -58,12 +70,7 @@ fn a_second_server_is_refused_without_touching_the_first() {
 #[test]
 fn server_kill_9_the_guardian_kills_the_whole_group_at_once() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
-    let mut server = home.serve();
-    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
-    let gc = wait_for(LONG, "grandchild", || {
-        home.pids("grandchildren").first().copied()
-    });
-    server.track(leader);
+    let (mut server, leader, gc) = serve_with_grandchild(&home);
     let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
     server.signal(libc::SIGKILL);
     server.wait(LONG).expect("server died");
@@ -127,12 +134,7 @@ fn a_server_started_right_after_a_crash_waits_for_the_guardians_cleanup() {
 #[test]
 fn when_the_guardian_dies_too_the_next_start_sweeps_the_group() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
-    let mut server = home.serve();
-    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
-    let gc = wait_for(LONG, "grandchild", || {
-        home.pids("grandchildren").first().copied()
-    });
-    server.track(leader);
+    let (mut server, leader, gc) = serve_with_grandchild(&home);
     wait_for(LONG, "guardian", || guardian_of(server.pid));
     // The server and its guardian share a process group; the workers have their own.
     // SAFETY: killpg on the group the test created for the server.
@@ -154,16 +156,14 @@ fn when_the_guardian_dies_too_the_next_start_sweeps_the_group() {
 #[test]
 fn ctrl_c_to_the_servers_group_is_a_clean_shutdown() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
-    let mut server = home.serve();
-    let leader = wait_for(LONG, "worker", || home.pids("pids").first().copied());
-    server.track(leader);
+    let (mut server, leader, gc) = serve_with_grandchild(&home);
     let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
     // What a terminal does on Ctrl-C: SIGINT to the foreground group (server and guardian).
     // SAFETY: killpg on the group the test created for the server.
     unsafe { libc::killpg(server.pid as i32, libc::SIGINT) };
     assert_eq!(server.wait(LONG).and_then(|s| s.code()), Some(0));
     wait_for(LONG, "guardian exits", || (!alive(guardian)).then_some(()));
-    assert!(!alive(leader));
+    assert!(!alive(leader) && !alive(gc));
     let reasons: Vec<_> = home
         .history(Some("w"))
         .into_iter()
