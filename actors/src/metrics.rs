@@ -27,11 +27,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::Instant;
 
-use crate::procfs::{StatFields, parse_fields};
+use crate::procfs::{STAT_LINE_MAX, StatFields, parse_fields, read_stat_line};
 
 /// What one process group uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -201,10 +199,12 @@ fn read_chunk(
     pids: &[u32],
     wanted: Option<&HashSet<u32>>,
 ) -> Vec<(u32, StatFields)> {
-    let mut buf = [0u8; STAT_READ];
+    let mut buf = [0u8; STAT_LINE_MAX];
     let mut out = Vec::new();
     for &pid in pids {
-        let Some(stat) = read_stat(proc_dir, pid, &mut buf) else {
+        let Some(stat) =
+            read_stat_line(Some(proc_dir), pid, &mut buf).and_then(|n| parse_fields(&buf[..n]))
+        else {
             continue; // gone since the listing
         };
         let is_wanted = wanted.is_none_or(|w| w.contains(&stat.pgid));
@@ -214,42 +214,6 @@ fn read_chunk(
     }
     out
 }
-
-/// `openat(/proc, "<pid>/stat")`, one `read`, `close`: no path walk from `/`, no allocation,
-/// and none of the `fstat`/`lseek`/second `read` that `read_to_end` adds. A stat line is about
-/// 300 bytes; a longer one (impossible with a 16-byte command name) is left unparsed.
-fn read_stat(proc_dir: &File, pid: u32, buf: &mut [u8; STAT_READ]) -> Option<StatFields> {
-    let mut path = [0u8; 24];
-    let mut w = &mut path[..];
-    write!(w, "{pid}/stat\0").ok()?;
-    // SAFETY: `path` holds a NUL-terminated relative path; `proc_dir` is an open directory.
-    let fd = unsafe {
-        libc::openat(
-            proc_dir.as_raw_fd(),
-            path.as_ptr().cast(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` was just opened and is owned here; it closes when `file` drops.
-    let file = unsafe { File::from_raw_fd(fd) };
-    let n = loop {
-        match (&file).read(buf) {
-            Ok(n) => break n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return None,
-        }
-    };
-    if n == STAT_READ {
-        return None;
-    }
-    parse_fields(&buf[..n])
-}
-
-/// Bytes read from `/proc/<pid>/stat` at once: a stat line is about 300 bytes.
-const STAT_READ: usize = 1024;
 
 /// Seconds since boot, from `/proc/uptime`.
 fn uptime_secs() -> Option<f64> {

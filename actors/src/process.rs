@@ -211,7 +211,11 @@ pub fn spawn(
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     let guarded = guardian::active() && crate::spawn_slot::reserved();
-    let pipe_inode = guardian::inode_of(out_write.as_raw_fd());
+    let pipe_inode = if guarded {
+        guardian::inode_of(out_write.as_raw_fd())
+    } else {
+        0
+    };
 
     let mut wrap = CommandWrap::with_new(program, |cmd| {
         cmd.args(args)

@@ -115,10 +115,59 @@ pub fn parse_stat(text: &str) -> Option<ProcStat> {
     })
 }
 
+/// Bytes [`read_stat_line`] reads at once: a stat line is about 300 bytes.
+pub const STAT_LINE_MAX: usize = 1024;
+
+/// Read `/proc/<pid>/stat` with one `open`, one `read` and one `close` (`read_to_string` adds
+/// an `fstat` and several more reads), into `buf`; the line's length. Relative to `proc_dir`
+/// (an open `/proc`) when given: no path walk from `/`, no allocation. `None` when the process
+/// is gone, or the line does not fit (impossible with a 16-byte command name).
+pub fn read_stat_line(
+    proc_dir: Option<&fs::File>,
+    pid: u32,
+    buf: &mut [u8; STAT_LINE_MAX],
+) -> Option<usize> {
+    use std::io::{Read, Write};
+    let mut path = [0u8; 32];
+    let len = {
+        let mut w = &mut path[..];
+        if proc_dir.is_none() {
+            w.write_all(b"/proc/").ok()?;
+        }
+        write!(w, "{pid}/stat\0").ok()?;
+        32 - w.len()
+    };
+    let path = &path[..len];
+    let dir_fd = proc_dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: `path` is NUL-terminated; `dir_fd` is an open directory or AT_FDCWD with an
+    // absolute path.
+    let fd = unsafe {
+        libc::openat(
+            dir_fd,
+            path.as_ptr().cast(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just opened and is owned here; it closes when `file` drops.
+    let mut file = unsafe { fs::File::from_raw_fd(fd) };
+    let n = loop {
+        match file.read(buf) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    };
+    (n < STAT_LINE_MAX).then_some(n)
+}
+
 /// `/proc/<pid>/stat`, parsed; `None` when the process does not exist (or is unreadable).
 pub fn stat(pid: u32) -> Option<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
+    let mut buf = [0u8; STAT_LINE_MAX];
+    let n = read_stat_line(None, pid, &mut buf)?;
+    parse_stat(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// Field 22 of `/proc/<pid>/stat`: the process's start time in clock ticks since boot.
