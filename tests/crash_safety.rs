@@ -119,6 +119,11 @@ fn a_server_started_right_after_a_crash_waits_for_the_guardians_cleanup() {
         !alive(leader),
         "the new server started before the cleanup ended"
     );
+    assert!(
+        next.stderr().contains("waiting for its guardian"),
+        "the new server did not say why it waited: {}",
+        next.stderr()
+    );
     let orphan = home
         .history(Some("w"))
         .into_iter()

@@ -68,6 +68,15 @@ impl InstanceLock {
     /// Take `path` (typically `<data_dir>/vigil.lock`, created if missing; its directory must
     /// exist) with `flock(LOCK_EX | LOCK_NB)`, then write our pid into it.
     pub fn acquire(path: &Path) -> Result<InstanceLock, LockError> {
+        InstanceLock::acquire_or_wait(path, |_| {})
+    }
+
+    /// [`InstanceLock::acquire`], calling `on_wait(pid)` once if it has to wait for the
+    /// guardian of dead server `pid` (so the caller can say why it pauses).
+    pub fn acquire_or_wait(
+        path: &Path,
+        on_wait: impl FnOnce(u32),
+    ) -> Result<InstanceLock, LockError> {
         let io = |source| LockError::Io {
             path: path.to_path_buf(),
             source,
@@ -87,10 +96,7 @@ impl InstanceLock {
             }
             // The server that wrote its pid is dead, yet the lock is held: its guardian is
             // killing what it left behind. Wait for that to finish.
-            tracing::info!(
-                pid,
-                "the previous server died; waiting for its guardian's cleanup"
-            );
+            on_wait(pid);
             let deadline = Instant::now() + CLEANUP_WAIT;
             while !try_flock(&file).map_err(io)? {
                 if Instant::now() >= deadline {

@@ -51,7 +51,13 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
     // The lock comes first: nothing of a running server (its log, socket, history, orphans)
     // is touched before we know we are alone.
     let _lock =
-        InstanceLock::acquire(&tree.lock_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+        InstanceLock::acquire_or_wait(&tree.lock_path(), |pid| {
+            // The server log is not open yet (the lock guards it): say it on stderr.
+            eprintln!(
+                "vigil: the previous server (pid {pid}) died; waiting for its guardian to finish killing what it left"
+            );
+        })
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
     // Still one thread: the guardian is forked now, and shares the lock.
     let guardian = match guardian::start() {
         Ok(Role::Server(g)) => Ok(g),
