@@ -34,13 +34,16 @@
 //!   startup sweep still has the worker's row in `history.sqlite`.
 //! - If the guardian dies, [`forget`] turns the link off: spawns fall back to a `fork()` with
 //!   `PR_SET_PDEATHSIG` ([`crate::process`]).
+//! - A server that exits on its own calls [`dismiss`] and waits for the guardian, so the
+//!   guardian never holds the instance lock after the server is gone (unless it has leftovers
+//!   to kill).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{OnceLock, RwLock};
 
 use crate::history::LiveProcess;
 use crate::procfs;
@@ -104,8 +107,11 @@ pub enum GuardianError {
 
 /// The server's end of the pipe, once the guardian runs.
 struct Link {
-    pipe: File,
+    /// Writers share the read lock (one `write` per line is atomic); [`dismiss`] takes the
+    /// write lock to close it.
+    pipe: RwLock<Option<File>>,
     live: AtomicBool,
+    dismissed: AtomicBool,
 }
 
 static LINK: OnceLock<Link> = OnceLock::new();
@@ -137,8 +143,9 @@ pub fn start() -> Result<Role, GuardianError> {
     drop(read);
     set_nonblocking(write.as_raw_fd())?;
     let _ = LINK.set(Link {
-        pipe: File::from(write),
+        pipe: RwLock::new(Some(File::from(write))),
         live: AtomicBool::new(true),
+        dismissed: AtomicBool::new(false),
     });
     Ok(Role::Server(Guardian {
         pid: u32::try_from(pid).unwrap_or_default(),
@@ -155,6 +162,24 @@ pub fn forget() {
     if let Some(link) = LINK.get() {
         link.live.store(false, Ordering::Release);
     }
+}
+
+/// The server is exiting on its own: close the pipe, so the guardian cleans up whatever is
+/// still registered (nothing, after a clean shutdown) and exits. The caller should then wait
+/// for the guardian's exit, so that it never outlives the server holding the lock.
+pub fn dismiss() {
+    if let Some(link) = LINK.get() {
+        link.dismissed.store(true, Ordering::Release);
+        link.live.store(false, Ordering::Release);
+        let closed = link.pipe.write().map(|mut p| p.take());
+        drop(closed);
+    }
+}
+
+/// Whether [`dismiss`] was called: the guardian's exit is then expected.
+pub fn dismissed() -> bool {
+    LINK.get()
+        .is_some_and(|l| l.dismissed.load(Ordering::Acquire))
 }
 
 /// Announce a spawn of `worker`'s `generation` whose output pipe has inode `pipe_inode`.
@@ -187,9 +212,15 @@ fn send(line: &str) {
     if !link.live.load(Ordering::Acquire) {
         return;
     }
+    let Ok(pipe) = link.pipe.read() else {
+        return;
+    };
+    let Some(pipe) = pipe.as_ref() else {
+        return;
+    };
     // One write per line: a pipe write below PIPE_BUF is all or nothing, so concurrent
     // senders never interleave.
-    match (&link.pipe).write(line.as_bytes()) {
+    match (&*pipe).write(line.as_bytes()) {
         Ok(n) if n == line.len() => {}
         Ok(n) => tracing::error!(written = n, "guardian pipe: short write"),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -33,6 +33,10 @@ use crate::error::CliError;
 /// copied into each fork (slower restarts). 8192 lines take 256 KiB and hold a 1000-worker storm.
 const LOG_LINES_BUFFERED: usize = 8192;
 
+/// How long an exiting server waits for its guardian (which may still have groups to kill:
+/// their grace, then `SIGKILL`).
+const GUARDIAN_EXIT_WAIT: Duration = Duration::from_secs(10);
+
 /// How long a leftover group of a dead server gets between SIGTERM and SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
@@ -54,7 +58,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         InstanceLock::acquire_or_wait(&tree.lock_path(), |pid| {
             // The server log is not open yet (the lock guards it): say it on stderr.
             eprintln!(
-                "vigil: the previous server (pid {pid}) died; waiting for its guardian to finish killing what it left"
+                "vigil: the previous server (pid {pid}) is gone; waiting for its guardian to finish killing what it left"
             );
         })
         .map_err(|e| CliError::Runtime(e.to_string()))?;
@@ -65,20 +69,33 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         Err(e) => Err(e),
     };
     let _log_guard = init_server_log(&tree.log_dir)?;
-    match guardian {
+    let guardian_exit = match guardian {
         Ok(g) => watch_guardian(g),
-        Err(e) => tracing::error!(
-            error = %e,
-            "no guardian: if the server dies, only worker leaders die with it (PR_SET_PDEATHSIG)"
-        ),
-    }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "no guardian: if the server dies, only worker leaders die with it (PR_SET_PDEATHSIG)"
+            );
+            None
+        }
+    };
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil")
         .build()
         .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(serve(tree))
+    let result = runtime.block_on(serve(tree));
+    drop(runtime);
+    // Let the guardian go (it kills whatever is still registered) and wait for it: the lock
+    // is free when this process is gone.
+    if let Some(exited) = guardian_exit {
+        guardian::dismiss();
+        if exited.recv_timeout(GUARDIAN_EXIT_WAIT).is_err() {
+            tracing::warn!("the guardian has not exited yet; it keeps the lock until it does");
+        }
+    }
+    result
 }
 
 /// The guardian's life after the server: kill what the server left running, record it, exit.
@@ -113,10 +130,12 @@ fn guardian_cleanup(
     })
 }
 
-/// Reap the guardian if it dies before the server, and fall back to `PR_SET_PDEATHSIG` for
-/// the spawns after that. A thread blocked in `waitpid` costs no wake-ups.
-fn watch_guardian(g: guardian::Guardian) {
+/// Reap the guardian when it exits: expected after [`guardian::dismiss`]; before that it died,
+/// and spawns fall back to `PR_SET_PDEATHSIG`. A thread blocked in `waitpid` costs no
+/// wake-ups. The receiver gets one message when the guardian has been reaped.
+fn watch_guardian(g: guardian::Guardian) -> Option<std::sync::mpsc::Receiver<()>> {
     let pid = g.pid();
+    let (tx, rx) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("vigil-guardian-watch".into())
         .spawn(move || {
@@ -126,16 +145,25 @@ fn watch_guardian(g: guardian::Guardian) {
             let mut status = 0;
             // SAFETY: waitpid on our own child, with a valid status pointer.
             let ret = unsafe { libc::waitpid(raw, &mut status, 0) };
-            guardian::forget();
-            tracing::error!(
-                pid,
-                ret,
-                status,
-                "the guardian died; from now on only worker leaders die with the server"
-            );
+            if guardian::dismissed() {
+                tracing::debug!(pid, status, "the guardian exited");
+            } else {
+                guardian::forget();
+                tracing::error!(
+                    pid,
+                    ret,
+                    status,
+                    "the guardian died; from now on only worker leaders die with the server"
+                );
+            }
+            let _ = tx.send(());
         });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot watch the guardian");
+    match spawned {
+        Ok(_) => Some(rx),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the guardian");
+            None
+        }
     }
 }
 
