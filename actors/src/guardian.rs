@@ -11,7 +11,7 @@
 //!
 //! # Why not `PR_SET_PDEATHSIG`
 //! The parent-death signal has to be set between fork and exec, which forces a full `fork()`
-//! of the server for every spawn (see [`crate::spawn_slot`]), and it only ever reaches the
+//! of the server for every spawn (see [`crate::spawner`]), and it only ever reaches the
 //! group leader: grandchildren outlived the server until the next start. The guardian kills
 //! the whole group at once and writes the record, and spawns stay a `posix_spawn`.
 //!

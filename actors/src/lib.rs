@@ -70,7 +70,7 @@ pub mod root;
 pub mod sd_notify;
 pub mod signal;
 pub mod snapshot;
-pub mod spawn_slot;
+pub mod spawner;
 pub mod spec;
 pub mod tree;
 pub mod worker_supervisor;

@@ -1,8 +1,10 @@
-//! A worker's process group: spawn as group leader, signal the group, kill the group on drop.
+//! A worker's process group: spawn as group leader, wait for it, signal the group, kill the
+//! group on drop.
 //!
-//! Owns the one place where a worker process is created (through process-wrap's
-//! `ProcessGroup::leader()`), its output and notify pipes, its `VIGIL_*` environment, and the
-//! [`ProcessGroup`] handle. A task awaits the leader's exit — nothing polls — then kills what is
+//! Owns a worker's output and notify pipes, its `VIGIL_*` environment, the pidfd its exit is
+//! awaited on, and the [`ProcessGroup`] handle. The process itself is created by
+//! [`crate::spawner`] (through process-wrap's `ProcessGroup::leader()`). A task awaits the
+//! leader's exit on its pidfd — nothing polls — then reaps it (`waitid(P_PIDFD)`), kills what is
 //! left of the group, collects the output tail, and reports one [`ProcessEvent::Exited`]. It
 //! must not decide restarts or touch the history: it reports, the WorkerSupervisor decides.
 //!
@@ -13,26 +15,17 @@
 //! - Dropping a [`ProcessGroup`] whose leader has not been reaped sends `SIGKILL` to the group:
 //!   cleanup does not depend on ractor's `post_stop`, which is skipped when an actor is killed.
 //! - If the server dies, the group dies: with a [`crate::guardian`] running (`vigil serve`),
-//!   the guardian kills every group the server left; without one, the leader gets
-//!   `PR_SET_PDEATHSIG(SIGKILL)` and the orphan sweep at the next start finds the rest.
-//! - The notify pipe is always fd 3 in the worker.
-//!
-//! # Two ways to spawn
-//! - **With a guardian and [`crate::spawn_slot`] reserved** (the server): nothing runs between
-//!   fork and exec, so the standard library uses `posix_spawn` (`clone(CLONE_VM|CLONE_VFORK)`:
-//!   no copy of the server's page tables). fd 3 is lent to the spawn by `spawn_slot`; the spawn
-//!   is announced to the guardian before it happens and confirmed after.
-//! - **Otherwise** (a library user without a guardian): a `pre_exec` sets
-//!   `PR_SET_PDEATHSIG(SIGKILL)`, checks that the parent is still alive, and moves the notify
-//!   pipe to fd 3; the standard library has to `fork()` for that.
+//!   the guardian kills every group the server left (each spawn is announced to it before it
+//!   happens and confirmed after); without one, the leader gets `PR_SET_PDEATHSIG(SIGKILL)`
+//!   (which makes that spawn a `fork()`) and the orphan sweep at the next start finds the rest.
+//! - The worker gets stdin (`/dev/null`), stdout and stderr (its log pipe) and its notify pipe
+//!   at fd 3; nothing else of the server.
 //!
 //! # Caveats
-//! - `PR_SET_PDEATHSIG` (second way only) fires when the *thread* that forked exits. Spawn only
-//!   from threads that live as long as the server (tokio runtime workers: never from
-//!   `spawn_blocking`).
 //! - A process that leaves the group (`setsid`, `setpgid`) escapes group signals, as with every
 //!   process-group supervisor.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitStatus;
@@ -40,17 +33,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use process_wrap::tokio::{CommandWrap, ProcessGroup as GroupWrap};
-
 use crate::guardian;
 use crate::history::LiveProcess;
 use crate::logfile::{self, LogFile};
 use crate::notify::{self, NotifyEvent};
 use crate::signal::Signal;
+use crate::spawner::{self, SpawnJob};
 use crate::spec::Launch;
 
 /// The fd number of the notify pipe in every worker (`VIGIL_NOTIFY_FD=3`).
-pub use crate::spawn_slot::NOTIFY_FD;
+pub use crate::spawner::NOTIFY_FD;
 
 /// How long to wait, after the group is killed, for the output pipe to close (a process that
 /// left the group may still hold it).
@@ -206,58 +198,65 @@ pub fn spawn(
     let (program, args) = req.launch.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
     let (out_read, out_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
     let (notify_read, notify_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
-    let err_write = out_write.try_clone().map_err(SpawnError::Pipe)?;
-    let notify_src = notify_write.as_raw_fd();
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    let guarded = guardian::active() && crate::spawn_slot::reserved();
+    let guarded = guardian::active();
     let pipe_inode = if guarded {
         guardian::inode_of(out_write.as_raw_fd())
     } else {
         0
     };
-
-    let mut wrap = CommandWrap::with_new(program, |cmd| {
-        cmd.args(args)
-            .envs(&req.launch.env)
-            .env("VIGIL_WORKER", req.name)
-            .env("VIGIL_GENERATION", req.generation.to_string())
-            .env("VIGIL_NOTIFY_FD", NOTIFY_FD.to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::from(out_write))
-            .stderr(std::process::Stdio::from(err_write));
+    let mut env: Vec<(OsString, OsString)> = req
+        .launch
+        .env
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+    env.push(("VIGIL_WORKER".into(), req.name.into()));
+    env.push(("VIGIL_GENERATION".into(), req.generation.to_string().into()));
+    env.push(("VIGIL_NOTIFY_FD".into(), NOTIFY_FD.to_string().into()));
+    let job = SpawnJob {
+        program: program.clone(),
+        args: args.to_vec(),
+        env,
         // The server's own systemd variables are not the worker's.
-        for var in crate::sd_notify::ENV_VARS {
-            cmd.env_remove(var);
-        }
-        if let Some(cwd) = &req.launch.cwd {
-            cmd.current_dir(cwd);
-        }
-        if !guarded {
-            // SAFETY: the closure runs between fork and exec and only calls
-            // async-signal-safe functions (prctl, getppid, fcntl, dup2) on copied values.
-            unsafe {
-                cmd.pre_exec(move || pdeathsig_and_notify_fd(parent, notify_src));
-            }
-        }
-    });
-    wrap.wrap(GroupWrap::leader());
-    let spawned = if guarded {
-        guardian::spawning(pipe_inode, req.generation, req.name);
-        match crate::spawn_slot::lend(&notify_write, || wrap.spawn()) {
-            Some(Ok(spawned)) => spawned,
-            Some(Err(e)) => Err(e),
-            None => Err(io::Error::other("the notify fd slot is not reserved")),
-        }
-    } else {
-        wrap.spawn()
+        env_remove: crate::sd_notify::ENV_VARS
+            .iter()
+            .map(OsString::from)
+            .collect(),
+        cwd: req.launch.cwd.clone(),
+        stdout: out_write.as_raw_fd(),
+        stderr: out_write.as_raw_fd(),
+        notify: notify_write.as_raw_fd(),
+        // Without a guardian, the leader must die with the server by itself.
+        // SAFETY: getpid has no preconditions.
+        pdeathsig_parent: (!guarded).then(|| unsafe { libc::getpid() }),
     };
+    if guarded {
+        guardian::spawning(pipe_inode, req.generation, req.name);
+    }
+    let spawned = spawner::spawn(job);
     // Our copies of the write ends must close now, or the pipes never reach end of file.
-    drop(wrap);
+    drop(out_write);
     drop(notify_write);
-    let mut child = match spawned {
-        Ok(child) => child,
+    let pid = match spawned {
+        Ok(pid) => pid,
         Err(source) => {
+            if guarded {
+                guardian::spawn_failed(pipe_inode);
+            }
+            return Err(SpawnError::Exec {
+                program: program.to_string_lossy().into_owned(),
+                source,
+            });
+        }
+    };
+    // Not reaped by anyone but us: the pidfd is surely this process.
+    let pidfd = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::other("pid out of range"))
+        .and_then(crate::procfs::pidfd_open);
+    let pidfd = match pidfd {
+        Ok(fd) => fd,
+        Err(source) => {
+            let _ = killpg(pid, libc::SIGKILL);
             if guarded {
                 guardian::spawn_failed(pipe_inode);
             }
@@ -269,15 +268,6 @@ pub fn spawn(
     };
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let Some(pid) = child.id() else {
-        if guarded {
-            guardian::spawn_failed(pipe_inode);
-        }
-        return Err(SpawnError::Exec {
-            program: program.to_string_lossy().into_owned(),
-            source: io::Error::other("the process was reaped before its pid was read"),
-        });
-    };
     let start_ticks = crate::procfs::start_ticks(pid);
     if guarded {
         match start_ticks {
@@ -319,7 +309,7 @@ pub fn spawn(
 
     let reaped_flag = reaped.clone();
     tokio::spawn(async move {
-        let status = child.wait().await;
+        let status = wait_exit(pidfd).await;
         let exited = Instant::now();
         let exited_at = SystemTime::now();
         // The leader is gone: nothing of its group may outlive it.
@@ -352,28 +342,52 @@ pub fn spawn(
     })
 }
 
-/// The `pre_exec` of a spawn without a guardian: die with the server, notify pipe at fd 3.
-///
-/// Runs between fork and exec: only async-signal-safe calls.
-fn pdeathsig_and_notify_fd(parent: libc::pid_t, notify_src: RawFd) -> io::Result<()> {
-    // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe syscalls on integers.
-    unsafe {
-        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The server may have died between fork and prctl: then nobody will kill us.
-        if libc::getppid() != parent {
-            return Err(io::Error::other("the server exited during spawn"));
-        }
-        // dup2 clears close-on-exec on the copy; when the pipe already is fd 3, clear it by
-        // hand.
-        if notify_src == NOTIFY_FD {
-            if libc::fcntl(NOTIFY_FD, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        } else if libc::dup2(notify_src, NOTIFY_FD) != NOTIFY_FD {
-            return Err(io::Error::last_os_error());
+/// Wait for the process behind `pidfd` to exit, and reap it (`waitid(P_PIDFD)`).
+async fn wait_exit(pidfd: OwnedFd) -> io::Result<ExitStatus> {
+    // SAFETY: an `OwnedFd` is open, refers to the same pidfd for its whole life, and is owned
+    // by the `AsyncFd` until it drops.
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)?;
+    loop {
+        let mut ready = fd.readable().await?;
+        match reap(fd.get_ref().as_raw_fd())? {
+            Some(status) => return Ok(status),
+            None => ready.clear_ready(),
         }
     }
-    Ok(())
+}
+
+/// `waitid(P_PIDFD, WEXITED | WNOHANG)`: the exit status, or `None` while it runs.
+fn reap(pidfd: RawFd) -> io::Result<Option<ExitStatus>> {
+    use std::os::unix::process::ExitStatusExt;
+    let id = libc::id_t::try_from(pidfd).map_err(|_| io::Error::other("bad pidfd"))?;
+    loop {
+        // SAFETY: an all-zero siginfo_t is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with a valid siginfo pointer.
+        let ret =
+            unsafe { libc::waitid(libc::P_PIDFD, id, &mut info, libc::WEXITED | libc::WNOHANG) };
+        if ret != 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        // SAFETY: after a successful waitid, si_pid and si_status are the fields it set.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        // The wait status `ExitStatus` is built from (see wait(2)).
+        let raw = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_KILLED => status & 0x7f,
+            libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+            _ => return Ok(None),
+        };
+        return Ok(Some(ExitStatus::from_raw(raw)));
+    }
 }

@@ -224,6 +224,18 @@ pub fn start_time_unix(start_ticks: u64) -> Option<Duration> {
     Some(Duration::from_secs(boot_time_unix()?) + ticks_to_duration(start_ticks))
 }
 
+/// `pidfd_open(pid)` (Linux 5.3): a close-on-exec fd that refers to that process and no other.
+pub fn pidfd_open(pid: libc::pid_t) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(pid, flags) takes two integers and returns a new fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let raw = i32::try_from(ret).map_err(|_| std::io::Error::other("fd out of range"))?;
+    // SAFETY: `raw` is a freshly opened fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// A pidfd: a handle on one process that can never refer to another, even after pid reuse.
 ///
 /// Obtain one with [`PidFd::open_verified`], which checks the start time AFTER opening: the fd
@@ -267,24 +279,13 @@ impl PidFd {
         let Ok(raw_pid) = libc::pid_t::try_from(pid) else {
             return Err(PidFdError::NotThatProcess(pid));
         };
-        // SAFETY: pidfd_open(pid, flags) takes two integers and returns a new fd or -1.
-        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
-        if ret < 0 {
-            let err = std::io::Error::last_os_error();
-            return if err.raw_os_error() == Some(libc::ESRCH) {
-                Err(PidFdError::NotThatProcess(pid))
-            } else {
-                Err(PidFdError::Open { pid, source: err })
-            };
-        }
-        let Ok(raw) = i32::try_from(ret) else {
-            return Err(PidFdError::Open {
-                pid,
-                source: std::io::Error::other("bad fd"),
-            });
+        let fd = match pidfd_open(raw_pid) {
+            Ok(fd) => fd,
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(PidFdError::NotThatProcess(pid));
+            }
+            Err(source) => return Err(PidFdError::Open { pid, source }),
         };
-        // SAFETY: `raw` is a freshly opened fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         match stat(pid) {
             Some(s) if !s.is_dead() && accept(&s) => Ok(PidFd { fd, pid }),
             _ => Err(PidFdError::NotThatProcess(pid)),

@@ -1,7 +1,7 @@
 //! `vigil serve`: run the supervision tree in the foreground until asked to stop.
 //!
-//! Owns the server's start-up order and its signal handling: fd 3 reserved → config →
-//! directories → instance lock → guardian forked (while there is one thread) → server log →
+//! Owns the server's start-up order and its signal handling: config → directories → instance
+//! lock → guardian forked (while there is one thread) → server log →
 //! file-descriptor limit → history → orphan sweep → tree → control socket →
 //! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
 //! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
@@ -21,7 +21,6 @@ use vigil_actors::protocol::Timeouts;
 use vigil_actors::render;
 use vigil_actors::root::{RootMsg, TreeOutcome};
 use vigil_actors::sd_notify::SdNotify;
-use vigil_actors::spawn_slot;
 use vigil_actors::tree::Tree;
 
 use crate::config;
@@ -42,10 +41,6 @@ const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
 /// Run the server.
 pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
-    // Before anything opens a file: fd 3 becomes the notify pipes' slot, and no inherited fd
-    // leaks into workers.
-    spawn_slot::reserve()
-        .map_err(|e| CliError::Runtime(format!("cannot reserve fd 3 for notify pipes: {e}")))?;
     let loaded = config::load(config_path)?;
     let tree = loaded.tree;
     for dir in [&tree.data_dir, &tree.log_dir] {

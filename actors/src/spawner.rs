@@ -1,0 +1,403 @@
+//! The spawner thread: every worker is spawned from one thread that has a descriptor table of
+//! its own, holding nothing but stdio and the notify slot.
+//!
+//! Owns that thread, its private fd table (`unshare(CLONE_FILES)`, then everything above fd 3
+//! closed), fd 3 in it (a `/dev/null` placeholder, pointed at one worker's notify pipe for the
+//! length of that worker's spawn), and the one function that turns a [`SpawnJob`] into a
+//! process through process-wrap. It must not wait for, signal or track the processes it
+//! starts: [`crate::process`] does.
+//!
+//! # Why a thread with its own table
+//! A spawn copies the spawning thread's descriptor table into the child, and the child's `exec`
+//! then closes every close-on-exec entry: with 1000 workers the server holds about 4000
+//! descriptors (output and notify pipes, log files, pidfds), and that copy-and-close made each
+//! spawn ~1 ms slower than the first ones (see BENCHMARKS.md). The spawner's table stays at
+//! four entries whatever the server holds, and a worker can inherit nothing by accident: it
+//! gets stdin (`/dev/null`), stdout and stderr (its log pipe) and fd 3 (its notify pipe).
+//!
+//! The pipe ends a job names live in the server's shared table; the spawner copies them into
+//! its own with `pidfd_getfd` on its own process (Linux 5.6) and closes the copies after the
+//! spawn.
+//!
+//! # Caveats
+//! - If the thread cannot be set up (an old kernel without `pidfd_getfd`, `unshare` refused),
+//!   [`spawn`] runs the job on the calling thread instead: fd 3 is then set between fork and
+//!   exec, which forces a `fork()`.
+//! - Spawns are serialised through the one thread; a `posix_spawn` takes about 0.1–0.4 ms.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+
+use process_wrap::std::{CommandWrap, ProcessGroup};
+
+/// The fd number every worker finds its notify pipe at (`VIGIL_NOTIFY_FD=3`): a shell can
+/// only redirect to single-digit fds.
+pub const NOTIFY_FD: RawFd = 3;
+
+/// What to start. Descriptors are numbers in the caller's (the server's) table; they must stay
+/// open until [`spawn`] returns.
+#[derive(Debug)]
+pub struct SpawnJob {
+    /// `argv[0]`.
+    pub program: OsString,
+    /// `argv[1..]`.
+    pub args: Vec<OsString>,
+    /// Variables to set.
+    pub env: Vec<(OsString, OsString)>,
+    /// Variables to remove.
+    pub env_remove: Vec<OsString>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// Becomes the child's stdout.
+    pub stdout: RawFd,
+    /// Becomes the child's stderr.
+    pub stderr: RawFd,
+    /// Becomes the child's fd 3.
+    pub notify: RawFd,
+    /// Set `PR_SET_PDEATHSIG(SIGKILL)` in the child, checked against this parent pid (used when
+    /// no guardian watches the workers; it makes the spawn a `fork()`).
+    pub pdeathsig_parent: Option<libc::pid_t>,
+}
+
+type Reply = mpsc::Sender<io::Result<u32>>;
+
+/// The running spawner: where to send jobs.
+struct Spawner {
+    jobs: Mutex<mpsc::Sender<(SpawnJob, Reply)>>,
+}
+
+static SPAWNER: OnceLock<Option<Spawner>> = OnceLock::new();
+
+/// Start the process described by `job` as the leader of a new process group; its pid.
+pub fn spawn(job: SpawnJob) -> io::Result<u32> {
+    let Some(spawner) = SPAWNER.get_or_init(start_thread) else {
+        return spawn_in_place(job);
+    };
+    let (tx, rx) = mpsc::channel();
+    let sent = spawner
+        .jobs
+        .lock()
+        .map_err(|_| io::Error::other("the spawner is gone"))?
+        .send((job, tx));
+    if let Err(mpsc::SendError((job, _))) = sent {
+        return spawn_in_place(job);
+    }
+    rx.recv()
+        .map_err(|_| io::Error::other("the spawner thread died during a spawn"))?
+}
+
+/// Start the thread; `None` (spawn in place) if its private table cannot be set up.
+fn start_thread() -> Option<Spawner> {
+    let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
+    let (jobs_tx, jobs_rx) = mpsc::channel::<(SpawnJob, Reply)>();
+    let started = std::thread::Builder::new()
+        .name("vigil-spawner".into())
+        .spawn(move || {
+            let own = match private_table() {
+                Ok(own) => {
+                    let _ = ready_tx.send(Ok(()));
+                    own
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            for (job, reply) in jobs_rx {
+                let _ = reply.send(spawn_here(&own, job));
+            }
+        });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no spawner thread; spawning in place");
+        return None;
+    }
+    match ready_rx.recv() {
+        Ok(Ok(())) => Some(Spawner {
+            jobs: Mutex::new(jobs_tx),
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the spawner thread cannot have its own fd table; spawning in place");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// What the spawner thread holds in its own table.
+struct OwnTable {
+    /// A pidfd on this process, to copy descriptors from the shared table.
+    own_process: OwnedFd,
+    /// `/dev/null`, close-on-exec, what fd 3 points at between spawns.
+    placeholder: OwnedFd,
+}
+
+/// Give this thread a table of its own with stdio, fd 3 (a placeholder) and a pidfd on the
+/// process; check that `pidfd_getfd` works.
+fn private_table() -> io::Result<OwnTable> {
+    // SAFETY: unshare(CLONE_FILES) gives this thread a private copy of the descriptor table;
+    // no other thread is affected.
+    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Every fd of this thread is a private copy now: keep stdio, close the rest.
+    close_from(NOTIFY_FD);
+    // The lowest free number is 3: that is the slot, owned by no value (nothing may close it).
+    let slot = std::fs::File::open("/dev/null")?;
+    if slot.as_raw_fd() != NOTIFY_FD {
+        return Err(io::Error::other("fd 3 is not free after closing it"));
+    }
+    std::mem::forget(slot);
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
+    let raw = unsafe { libc::fcntl(NOTIFY_FD, libc::F_DUPFD_CLOEXEC, NOTIFY_FD + 1) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just created and is owned by nobody else.
+    let placeholder = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: getpid has no preconditions.
+    let own_process = crate::procfs::pidfd_open(unsafe { libc::getpid() })?;
+    // Prove the copy path works before taking any job (fd 0 of the process).
+    drop(getfd(&own_process, 0)?);
+    Ok(OwnTable {
+        own_process,
+        placeholder,
+    })
+}
+
+/// Run a job on the spawner thread: copy its descriptors in, point fd 3 at its notify pipe,
+/// spawn, restore fd 3.
+fn spawn_here(own: &OwnTable, job: SpawnJob) -> io::Result<u32> {
+    let stdout = getfd(&own.own_process, job.stdout)?;
+    let stderr = getfd(&own.own_process, job.stderr)?;
+    let notify = getfd(&own.own_process, job.notify)?;
+    dup3(notify.as_raw_fd(), NOTIFY_FD, 0)?;
+    let spawned = spawn_wrapped(job, stdout, stderr, None);
+    dup3(own.placeholder.as_raw_fd(), NOTIFY_FD, libc::O_CLOEXEC)?;
+    spawned
+}
+
+/// No spawner thread: spawn from the calling thread; the notify pipe is moved to fd 3 between
+/// fork and exec.
+fn spawn_in_place(job: SpawnJob) -> io::Result<u32> {
+    let stdout = dup_cloexec(job.stdout)?;
+    let stderr = dup_cloexec(job.stderr)?;
+    let notify = job.notify;
+    spawn_wrapped(job, stdout, stderr, Some(notify))
+}
+
+/// The one place a worker process is created: process-wrap's group leader, stdio and
+/// environment from the job; `notify_to_fd3` when fd 3 must be set in the child.
+fn spawn_wrapped(
+    job: SpawnJob,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    notify_to_fd3: Option<RawFd>,
+) -> io::Result<u32> {
+    let pdeathsig_parent = job.pdeathsig_parent;
+    let mut wrap = CommandWrap::with_new(&job.program, |cmd| {
+        cmd.args(&job.args)
+            .envs(job.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr));
+        for var in &job.env_remove {
+            cmd.env_remove(var);
+        }
+        if let Some(cwd) = &job.cwd {
+            cmd.current_dir(cwd);
+        }
+        if pdeathsig_parent.is_some() || notify_to_fd3.is_some() {
+            // SAFETY: runs between fork and exec; only async-signal-safe calls on copied
+            // integers.
+            unsafe {
+                cmd.pre_exec(move || in_child(pdeathsig_parent, notify_to_fd3));
+            }
+        }
+    });
+    wrap.wrap(ProcessGroup::leader());
+    let child = wrap.spawn()?;
+    // The handle is not kept: the caller waits through a pidfd. std's `Child` does nothing
+    // when dropped (no wait, no kill), and its stdio were given away above.
+    Ok(child.id())
+}
+
+/// Between fork and exec: die with the parent (checked), and put the notify pipe at fd 3.
+fn in_child(pdeathsig_parent: Option<libc::pid_t>, notify: Option<RawFd>) -> io::Result<()> {
+    // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe syscalls on integers.
+    unsafe {
+        if let Some(parent) = pdeathsig_parent {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The server may have died between fork and prctl: then nobody will kill us.
+            if libc::getppid() != parent {
+                return Err(io::Error::other("the server exited during spawn"));
+            }
+        }
+        if let Some(src) = notify {
+            // dup2 clears close-on-exec on the copy; when the pipe already is fd 3, clear it
+            // by hand.
+            if src == NOTIFY_FD {
+                if libc::fcntl(NOTIFY_FD, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(src, NOTIFY_FD) != NOTIFY_FD {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Copy descriptor `fd` of the process `pidfd` refers to into this thread's table.
+fn getfd(pidfd: &OwnedFd, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd(pidfd, targetfd, flags = 0) returns a new close-on-exec fd or -1.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    owned(ret)
+}
+
+fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let raw = RawFd::try_from(ret).map_err(|_| io::Error::other("fd out of range"))?;
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
+    let ret = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    owned(libc::c_long::from(ret))
+}
+
+fn dup3(from: RawFd, to: RawFd, flags: i32) -> io::Result<()> {
+    // SAFETY: dup3 on integers, in this thread's private table.
+    if unsafe { libc::dup3(from, to, flags) } == to {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Close every fd >= `first` of this thread's (private) table.
+fn close_from(first: RawFd) {
+    let Ok(low) = libc::c_uint::try_from(first) else {
+        return;
+    };
+    // SAFETY: close_range on this thread's private table.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, low, libc::c_uint::MAX, 0) };
+    if ret == 0 {
+        return;
+    }
+    let fds: Vec<RawFd> = std::fs::read_dir("/proc/thread-self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in fds.into_iter().filter(|&fd| fd >= first) {
+        // SAFETY: closing an fd of this thread's private table.
+        unsafe { libc::close(fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Run `script` under `sh -c` through `how`; what it wrote to stdout and to fd 3.
+    fn run(how: fn(SpawnJob) -> io::Result<u32>, script: &str) -> (String, String) {
+        let (out_read, out_write) = crate::process::pipe_cloexec().unwrap();
+        let (notify_read, notify_write) = crate::process::pipe_cloexec().unwrap();
+        let job = SpawnJob {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: vec![("SPAWNER_TEST".into(), "yes".into())],
+            env_remove: vec![],
+            cwd: None,
+            stdout: out_write.as_raw_fd(),
+            stderr: out_write.as_raw_fd(),
+            notify: notify_write.as_raw_fd(),
+            pdeathsig_parent: None,
+        };
+        let pid = how(job).unwrap();
+        drop(out_write);
+        drop(notify_write);
+        let pidfd = crate::procfs::pidfd_open(pid as libc::pid_t).unwrap();
+        let (mut out, mut notify) = (String::new(), String::new());
+        std::fs::File::from(out_read)
+            .read_to_string(&mut out)
+            .unwrap();
+        std::fs::File::from(notify_read)
+            .read_to_string(&mut notify)
+            .unwrap();
+        // Reap it (it is our child) so no zombie is left behind.
+        // SAFETY: an all-zero siginfo_t is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child's pidfd with a valid siginfo pointer.
+        unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        (out, notify)
+    }
+
+    const SCRIPT: &str = "echo \"out $SPAWNER_TEST pgid-is-pid:$(test $(cut -d' ' -f5 /proc/$$/stat) -eq $$ && echo y)\"; \
+                          echo READY=1 >&3; ls /proc/$$/fd | sort -n | tr '\\n' ' '";
+
+    #[test]
+    fn the_spawner_thread_gives_stdio_and_fd_3_and_nothing_else() {
+        let (out, notify) = run(spawn, SCRIPT);
+        assert!(out.starts_with("out yes pgid-is-pid:y\n"), "{out}");
+        assert_eq!(notify, "READY=1\n");
+        // The shell's own fds only: 0-3 (and a copy of its own at 10+ while it redirects).
+        let fds: Vec<u32> = out
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .filter(|&f| f < 10)
+            .collect();
+        assert_eq!(fds, [0, 1, 2, 3], "{out}");
+    }
+
+    #[test]
+    fn spawning_in_place_does_the_same() {
+        let (out, notify) = run(spawn_in_place, SCRIPT);
+        assert!(out.starts_with("out yes pgid-is-pid:y\n"), "{out}");
+        assert_eq!(notify, "READY=1\n");
+    }
+
+    #[test]
+    fn a_missing_program_is_an_error_not_a_panic() {
+        for how in [spawn as fn(SpawnJob) -> io::Result<u32>, spawn_in_place] {
+            let (_r, w) = crate::process::pipe_cloexec().unwrap();
+            let job = SpawnJob {
+                program: "/nonexistent/program".into(),
+                args: vec![],
+                env: vec![],
+                env_remove: vec![],
+                cwd: None,
+                stdout: w.as_raw_fd(),
+                stderr: w.as_raw_fd(),
+                notify: w.as_raw_fd(),
+                pdeathsig_parent: None,
+            };
+            let err = how(job).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        }
+    }
+}
