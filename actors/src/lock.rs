@@ -186,7 +186,16 @@ mod tests {
             format!("{}\n", std::process::id())
         );
         drop(first);
-        let again = InstanceLock::acquire(&path).unwrap();
+        // Other tests in this process spawn concurrently, and a spawning child holds a copy of
+        // every fd until its exec closes the close-on-exec ones: allow a moment for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let again = loop {
+            match InstanceLock::acquire(&path) {
+                Ok(lock) => break lock,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
         assert_eq!(again.path(), path);
     }
 
