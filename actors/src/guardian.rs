@@ -368,9 +368,9 @@ impl Leftovers {
 /// The group leader whose fd 1 is the pipe with inode `inode`.
 fn find_pipe_holder(inode: u64) -> Option<procfs::ProcStat> {
     let want = format!("pipe:[{inode}]");
-    std::fs::read_dir("/proc")
+    procfs::pids()
         .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .into_iter()
         .filter_map(procfs::stat)
         .filter(|s| s.pid == s.pgid && !s.is_dead())
         .find(|s| {

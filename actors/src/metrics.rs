@@ -151,11 +151,7 @@ const MAX_SCAN_THREADS: usize = 4;
 
 /// `/proc` (kept open: each stat file is opened relative to it) and every pid in it.
 fn list_pids() -> std::io::Result<(File, Vec<u32>)> {
-    let dir = File::open("/proc")?;
-    let pids = std::fs::read_dir("/proc")?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .collect();
-    Ok((dir, pids))
+    Ok((File::open("/proc")?, crate::procfs::pids()?))
 }
 
 /// The stat of each live process in `pids` whose group is wanted (every group: `None`).

@@ -190,13 +190,19 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 
 /// Like [`group_members`], with each member's parsed stat.
 pub fn group_member_stats(pgid: u32) -> Vec<ProcStat> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    pids()
+        .unwrap_or_default()
+        .into_iter()
         .filter_map(stat)
         .filter(|s| s.pgid == pgid && !s.is_dead())
         .collect()
+}
+
+/// Every pid in `/proc` at the moment of the listing (processes come and go meanwhile).
+pub fn pids() -> std::io::Result<Vec<u32>> {
+    Ok(fs::read_dir("/proc")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect())
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, almost always 100).
