@@ -109,7 +109,7 @@ pub struct ProcessGroup {
     pid: u32,
     started_at: SystemTime,
     started: Instant,
-    start_ticks: Option<u64>,
+    identity: Option<LiveProcess>,
     reaped: Arc<AtomicBool>,
 }
 
@@ -134,9 +134,12 @@ impl ProcessGroup {
         self.started
     }
 
-    /// The leader's start time in clock ticks since boot (`/proc/<pid>/stat` field 22).
-    pub fn start_ticks(&self) -> Option<u64> {
-        self.start_ticks
+    /// What identifies the leader beyond its pid (its start time in clock ticks since boot,
+    /// `/proc/<pid>/stat` field 22): the record the history's `live_processes` table and the
+    /// guardian keep. `None` when the start time could not be read (the leader was already
+    /// gone): such a process can never be verified, so nobody records it.
+    pub fn identity(&self) -> Option<&LiveProcess> {
+        self.identity.as_ref()
     }
 
     /// Send `signal` to every member of the group. Does nothing once the leader was reaped
@@ -268,20 +271,17 @@ pub fn spawn(
     };
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let start_ticks = crate::procfs::start_ticks(pid);
+    let identity = crate::procfs::start_ticks(pid).map(|start_ticks| LiveProcess {
+        worker: req.name.to_string(),
+        pid,
+        pgid: pid,
+        start_ticks,
+        generation: req.generation,
+        started_at: crate::worker_supervisor::rfc3339(started_at),
+    });
     if guarded {
-        match start_ticks {
-            Some(start_ticks) => guardian::spawned(
-                pipe_inode,
-                &LiveProcess {
-                    worker: req.name.to_string(),
-                    pid,
-                    pgid: pid,
-                    start_ticks,
-                    generation: req.generation,
-                    started_at: crate::worker_supervisor::rfc3339(started_at),
-                },
-            ),
+        match &identity {
+            Some(identity) => guardian::spawned(pipe_inode, identity),
             // Gone already: its exit is on the way; nothing for the guardian to watch.
             None => guardian::spawn_failed(pipe_inode),
         }
@@ -337,7 +337,7 @@ pub fn spawn(
         pid,
         started_at,
         started,
-        start_ticks,
+        identity,
         reaped,
     })
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::exit::{Exit, ExitReason, ExitRecord};
-use crate::history::{History, LiveProcess};
+use crate::history::History;
 use crate::latency::LatencyWindow;
 use crate::logfile::LogFile;
 use crate::notify::NotifyEvent;
@@ -333,15 +333,8 @@ impl SupervisorState {
                     log.note(&format!("started generation {generation}, pid {pid}"));
                 }
                 // Without a start time the row could never be verified: do not write one.
-                if let Some(start_ticks) = group.start_ticks() {
-                    self.history.process_started(LiveProcess {
-                        worker: self.spec.name.clone(),
-                        pid,
-                        pgid: group.pgid(),
-                        start_ticks,
-                        generation,
-                        started_at: rfc3339(group.started_at()),
-                    });
+                if let Some(identity) = group.identity() {
+                    self.history.process_started(identity.clone());
                 }
                 self.status_text = None;
                 let policy = self.spec.policy;
