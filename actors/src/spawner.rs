@@ -156,13 +156,7 @@ fn private_table() -> io::Result<OwnTable> {
         return Err(io::Error::other("fd 3 is not free after closing it"));
     }
     std::mem::forget(slot);
-    // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
-    let raw = unsafe { libc::fcntl(NOTIFY_FD, libc::F_DUPFD_CLOEXEC, NOTIFY_FD + 1) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` was just created and is owned by nobody else.
-    let placeholder = unsafe { OwnedFd::from_raw_fd(raw) };
+    let placeholder = dup_cloexec(NOTIFY_FD, NOTIFY_FD + 1)?;
     // SAFETY: getpid has no preconditions.
     let own_process = crate::procfs::pidfd_open(unsafe { libc::getpid() })?;
     // Prove the copy path works before taking any job (fd 0 of the process).
@@ -188,8 +182,8 @@ fn spawn_here(own: &OwnTable, job: SpawnJob) -> io::Result<u32> {
 /// No spawner thread: spawn from the calling thread; the notify pipe is moved to fd 3 between
 /// fork and exec.
 fn spawn_in_place(job: SpawnJob) -> io::Result<u32> {
-    let stdout = dup_cloexec(job.stdout)?;
-    let stderr = dup_cloexec(job.stderr)?;
+    let stdout = dup_cloexec(job.stdout, 0)?;
+    let stderr = dup_cloexec(job.stderr, 0)?;
     let notify = job.notify;
     spawn_wrapped(job, stdout, stderr, Some(notify))
 }
@@ -274,9 +268,10 @@ fn owned(ret: libc::c_long) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+/// A close-on-exec copy of `fd` at the lowest free number >= `min`.
+fn dup_cloexec(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new fd or -1.
-    let ret = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    let ret = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
     owned(libc::c_long::from(ret))
 }
 
