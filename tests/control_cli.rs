@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{
-    Home, alive, control_group_members, control_json, control_wait_ready, control_worker,
+    Home, Server, alive, control_group_members, control_json, control_wait_ready, control_worker,
     sh_worker, wait_for,
 };
 use serde_json::Value;
@@ -40,6 +40,19 @@ fn has_fields(value: &Value, fields: &[&str], what: &str) {
             "{what} lacks {field:?}: {value}"
         );
     }
+}
+
+/// Start the server and wait until the sleeper runs with its grandchild (2 processes); the
+/// server tracks the sleeper's group. The sleeper's status node.
+fn serve_until_the_sleeper_runs(home: &Home) -> (Server, Value) {
+    let mut server = home.serve();
+    control_wait_ready(home);
+    let sleeper = wait_for(Duration::from_secs(20), "the sleeper running", || {
+        let w = control_worker(home, "sleeper");
+        (w["processes"].as_u64() >= Some(2)).then_some(w)
+    });
+    server.track(sleeper["pgid"].as_u64().unwrap() as u32);
+    (server, sleeper)
 }
 
 /// A long sleeper whose group holds the shell and its sleeps, and a worker that exits 3 at once.
@@ -199,14 +212,8 @@ fn text_dump_shows_a_crash_loop_backoff_and_last_exit() {
 #[test]
 fn restart_gives_a_new_pid_and_kills_the_old_group() {
     let home = sleeper_and_crasher("1s");
-    let mut server = home.serve();
-    control_wait_ready(&home);
-    let before = wait_for(Duration::from_secs(20), "the sleeper's processes", || {
-        let w = control_worker(&home, "sleeper");
-        (w["processes"].as_u64() >= Some(2)).then_some(w)
-    });
+    let (mut server, before) = serve_until_the_sleeper_runs(&home);
     let old_pgid = before["pgid"].as_u64().unwrap() as u32;
-    server.track(old_pgid);
     assert!(control_group_members(old_pgid).len() >= 2);
 
     let out = home.run(&["restart", "sleeper"]);
@@ -321,14 +328,8 @@ fn unknown_worker_and_no_server_exit_1_with_one_sentence() {
 #[test]
 fn shutdown_returns_once_the_server_is_gone() {
     let home = sleeper_and_crasher("1s");
-    let mut server = home.serve();
-    control_wait_ready(&home);
-    let sleeper = wait_for(Duration::from_secs(20), "the sleeper running", || {
-        let w = control_worker(&home, "sleeper");
-        (w["processes"].as_u64() >= Some(2)).then_some(w)
-    });
+    let (mut server, sleeper) = serve_until_the_sleeper_runs(&home);
     let pgid = sleeper["pgid"].as_u64().unwrap() as u32;
-    server.track(pgid);
 
     let out = home.run(&["shutdown"]);
     assert!(
