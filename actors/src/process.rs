@@ -232,6 +232,10 @@ pub fn spawn(
         // Without a guardian, the leader must die with the server by itself.
         // SAFETY: getpid has no preconditions.
         pdeathsig_parent: (!guarded).then(|| unsafe { libc::getpid() }),
+        clear_env: false,
+        cgroup_procs: Vec::new(),
+        nofile: None,
+        credentials: spawner::Credentials::default(),
     };
     if guarded {
         guardian::spawning(pipe_inode, req.generation, req.name);

@@ -31,13 +31,11 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 
-use process_wrap::std::{CommandWrap, ProcessGroup};
+mod child;
 
 /// The fd number every worker finds its notify pipe at (`VIGIL_NOTIFY_FD=3`): a shell can
 /// only redirect to single-digit fds.
@@ -66,6 +64,29 @@ pub struct SpawnJob {
     /// Set `PR_SET_PDEATHSIG(SIGKILL)` in the child, checked against this parent pid (used when
     /// no guardian watches the workers; it makes the spawn a `fork()`).
     pub pdeathsig_parent: Option<libc::pid_t>,
+    /// Start from an empty environment instead of the server's (then only `env` is set).
+    pub clear_env: bool,
+    /// `cgroup.procs` files the child writes itself into before it execs (one per hierarchy).
+    pub cgroup_procs: Vec<PathBuf>,
+    /// `RLIMIT_NOFILE` (soft and hard) of the worker.
+    pub nofile: Option<u64>,
+    /// Credentials, priority and umask the child takes before it execs.
+    pub credentials: Credentials,
+}
+
+/// Who the worker runs as, and with which priority and umask (`None`: the server's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user id (`setuid`), taken last.
+    pub uid: Option<libc::uid_t>,
+    /// The group id (`setgid`).
+    pub gid: Option<libc::gid_t>,
+    /// The supplementary groups (`setgroups`).
+    pub groups: Option<Vec<libc::gid_t>>,
+    /// The file creation mask.
+    pub umask: Option<libc::mode_t>,
+    /// The nice value (-20..19).
+    pub nice: Option<i32>,
 }
 
 type Reply = mpsc::Sender<io::Result<u32>>;
@@ -188,68 +209,22 @@ fn spawn_in_place(job: SpawnJob) -> io::Result<u32> {
     spawn_wrapped(job, stdout, stderr, Some(notify))
 }
 
-/// The one place a worker process is created: process-wrap's group leader, stdio and
-/// environment from the job; `notify_to_fd3` when fd 3 must be set in the child.
+/// The one place a worker process is created: a `clone(CLONE_VM | CLONE_VFORK)` child (what
+/// `posix_spawn` does) that sets itself up and execs; `notify_to_fd3` when fd 3 must be set in
+/// the child (spawning in place).
+///
+/// Everything the child needs is prepared here, in the parent: the program's path (a `PATH`
+/// search like `execvp`'s), argv and envp as C strings, the cgroup files it joins, the limits.
+/// The child then makes raw system calls only — no allocation, no lock, no glibc wrapper that
+/// keeps per-process state — and reports a failure through a word in the shared memory.
 fn spawn_wrapped(
     job: SpawnJob,
     stdout: OwnedFd,
     stderr: OwnedFd,
     notify_to_fd3: Option<RawFd>,
 ) -> io::Result<u32> {
-    let pdeathsig_parent = job.pdeathsig_parent;
-    let mut wrap = CommandWrap::with_new(&job.program, |cmd| {
-        cmd.args(&job.args)
-            .envs(job.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr));
-        for var in &job.env_remove {
-            cmd.env_remove(var);
-        }
-        if let Some(cwd) = &job.cwd {
-            cmd.current_dir(cwd);
-        }
-        if pdeathsig_parent.is_some() || notify_to_fd3.is_some() {
-            // SAFETY: runs between fork and exec; only async-signal-safe calls on copied
-            // integers.
-            unsafe {
-                cmd.pre_exec(move || in_child(pdeathsig_parent, notify_to_fd3));
-            }
-        }
-    });
-    wrap.wrap(ProcessGroup::leader());
-    let child = wrap.spawn()?;
-    // The handle is not kept: the caller waits through a pidfd. std's `Child` does nothing
-    // when dropped (no wait, no kill), and its stdio were given away above.
-    Ok(child.id())
-}
-
-/// Between fork and exec: die with the parent (checked), and put the notify pipe at fd 3.
-fn in_child(pdeathsig_parent: Option<libc::pid_t>, notify: Option<RawFd>) -> io::Result<()> {
-    // SAFETY: prctl, getppid, fcntl and dup2 are async-signal-safe syscalls on integers.
-    unsafe {
-        if let Some(parent) = pdeathsig_parent {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The server may have died between fork and prctl: then nobody will kill us.
-            if libc::getppid() != parent {
-                return Err(io::Error::other("the server exited during spawn"));
-            }
-        }
-        if let Some(src) = notify {
-            // dup2 clears close-on-exec on the copy; when the pipe already is fd 3, clear it
-            // by hand.
-            if src == NOTIFY_FD {
-                if libc::fcntl(NOTIFY_FD, libc::F_SETFD, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(src, NOTIFY_FD) != NOTIFY_FD {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
+    let plan = child::Plan::prepare(&job, stdout, stderr, notify_to_fd3)?;
+    plan.spawn()
 }
 
 /// Copy descriptor `fd` of the process `pidfd` refers to into this thread's table.
@@ -325,6 +300,10 @@ mod tests {
             stderr: out_write.as_raw_fd(),
             notify: notify_write.as_raw_fd(),
             pdeathsig_parent: None,
+            clear_env: false,
+            cgroup_procs: vec![],
+            nofile: None,
+            credentials: Credentials::default(),
         };
         let pid = how(job).unwrap();
         drop(out_write);
@@ -393,6 +372,10 @@ mod tests {
                 stderr: w.as_raw_fd(),
                 notify: w.as_raw_fd(),
                 pdeathsig_parent: None,
+                clear_env: false,
+                cgroup_procs: vec![],
+                nofile: None,
+                credentials: Credentials::default(),
             };
             let err = how(job).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
