@@ -32,6 +32,8 @@ fn setup() -> tempfile::TempDir {
 
 fn record(worker: &str, generation: u64, reason: ExitReason) -> ExitRecord {
     ExitRecord {
+        oom_kills: None,
+        memory_peak_bytes: None,
         worker: worker.into(),
         pid: Some(4000 + generation as u32),
         generation,

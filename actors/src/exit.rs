@@ -27,6 +27,8 @@ pub enum ExitReason {
     SpawnFailed,
     /// A leftover of a server that died, killed at the next start.
     Orphan,
+    /// The kernel's OOM killer killed one of its processes (vigil then ended the rest).
+    Oom,
 }
 
 impl ExitReason {
@@ -39,6 +41,7 @@ impl ExitReason {
             ExitReason::Stopped => "stopped",
             ExitReason::SpawnFailed => "spawn_failed",
             ExitReason::Orphan => "orphan",
+            ExitReason::Oom => "oom",
         }
     }
 
@@ -51,6 +54,7 @@ impl ExitReason {
             "stopped" => ExitReason::Stopped,
             "spawn_failed" => ExitReason::SpawnFailed,
             "orphan" => ExitReason::Orphan,
+            "oom" => ExitReason::Oom,
             _ => return None,
         })
     }
@@ -129,6 +133,7 @@ impl Exit {
             ExitReason::Stopped => format!("stopped ({what})"),
             ExitReason::SpawnFailed => "failed to start".to_string(),
             ExitReason::Orphan => format!("orphan of a dead server ({what})"),
+            ExitReason::Oom => format!("out of memory: OOM killer ({what})"),
         }
     }
 }
@@ -165,6 +170,13 @@ pub struct ExitRecord {
     /// A sentence on what happened next (`restarting in 200ms`, `escalated`, `not restarted: temporary`).
     #[serde(default)]
     pub decision: String,
+    /// Processes of this run killed by the kernel's OOM killer: 0 when none, `null` when vigil
+    /// had no memory accounting for the run.
+    #[serde(default)]
+    pub oom_kills: Option<u64>,
+    /// The run's peak memory use of all its processes together; `null` when unknown.
+    #[serde(default)]
+    pub memory_peak_bytes: Option<u64>,
 }
 
 #[cfg(test)]

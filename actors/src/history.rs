@@ -97,6 +97,9 @@ const MIGRATIONS: &[&str] = &[
          started_at  TEXT    NOT NULL,
          PRIMARY KEY (worker, pid)
      );",
+    // 2: OOM evidence of each run (cgroup containment).
+    "ALTER TABLE exits ADD COLUMN oom_kills INTEGER;
+     ALTER TABLE exits ADD COLUMN memory_peak_bytes INTEGER;",
 ];
 
 /// The schema version this build writes.
@@ -605,8 +608,8 @@ fn write_batch(conn: &mut Connection, pending: &VecDeque<Write>) -> Result<(), r
         let mut exit_stmt = tx.prepare_cached(
             "INSERT INTO exits (worker, pid, generation, started_at, exited_at, uptime_ms,
                      code, signal, signal_name, core_dumped, reason, restart_delay_ms, log_tail,
-                     decision)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                     decision, oom_kills, memory_peak_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?;
         for w in pending {
             match w {
@@ -628,6 +631,8 @@ fn write_batch(conn: &mut Connection, pending: &VecDeque<Write>) -> Result<(), r
                         r.restart_delay_ms.map(to_i64),
                         log_tail,
                         r.decision,
+                        r.oom_kills.map(to_i64),
+                        r.memory_peak_bytes.map(to_i64),
                     ])?;
                 }
                 Write::Event(e) => {
@@ -781,7 +786,8 @@ pub fn query_exits(
     let mut stmt = conn
         .prepare(
             "SELECT worker, pid, generation, started_at, exited_at, uptime_ms, code, signal,
-                    signal_name, core_dumped, reason, restart_delay_ms, log_tail, decision
+                    signal_name, core_dumped, reason, restart_delay_ms, log_tail, decision,
+                    oom_kills, memory_peak_bytes
              FROM exits
              WHERE ?1 IS NULL OR worker = ?1
              ORDER BY id DESC
@@ -809,6 +815,8 @@ pub fn query_exits(
                 restart_delay_ms: row.get::<_, Option<i64>>(11)?.map(to_u64),
                 log_tail: serde_json::from_str(&log_tail).unwrap_or_else(|_| vec![log_tail]),
                 decision: row.get(13)?,
+                oom_kills: row.get::<_, Option<i64>>(14)?.map(to_u64),
+                memory_peak_bytes: row.get::<_, Option<i64>>(15)?.map(to_u64),
             })
         })
         .map_err(&err)?;

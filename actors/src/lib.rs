@@ -51,10 +51,12 @@
 #![warn(clippy::unwrap_used)]
 
 pub mod builder;
+pub mod cgroup;
 pub mod control;
 pub mod exit;
 pub mod guardian;
 pub mod history;
+pub mod inotify;
 pub mod latency;
 pub mod lock;
 pub mod logfile;

@@ -312,6 +312,8 @@ fn orphan_record(k: &KilledGroup, by: Sweeper) -> ExitRecord {
         log_tail.push(format!("still alive after SIGKILL: {:?}", k.survivors));
     }
     ExitRecord {
+        oom_kills: None,
+        memory_peak_bytes: None,
         worker: k.row.worker.clone(),
         pid: Some(k.row.pid),
         generation: k.row.generation,

@@ -461,6 +461,8 @@ mod tests {
 
     fn segv() -> ExitRecord {
         ExitRecord {
+            oom_kills: None,
+            memory_peak_bytes: None,
             worker: "indexing".into(),
             pid: Some(4100),
             generation: 6,
@@ -499,6 +501,8 @@ mod tests {
         looping.backoff_ms = Some(800);
         looping.next_start_in_ms = Some(450);
         looping.last_exit = Some(ExitRecord {
+            oom_kills: None,
+            memory_peak_bytes: None,
             worker: "crashy".into(),
             pid: Some(5000),
             generation: 4,

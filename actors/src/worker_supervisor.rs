@@ -510,6 +510,8 @@ impl SupervisorState {
         };
         // Record.
         let record = ExitRecord {
+            oom_kills: None,
+            memory_peak_bytes: None,
             worker: self.spec.name.clone(),
             pid: ended.pid,
             generation: ended.generation,

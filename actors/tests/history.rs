@@ -11,6 +11,8 @@ use vigil_actors::history::{
 
 fn record(worker: &str, n: u64) -> ExitRecord {
     ExitRecord {
+        oom_kills: Some(n % 2),
+        memory_peak_bytes: Some(64 << 20),
         worker: worker.to_string(),
         pid: Some(1000 + n as u32),
         generation: n,
@@ -45,6 +47,8 @@ async fn every_field_round_trips() {
     let h = History::open(&db).unwrap();
     let full = record("indexing", 4);
     let sparse = ExitRecord {
+        oom_kills: None,
+        memory_peak_bytes: None,
         worker: "echo".into(),
         pid: None,
         generation: u64::MAX,
@@ -112,7 +116,7 @@ async fn every_field_round_trips() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(schema_version(&db).unwrap(), Some(1));
+    assert_eq!(schema_version(&db).unwrap(), Some(2));
     h.close();
 }
 

@@ -157,6 +157,16 @@ fn what_happened(r: &ExitRecord) -> String {
         (ExitReason::SpawnFailed, _) => "failed to start".to_string(),
         (ExitReason::Orphan, Some(s)) => format!("orphan of a dead server ({s})"),
         (ExitReason::Orphan, None) => "orphan of a dead server, killed at startup".to_string(),
+        (ExitReason::Oom, status) => {
+            let peak = r
+                .memory_peak_bytes
+                .map(|b| format!(", peak {} MiB", b / (1024 * 1024)))
+                .unwrap_or_default();
+            match status {
+                Some(s) => format!("out of memory: OOM killer ({s}{peak})"),
+                None => format!("out of memory: OOM killer{peak}"),
+            }
+        }
     }
 }
 
@@ -189,6 +199,8 @@ mod tests {
 
     fn rec() -> ExitRecord {
         ExitRecord {
+            oom_kills: None,
+            memory_peak_bytes: None,
             worker: "indexing".into(),
             pid: Some(1234),
             generation: 4,
