@@ -128,6 +128,7 @@ impl TreeBuilder {
             name,
             worker_type: Arc::new(worker_type),
             policy,
+            limits: crate::cgroup::Limits::default(),
         });
         self
     }
@@ -149,6 +150,8 @@ impl TreeBuilder {
             config_path: self.config_path,
             root: self.root,
             workers,
+            cgroup: crate::spec::CgroupMode::Off,
+            containment: crate::containment::Containment::ProcessGroup,
         })
     }
 

@@ -350,6 +350,9 @@ impl Instance {
     pub fn remove(&self) {
         for base in &self.created {
             remove_tree(&base.join("workers"));
+            // Fails while the server is still in `supervisor/` (it is removed by the next
+            // server on this data directory, or stays empty).
+            let _ = fs::remove_dir(base);
         }
     }
 }
@@ -713,6 +716,99 @@ impl WorkerCgroup {
     pub fn remove(&self) {
         for dir in self.all_dirs() {
             let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Wakes up when the kernel reports memory events of one worker's cgroup: v2 `memory.events`
+/// through inotify, v1 an eventfd registered for `memory.oom_control` in
+/// `cgroup.event_control`. A wake-up says "look again", not "OOM happened": callers compare
+/// [`WorkerCgroup::oom_kill_count`] with the run's baseline.
+pub struct OomWatch {
+    inner: OomWatchInner,
+}
+
+enum OomWatchInner {
+    V2(crate::inotify::Watch),
+    V1 {
+        eventfd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+        // Registered with the eventfd; must stay open as long as it.
+        _control: fs::File,
+    },
+}
+
+impl std::fmt::Debug for OomWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.inner {
+            OomWatchInner::V2(_) => "OomWatch(v2)",
+            OomWatchInner::V1 { .. } => "OomWatch(v1)",
+        })
+    }
+}
+
+impl OomWatch {
+    /// Watch `cg`'s memory events; `None` without memory accounting. Must be called inside
+    /// a tokio runtime.
+    pub fn new(cg: &WorkerCgroup) -> io::Result<Option<OomWatch>> {
+        let Some((via, file)) = cg.oom_file() else {
+            return Ok(None);
+        };
+        let inner = match via {
+            Via::V2 => OomWatchInner::V2(crate::inotify::Watch::new(&file)?),
+            _ => {
+                use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+                // SAFETY: eventfd returns a new descriptor or -1.
+                let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+                if raw < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+                let efd = unsafe { OwnedFd::from_raw_fd(raw) };
+                let control = fs::File::open(&file)?;
+                let register = file.with_file_name("cgroup.event_control");
+                fs::write(
+                    &register,
+                    format!("{} {}", efd.as_raw_fd(), control.as_raw_fd()),
+                )?;
+                // SAFETY: the `OwnedFd` is open, refers to the same eventfd for its whole
+                // life, and is owned by the `AsyncFd` until it drops.
+                let eventfd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        efd,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .map_err(|e| e.into_parts().1)?;
+                OomWatchInner::V1 {
+                    eventfd,
+                    _control: control,
+                }
+            }
+        };
+        Ok(Some(OomWatch { inner }))
+    }
+
+    /// Wait for the next memory event.
+    pub async fn changed(&self) -> io::Result<()> {
+        match &self.inner {
+            OomWatchInner::V2(w) => w.changed().await,
+            OomWatchInner::V1 { eventfd, .. } => loop {
+                use std::os::fd::AsRawFd;
+                let mut ready = eventfd.readable().await?;
+                let mut count = 0u64;
+                // SAFETY: an eventfd read fills exactly 8 bytes of a local u64.
+                let n = unsafe {
+                    libc::read(
+                        eventfd.get_ref().as_raw_fd(),
+                        (&raw mut count).cast(),
+                        std::mem::size_of::<u64>(),
+                    )
+                };
+                if n == 8 {
+                    return Ok(());
+                }
+                ready.clear_ready();
+            },
         }
     }
 }

@@ -21,6 +21,7 @@
 //! ! <pipe inode>                              it failed
 //! + <pipe inode> <pid> <pgid> <start ticks> <generation> <started at> <worker>
 //! - <pid>                                     reaped, and its group killed
+//! K <cgroup directory>                        kill everything below it if the server dies
 //! ```
 //! `<pipe inode>` names the worker's output pipe. A spawn the server died in the middle of
 //! (`~` without `+`) is found by that inode: the new process has it at fd 1.
@@ -81,6 +82,8 @@ pub struct Leftovers {
     pub processes: Vec<LiveProcess>,
     /// Spawns the server died in the middle of.
     pub in_flight: Vec<InFlight>,
+    /// The cgroup trees of the server's workers: everything still in them is killed.
+    pub cgroups: Vec<std::path::PathBuf>,
 }
 
 /// A spawn that was announced but not confirmed.
@@ -200,6 +203,11 @@ pub(crate) fn spawned(pipe_inode: u64, p: &LiveProcess) {
     ));
 }
 
+/// Every process below cgroup `dir` is a worker's: kill them all if the server dies.
+pub fn contain(dir: &std::path::Path) {
+    send(&format!("K {}\n", dir.display()));
+}
+
 /// The leader `pid` was reaped and its group killed.
 pub(crate) fn reaped(pid: u32) {
     send(&format!("- {pid}\n"));
@@ -260,8 +268,13 @@ fn become_guardian() {
 fn read_until_eof(pipe: File) -> Leftovers {
     let mut live: HashMap<u32, LiveProcess> = HashMap::new();
     let mut in_flight: HashMap<u64, InFlight> = HashMap::new();
+    let mut cgroups = Vec::new();
     for line in BufReader::new(pipe).lines() {
         let Ok(line) = line else { break };
+        if let Some(dir) = line.strip_prefix("K ") {
+            cgroups.push(std::path::PathBuf::from(dir));
+            continue;
+        }
         apply_line(&line, &mut live, &mut in_flight);
     }
     let mut processes: Vec<LiveProcess> = live.into_values().collect();
@@ -271,6 +284,7 @@ fn read_until_eof(pipe: File) -> Leftovers {
     Leftovers {
         processes,
         in_flight,
+        cgroups,
     }
 }
 
@@ -340,9 +354,15 @@ fn apply_line(
 }
 
 impl Leftovers {
-    /// Nothing was left running.
+    /// Nothing was left running (no leader, no spawn in flight, no process in the workers'
+    /// cgroups).
     pub fn is_empty(&self) -> bool {
-        self.processes.is_empty() && self.in_flight.is_empty()
+        self.processes.is_empty()
+            && self.in_flight.is_empty()
+            && self
+                .cgroups
+                .iter()
+                .all(|d| crate::cgroup::tree_members(d).is_empty())
     }
 
     /// Every leftover as a row for the orphan sweep. A spawn in flight becomes a row when a

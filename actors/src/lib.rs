@@ -52,6 +52,7 @@
 
 pub mod builder;
 pub mod cgroup;
+pub mod containment;
 pub mod control;
 pub mod exit;
 pub mod guardian;
@@ -67,6 +68,7 @@ pub mod policy;
 pub mod process;
 pub mod procfs;
 pub mod protocol;
+pub mod reaper;
 pub mod render;
 pub mod root;
 pub mod sd_notify;

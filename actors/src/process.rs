@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::cgroup::{CgroupError, Evidence, Limits, OomWatch, WorkerCgroup};
 use crate::guardian;
 use crate::history::LiveProcess;
 use crate::logfile::{self, LogFile};
@@ -47,6 +48,9 @@ pub use crate::spawner::NOTIFY_FD;
 /// How long to wait, after the group is killed, for the output pipe to close (a process that
 /// left the group may still hold it).
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How long to wait, after SIGKILL to a worker's cgroup, for the kernel to say it is empty.
+const CGROUP_EMPTY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a running process reports to its supervisor.
 #[derive(Debug)]
@@ -68,6 +72,10 @@ pub struct ExitReport {
     pub exited_at: SystemTime,
     /// Monotonic exit time.
     pub exited: Instant,
+    /// What the kernel says about the run (cgroup containment only; default otherwise).
+    pub evidence: Evidence,
+    /// Processes of the worker still alive when its leader exited (killed then).
+    pub survivors: usize,
 }
 
 /// Why a spawn failed.
@@ -88,6 +96,15 @@ pub enum SpawnError {
     /// argv was empty.
     #[error("empty argv")]
     EmptyArgv,
+    /// The worker's cgroup could not be prepared (or its limits written).
+    #[error("cannot prepare the worker's cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    /// Limits were configured but nothing can enforce them.
+    #[error(
+        "limits (memory_max, pids_max, cpu_max) need a cgroup, and this server has none \
+         (containment: process-group); not started without them"
+    )]
+    LimitsUnenforceable,
 }
 
 /// What to spawn.
@@ -101,6 +118,10 @@ pub struct SpawnRequest<'a> {
     pub launch: &'a Launch,
     /// Where its output goes.
     pub log: &'a LogFile,
+    /// Its cgroup, when the server contains workers in cgroups.
+    pub cgroup: Option<&'a WorkerCgroup>,
+    /// Its resource limits.
+    pub limits: &'a Limits,
 }
 
 /// A live process group led by a worker. Dropping it kills the group unless it was reaped.
@@ -111,6 +132,7 @@ pub struct ProcessGroup {
     started: Instant,
     identity: Option<LiveProcess>,
     reaped: Arc<AtomicBool>,
+    cgroup: Option<WorkerCgroup>,
 }
 
 impl ProcessGroup {
@@ -142,11 +164,24 @@ impl ProcessGroup {
         self.identity.as_ref()
     }
 
-    /// Send `signal` to every member of the group. Does nothing once the leader was reaped
-    /// and the group cleaned up (its id may be reused).
+    /// The worker's cgroup, when it has one.
+    pub fn cgroup(&self) -> Option<&WorkerCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    /// Send `signal` to every process of the worker: its process group and, with a cgroup,
+    /// every member of it (also those that left the group with `setsid`). Does nothing once
+    /// the leader was reaped and the group cleaned up (its id may be reused).
     pub fn signal(&self, signal: Signal) -> io::Result<()> {
         if self.reaped.load(Ordering::Acquire) {
             return Ok(());
+        }
+        if let Some(cg) = &self.cgroup {
+            if signal.number() == libc::SIGKILL {
+                cg.kill_all();
+            } else {
+                cg.signal_all(signal.number());
+            }
         }
         killpg(self.pid, signal.number())
     }
@@ -155,6 +190,9 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if !self.reaped.load(Ordering::Acquire) {
+            if let Some(cg) = &self.cgroup {
+                cg.kill_all();
+            }
             let _ = killpg(self.pid, libc::SIGKILL);
         }
     }
@@ -199,6 +237,11 @@ pub fn spawn(
     on_event: impl Fn(ProcessEvent) + Send + Sync + 'static,
 ) -> Result<ProcessGroup, SpawnError> {
     let (program, args) = req.launch.argv.split_first().ok_or(SpawnError::EmptyArgv)?;
+    let baseline = match req.cgroup {
+        Some(cg) => Some(cg.prepare(req.limits)?),
+        None if req.limits.needs_cgroup() => return Err(SpawnError::LimitsUnenforceable),
+        None => None,
+    };
     let (out_read, out_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
     let (notify_read, notify_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
     let guarded = guardian::active();
@@ -233,14 +276,23 @@ pub fn spawn(
         // SAFETY: getpid has no preconditions.
         pdeathsig_parent: (!guarded).then(|| unsafe { libc::getpid() }),
         clear_env: false,
-        cgroup_procs: Vec::new(),
-        nofile: None,
+        cgroup_procs: req
+            .cgroup
+            .map(WorkerCgroup::procs_files)
+            .unwrap_or_default(),
+        nofile: req.limits.nofile,
         credentials: spawner::Credentials::default(),
     };
     if guarded {
         guardian::spawning(pipe_inode, req.generation, req.name);
     }
+    // The reaper must not take the new leader for an orphan before it is registered.
+    let mut registry = crate::reaper::Registry::lock();
     let spawned = spawner::spawn(job);
+    if let Ok(pid) = &spawned {
+        registry.register(*pid);
+    }
+    drop(registry);
     // Our copies of the write ends must close now, or the pipes never reach end of file.
     drop(out_write);
     drop(notify_write);
@@ -263,7 +315,12 @@ pub fn spawn(
     let pidfd = match pidfd {
         Ok(fd) => fd,
         Err(source) => {
+            if let Some(cg) = req.cgroup {
+                cg.kill_all();
+            }
             let _ = killpg(pid, libc::SIGKILL);
+            // Nobody waits for it now: the reaper (if any) collects it.
+            crate::reaper::release(pid);
             if guarded {
                 guardian::spawn_failed(pipe_inode);
             }
@@ -311,12 +368,60 @@ pub fn spawn(
         Err(e) => tracing::warn!(pid, error = %e, "cannot read worker notify pipe"),
     }
 
+    // The kernel's OOM killer may pick any process of the worker: when it does, the whole
+    // worker ends (as `memory.oom.group` does in the kernel on v2 with a limit).
+    let oom_guard = match (req.cgroup, baseline) {
+        (Some(cg), Some(baseline)) => match OomWatch::new(cg) {
+            Ok(Some(watch)) => {
+                let cg = cg.clone();
+                let name = req.name.to_string();
+                Some(tokio::spawn(async move {
+                    loop {
+                        if watch.changed().await.is_err() {
+                            return;
+                        }
+                        if cg.evidence(&baseline).oom_kills.unwrap_or(0) > 0 {
+                            tracing::warn!(worker = %name, pid, "the OOM killer killed a process of the worker; ending the whole worker");
+                            cg.kill_all();
+                            return;
+                        }
+                    }
+                }))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(worker = %req.name, error = %e, "cannot watch the worker's memory events");
+                None
+            }
+        },
+        _ => None,
+    };
     let reaped_flag = reaped.clone();
+    let exit_cgroup = req.cgroup.cloned();
     tokio::spawn(async move {
         let status = wait_exit(pidfd).await;
+        crate::reaper::release(pid);
         let exited = Instant::now();
         let exited_at = SystemTime::now();
-        // The leader is gone: nothing of its group may outlive it.
+        if let Some(task) = oom_guard {
+            task.abort();
+        }
+        // The leader is gone: nothing of the worker may outlive it.
+        let mut survivors = 0;
+        let mut evidence = Evidence::default();
+        if let Some(cg) = &exit_cgroup {
+            survivors = cg.kill_all();
+            if !cg.wait_empty(CGROUP_EMPTY_TIMEOUT).await {
+                tracing::warn!(
+                    pid,
+                    cgroup = cg.name(),
+                    "the worker's cgroup is not empty after SIGKILL"
+                );
+            }
+            if let Some(baseline) = &baseline {
+                evidence = cg.evidence(baseline);
+            }
+        }
         let _ = killpg(pid, libc::SIGKILL);
         reaped_flag.store(true, Ordering::Release);
         if guarded {
@@ -334,6 +439,8 @@ pub fn spawn(
             log_tail,
             exited_at,
             exited,
+            evidence,
+            survivors,
         }));
     });
 
@@ -343,6 +450,7 @@ pub fn spawn(
         started,
         identity,
         reaped,
+        cgroup: req.cgroup.cloned(),
     })
 }
 

@@ -303,6 +303,7 @@ impl RootState {
         let args = WorkerArgs {
             spec: slot.spec.clone(),
             data_dir: self.spec.data_dir.clone(),
+            containment: self.spec.containment.clone(),
             history: self.history.clone(),
             carry: slot.carry.clone(),
             initial,
@@ -520,6 +521,11 @@ impl RootState {
             rss_bytes: None,
             cpu_percent: None,
             processes: None,
+            containment: self.spec.containment.kind().to_string(),
+            memory_max_bytes: slot.spec.limits.memory_max,
+            pids_max: slot.spec.limits.pids_max,
+            cpu_max: slot.spec.limits.cpu_max,
+            oom_kills: slot.carry.oom_kills,
             exit_notify_us: None,
         }
     }
@@ -665,7 +671,9 @@ fn fill_usage(usage: HashMap<u32, GroupUsage>, snapshots: &mut [WorkerSnapshot])
         if let Some(u) = s.pgid.and_then(|g| usage.get(&g)) {
             s.rss_bytes = Some(u.rss_bytes);
             s.cpu_percent = Some(u.cpu_percent);
-            s.processes = Some(u.processes);
+            // A cgroup's count (set by the WorkerSupervisor) also sees processes that left
+            // the group.
+            s.processes = s.processes.or(Some(u.processes));
         }
     }
 }

@@ -43,6 +43,10 @@ impl WorkerState {
     }
 }
 
+fn default_containment() -> String {
+    "process-group".to_string()
+}
+
 /// One worker, as its WorkerSupervisor sees it (the contract's worker NODE without `children`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerSnapshot {
@@ -86,8 +90,24 @@ pub struct WorkerSnapshot {
     pub rss_bytes: Option<u64>,
     /// CPU use summed over the process group (percent of one core).
     pub cpu_percent: Option<f64>,
-    /// Number of processes in the group.
+    /// Number of processes of the worker now (its cgroup's members; without a cgroup, its
+    /// process group's).
     pub processes: Option<u32>,
+    /// `"cgroup"` or `"process-group"`: what contains the worker's processes.
+    #[serde(default = "default_containment")]
+    pub containment: String,
+    /// `limits.memory_max`, `null` when unlimited.
+    #[serde(default)]
+    pub memory_max_bytes: Option<u64>,
+    /// `limits.pids_max`, `null` when unlimited.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// `limits.cpu_max` in CPUs, `null` when unlimited.
+    #[serde(default)]
+    pub cpu_max: Option<f64>,
+    /// Processes of the worker killed by the OOM killer since the server started.
+    #[serde(default)]
+    pub oom_kills: u64,
     /// Exit notification latency (leader reaped → its WorkerSupervisor handling the exit) over
     /// the last exits, `null` before the first exit. Not in the contract: for benchmarks.
     #[serde(default)]

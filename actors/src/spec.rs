@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cgroup::Limits;
+use crate::containment::Containment;
 use crate::signal::Signal;
 use crate::worker_type::WorkerType;
 
@@ -227,6 +229,8 @@ pub struct WorkerSpec {
     pub policy: RestartPolicy,
     /// The log file and its rotation.
     pub log: LogSpec,
+    /// Resource limits (enforced through the worker's cgroup; `nofile` as an rlimit).
+    pub limits: Limits,
 }
 
 /// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.
@@ -265,6 +269,23 @@ pub struct TreeSpec {
     pub root: RootSpec,
     /// Workers, in start order.
     pub workers: Vec<WorkerSpec>,
+    /// Whether workers get cgroups (`cgroup:` in the config).
+    pub cgroup: CgroupMode,
+    /// What the server set up for that mode ([`Containment::setup`]); process groups by
+    /// default, so a tree built without `vigil serve` behaves as before.
+    pub containment: Containment,
+}
+
+/// `cgroup: Auto | Required | Off`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum CgroupMode {
+    /// A cgroup per worker whenever the server can create one; process groups otherwise.
+    #[default]
+    Auto,
+    /// A cgroup per worker, or the server refuses to start.
+    Required,
+    /// Process groups only.
+    Off,
 }
 
 impl TreeSpec {

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::cgroup::{Evidence, WorkerCgroup};
+use crate::containment::Containment;
 use crate::exit::{Exit, ExitReason, ExitRecord};
 use crate::history::History;
 use crate::latency::LatencyWindow;
@@ -87,6 +89,8 @@ pub struct WorkerArgs {
     pub spec: WorkerSpec,
     /// The tree's data directory (passed to the worker type).
     pub data_dir: PathBuf,
+    /// How the server contains workers (cgroup or process group).
+    pub containment: Containment,
     /// The history writer.
     pub history: History,
     /// Carried over from a previous WorkerSupervisor of the same worker (after an escalation).
@@ -104,6 +108,8 @@ pub struct Carry {
     pub generation: u64,
     /// The most recent exit.
     pub last_exit: Option<ExitRecord>,
+    /// Processes killed by the OOM killer since the server started.
+    pub oom_kills: u64,
 }
 
 /// The error a WorkerSupervisor fails with when its restart intensity is exceeded. The root
@@ -217,6 +223,10 @@ pub struct SupervisorState {
     spec: WorkerSpec,
     data_dir: PathBuf,
     history: History,
+    /// The worker's cgroup, when the server contains workers in cgroups.
+    cgroup: Option<WorkerCgroup>,
+    containment: &'static str,
+    oom_kills: u64,
     log: Option<LogFile>,
     phase: Phase,
     generation: u64,
@@ -252,7 +262,10 @@ impl Actor for WorkerSupervisor {
         args: WorkerArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
+            cgroup: args.containment.worker(&args.spec.name),
             spec: args.spec,
+            containment: args.containment.kind(),
+            oom_kills: args.carry.oom_kills,
             data_dir: args.data_dir,
             history: args.history,
             log: None,
@@ -376,6 +389,7 @@ impl SupervisorState {
                         log_tail: vec![message],
                         during_start: true,
                         cause: None,
+                        evidence: Evidence::default(),
                     },
                 )
             }
@@ -409,6 +423,8 @@ impl SupervisorState {
             generation,
             launch: &launch,
             log: &log,
+            cgroup: self.cgroup.as_ref(),
+            limits: &self.spec.limits,
         };
         process::spawn(&req, move |event| {
             let _ = me.cast(WorkerMsg::Process { generation, event });
@@ -450,8 +466,23 @@ impl SupervisorState {
             Some(_) => Some(ExitReason::Stopped),
             None => None,
         };
+        if report.survivors > 0 {
+            let line = format!(
+                "{} process(es) of generation {generation} still alive when the leader exited; killed",
+                report.survivors
+            );
+            tracing::info!(worker = %self.spec.name, generation, survivors = report.survivors, "{line}");
+            if let Some(log) = &self.log {
+                log.note(&line);
+            }
+        }
+        let oom = report.evidence.oom_kills.unwrap_or(0);
+        self.oom_kills += oom;
         // Classify.
         let exit = match &report.status {
+            Ok(status) if oom > 0 && requested.is_none() => {
+                Exit::from_status(*status, Some(ExitReason::Oom))
+            }
             Ok(status) => Exit::from_status(*status, requested),
             Err(e) => {
                 tracing::error!(worker = %self.spec.name, generation, error = %e, "waiting for the worker failed");
@@ -475,6 +506,7 @@ impl SupervisorState {
             log_tail: report.log_tail,
             during_start,
             cause,
+            evidence: report.evidence,
         };
         drop(live);
         let result = self.after_exit(myself, ended);
@@ -510,8 +542,8 @@ impl SupervisorState {
         };
         // Record.
         let record = ExitRecord {
-            oom_kills: None,
-            memory_peak_bytes: None,
+            oom_kills: ended.evidence.oom_kills,
+            memory_peak_bytes: ended.evidence.memory_peak_bytes,
             worker: self.spec.name.clone(),
             pid: ended.pid,
             generation: ended.generation,
@@ -617,6 +649,7 @@ impl SupervisorState {
                     restarts: self.restarts,
                     generation: self.generation,
                     last_exit: None,
+                    oom_kills: self.oom_kills,
                 },
             }));
         }
@@ -916,7 +949,17 @@ impl SupervisorState {
             last_exit: self.last_exit.clone(),
             rss_bytes: None,
             cpu_percent: None,
-            processes: None,
+            processes: self.cgroup.as_ref().and(live).map(|l| {
+                l.group
+                    .cgroup()
+                    .map(|cg| u32::try_from(cg.members().len()).unwrap_or(u32::MAX))
+                    .unwrap_or(0)
+            }),
+            containment: self.containment.to_string(),
+            memory_max_bytes: self.spec.limits.memory_max,
+            pids_max: self.spec.limits.pids_max,
+            cpu_max: self.spec.limits.cpu_max,
+            oom_kills: self.oom_kills,
             exit_notify_us: self.notify_latency.summary(),
         }
     }
@@ -933,6 +976,8 @@ struct Ended {
     log_tail: Vec<String>,
     during_start: bool,
     cause: Option<StopCause>,
+    /// What the kernel said about the run (cgroup containment).
+    evidence: Evidence,
 }
 
 /// What follows an exit.

@@ -28,6 +28,7 @@ fn worker(dir: &std::path::Path, name: &str, script: &str) -> WorkerSpec {
             max_bytes: 1 << 20,
             max_files: 2,
         },
+        limits: Default::default(),
     }
 }
 
@@ -44,6 +45,8 @@ async fn kill_restarts() {
             "a",
             "echo hello $VIGIL_GENERATION; sleep 1000",
         )],
+        cgroup: CgroupMode::Off,
+        containment: Default::default(),
     };
     let history = History::open(&spec.history_path()).unwrap();
     let tree = Tree::start(spec, history.clone()).await.unwrap();

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
+use vigil_actors::cgroup;
+use vigil_actors::containment::Containment;
 use vigil_actors::control::ControlServer;
 use vigil_actors::guardian::{self, Role};
 use vigil_actors::history::History;
@@ -64,6 +66,26 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         Err(e) => Err(e),
     };
     let _log_guard = init_server_log(&tree.log_dir)?;
+    let mut tree = tree;
+    // Still one thread. Containment is decided before the first worker exists: with cgroups,
+    // the server (and its guardian) may first move into a leaf of their own.
+    let guardian_pid: Vec<u32> = guardian.iter().map(|g| g.pid()).collect();
+    tree.containment = match Containment::setup(tree.cgroup, &tree.data_dir, &guardian_pid) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "not starting");
+            return Err(CliError::Runtime(e.to_string()));
+        }
+    };
+    for dir in tree.containment.kill_roots() {
+        guardian::contain(&dir);
+    }
+    if let Some(pid) = guardian_pid.first() {
+        vigil_actors::reaper::Registry::lock().register(*pid);
+    }
+    if let Err(e) = vigil_actors::reaper::become_subreaper() {
+        tracing::warn!(error = %e, "cannot become a child subreaper; orphans of workers go to init");
+    }
     let guardian_exit = match guardian {
         Ok(g) => watch_guardian(g),
         Err(e) => {
@@ -80,8 +102,10 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         .thread_name("vigil")
         .build()
         .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
+    let containment = tree.containment.clone();
     let result = runtime.block_on(serve(tree));
     drop(runtime);
+    containment.teardown();
     // Let the guardian go (it kills whatever is still registered) and wait for it: the lock
     // is free when this process is gone.
     if let Some(exited) = guardian_exit {
@@ -103,6 +127,7 @@ fn guardian_cleanup(
         return Ok(ExitCode::SUCCESS);
     }
     let _log_guard = init_server_log(&spec.log_dir)?;
+    let cgroups = leftovers.cgroups.clone();
     let rows = leftovers.into_rows();
     tracing::warn!(
         groups = rows.len(),
@@ -116,9 +141,16 @@ fn guardian_cleanup(
         let db = spec.history_path();
         let history = History::open(&db).map_err(|e| CliError::Runtime(e.to_string()))?;
         let report = orphan::sweep_after_crash(&history, &db, ORPHAN_GRACE, rows).await;
+        // What left its process group (setsid, double fork) is still in the cgroups.
+        let mut escaped = 0;
+        for dir in &cgroups {
+            escaped += cgroup::tree_members(dir).len();
+            cgroup::kill_tree(Some(dir));
+        }
         tracing::warn!(
             killed = report.killed.len(),
             stale = report.stale.len(),
+            escaped,
             "guardian: cleanup done"
         );
         Ok(ExitCode::SUCCESS)
@@ -168,6 +200,16 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     match orphan::sweep(&history, &spec.history_path(), ORPHAN_GRACE).await {
         Ok(report) => tracing::info!(?report, "orphan sweep done"),
         Err(e) => tracing::error!(error = %e, "orphan sweep failed"),
+    }
+    let escaped = spec.containment.sweep_leftovers();
+    if escaped > 0 {
+        tracing::warn!(
+            processes = escaped,
+            "killed processes a previous server left in its workers' cgroups"
+        );
+    }
+    if vigil_actors::reaper::active() {
+        tokio::spawn(vigil_actors::reaper::run());
     }
     // Install the handlers before the tree starts, so an early SIGTERM is not lost.
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
@@ -228,6 +270,8 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     };
     control.close().await;
     history.flush().await;
+    // Killed processes that had left their groups were adopted by us: reap the last ones.
+    vigil_actors::reaper::reap_orphans();
     match outcome {
         Some(TreeOutcome::Shutdown) => {
             tracing::info!("vigil stopped");

@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use vigil_actors::signal::Signal;
-use vigil_actors::spec::{LogSpec, RestartType};
+use vigil_actors::spec::{CgroupMode, LogSpec, RestartType};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -41,6 +41,9 @@ pub struct ConfigFile {
     /// Workers, in start order.
     #[serde(default)]
     pub workers: Vec<WorkerFile>,
+    /// `Auto` (default) | `Required` | `Off`: a cgroup per worker.
+    #[serde(default)]
+    pub cgroup: CgroupMode,
 }
 
 /// `root: (backoff: (..), intensity: None)`.
@@ -84,6 +87,27 @@ pub struct WorkerFile {
     /// Log rotation.
     #[serde(default)]
     pub log: LogFile,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `limits: (memory_max, pids_max, cpu_max, nofile)`, each optional (default: unlimited).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename = "limits", deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Memory of all the worker's processes together: `"64MiB"`, `"2GiB"`, `"500MB"`, `"4096"`.
+    #[serde(default)]
+    pub memory_max: Option<Size>,
+    /// Processes and threads at once.
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// CPU time, in CPUs.
+    #[serde(default)]
+    pub cpu_max: Option<f64>,
+    /// `RLIMIT_NOFILE`.
+    #[serde(default)]
+    pub nofile: Option<u64>,
 }
 
 /// The built-in worker kinds.
@@ -233,6 +257,42 @@ impl<'de> Deserialize<'de> for Dur {
             }
         }
         d.deserialize_any(DurVisitor)
+    }
+}
+
+/// A size in bytes written as a string with an optional unit (`"64MiB"`, `"2GiB"`, `"500MB"`,
+/// `"4096"`; binary units are powers of 1024, decimal ones of 1000) or as a plain integer.
+/// Parsed by the `parse-size` crate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64MiB\", \"2GiB\" or \"4096\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Size, E> {
+                u64::try_from(v)
+                    .map(Size)
+                    .map_err(|_| E::custom(format_args!("invalid size {v}: it is negative")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Size, E> {
+                parse_size::parse_size(s.trim())
+                    .map(Size)
+                    .map_err(|e| {
+                        E::custom(format_args!(
+                            "invalid size {s:?} ({e}); write it as \"64MiB\", \"2GiB\", \"500MB\" or \"4096\""
+                        ))
+                    })
+            }
+        }
+        d.deserialize_any(SizeVisitor)
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vigil_actors::cgroup::Limits;
 use vigil_actors::spec::{
     BackoffSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec, ShutdownSpec, TreeSpec,
     WorkerSpec, check_worker_name,
@@ -19,8 +20,8 @@ use vigil_actors::worker_type::{CommandWorker, WorkerType};
 
 use super::error::{ConfigError, Position};
 use super::file::{
-    BackoffFile, ConfigFile, DEFAULT_LOG_SUBDIR, IntensityFile, KindFile, LogFile, ShutdownFile,
-    WorkerFile,
+    BackoffFile, ConfigFile, DEFAULT_LOG_SUBDIR, IntensityFile, KindFile, LimitsFile, LogFile,
+    ShutdownFile, Size, WorkerFile,
 };
 use crate::workers::indexing::IndexingSettings;
 use crate::workers::indexing::kind::IndexingWorker;
@@ -127,11 +128,13 @@ pub fn resolve(
         };
         let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
         let log = log_spec(&log_dir, &w.name, &w.log).map_err(|m| src.worker_error(&w.name, m))?;
+        let limits = limits(&w.limits).map_err(|m| src.worker_error(&w.name, m))?;
         workers.push(WorkerSpec {
             name: w.name.clone(),
             worker_type,
             policy,
             log,
+            limits,
         });
     }
 
@@ -141,6 +144,8 @@ pub fn resolve(
         config_path: Some(config_path.to_path_buf()),
         root,
         workers,
+        cgroup: file.cgroup,
+        containment: Default::default(),
     };
     let socket = tree.socket_path();
     if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -302,6 +307,47 @@ fn intensity(base: IntensitySpec, f: &IntensityFile) -> Result<IntensitySpec, St
     };
     i.check()?;
     Ok(i)
+}
+
+/// The smallest `memory_max` accepted: below it nothing starts (the kernel charges page
+/// tables, stacks and the program's own pages to the cgroup).
+const MIN_MEMORY_MAX: u64 = 1 << 20;
+/// The largest `nofile`: the kernel's default `fs.nr_open`.
+const MAX_NOFILE: u64 = 1 << 20;
+/// The largest `cpu_max`, in CPUs.
+const MAX_CPUS: f64 = 4096.0;
+
+fn limits(f: &LimitsFile) -> Result<Limits, String> {
+    if let Some(Size(bytes)) = f.memory_max {
+        if bytes < MIN_MEMORY_MAX {
+            return Err(format!(
+                "limits.memory_max is {bytes} bytes; it must be at least 1MiB"
+            ));
+        }
+    }
+    if f.pids_max == Some(0) {
+        return Err("limits.pids_max must be at least 1".into());
+    }
+    if let Some(cpus) = f.cpu_max {
+        if !(cpus.is_finite() && (0.01..=MAX_CPUS).contains(&cpus)) {
+            return Err(format!(
+                "limits.cpu_max is {cpus}; it must be between 0.01 and {MAX_CPUS} CPUs"
+            ));
+        }
+    }
+    if let Some(n) = f.nofile {
+        if !(1..=MAX_NOFILE).contains(&n) {
+            return Err(format!(
+                "limits.nofile is {n}; it must be between 1 and {MAX_NOFILE}"
+            ));
+        }
+    }
+    Ok(Limits {
+        memory_max: f.memory_max.map(|s| s.0),
+        pids_max: f.pids_max,
+        cpu_max: f.cpu_max,
+        nofile: f.nofile,
+    })
 }
 
 fn shutdown(base: ShutdownSpec, f: &ShutdownFile) -> ShutdownSpec {
