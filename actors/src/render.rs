@@ -455,6 +455,11 @@ mod tests {
             rss_bytes: None,
             cpu_percent: None,
             processes: None,
+            containment: "cgroup".into(),
+            memory_max_bytes: None,
+            pids_max: None,
+            cpu_max: None,
+            oom_kills: 0,
             exit_notify_us: None,
         }
     }

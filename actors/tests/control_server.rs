@@ -49,6 +49,11 @@ fn snapshot(name: &str, pid: u32) -> WorkerSnapshot {
         rss_bytes: Some(1 << 20),
         cpu_percent: Some(0.5),
         processes: Some(1),
+        containment: "process-group".into(),
+        memory_max_bytes: None,
+        pids_max: None,
+        cpu_max: None,
+        oom_kills: 0,
         exit_notify_us: None,
     }
 }
