@@ -336,13 +336,21 @@ impl Instance {
     }
 
     /// The directories whose whole subtree is the instance's workers (for the guardian and
-    /// the startup sweep): v2 first.
+    /// the startup sweep, which kill what is in them and remove them): v2 first.
     pub fn kill_roots(&self) -> Vec<PathBuf> {
-        [&self.v2_workers, &self.memory_workers, &self.pids_workers]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
+        let mut roots: Vec<PathBuf> = [
+            &self.v2_workers,
+            &self.memory_workers,
+            &self.pids_workers,
+            &self.cpu_workers,
+            &self.cpuacct_workers,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        roots.dedup();
+        roots
     }
 
     /// Remove what [`create`](Self::create) made (empty cgroups only; the server itself stays

@@ -49,6 +49,10 @@ pub use crate::spawner::NOTIFY_FD;
 /// left the group may still hold it).
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// After a memory event, how often and how many times the OOM kill counter is read again.
+const OOM_RECHECK_EVERY: Duration = Duration::from_millis(10);
+const OOM_RECHECKS: u32 = 100;
+
 /// How long to wait, after SIGKILL to a worker's cgroup, for the kernel to say it is empty.
 const CGROUP_EMPTY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -380,10 +384,15 @@ pub fn spawn(
                         if watch.changed().await.is_err() {
                             return;
                         }
-                        if cg.evidence(&baseline).oom_kills.unwrap_or(0) > 0 {
-                            tracing::warn!(worker = %name, pid, "the OOM killer killed a process of the worker; ending the whole worker");
-                            cg.kill_all();
-                            return;
+                        // v1 announces the OOM condition before the killer has picked its
+                        // victim: look again for a moment before waiting for the next event.
+                        for _ in 0..OOM_RECHECKS {
+                            if cg.evidence(&baseline).oom_kills.unwrap_or(0) > 0 {
+                                tracing::warn!(worker = %name, pid, "the OOM killer killed a process of the worker; ending the whole worker");
+                                cg.kill_all();
+                                return;
+                            }
+                            tokio::time::sleep(OOM_RECHECK_EVERY).await;
                         }
                     }
                 }))

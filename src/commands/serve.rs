@@ -147,6 +147,19 @@ fn guardian_cleanup(
             escaped += cgroup::tree_members(dir).len();
             cgroup::kill_tree(Some(dir));
         }
+        // Dead processes leave their cgroups within moments; then the tree can go.
+        for _ in 0..100 {
+            if cgroups.iter().all(|d| cgroup::tree_members(d).is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for dir in &cgroups {
+            cgroup::remove_tree(dir);
+            if let Some(base) = dir.parent() {
+                let _ = std::fs::remove_dir(base);
+            }
+        }
         tracing::warn!(
             killed = report.killed.len(),
             stale = report.stale.len(),
