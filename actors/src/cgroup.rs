@@ -643,6 +643,20 @@ impl WorkerCgroup {
         read_pids(&dir.join("cgroup.procs"))
     }
 
+    /// Send `signal` to every member outside process group `pgid` (which the caller signals
+    /// with `killpg`, atomically): each process gets the signal once.
+    pub fn signal_outside_group(&self, signal: i32, pgid: u32) {
+        for pid in self.members() {
+            if crate::procfs::pgid(pid) == Some(pgid) {
+                continue;
+            }
+            if let Ok(pid) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill on a member's pid; a pid that exited meanwhile is ESRCH.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+    }
+
     /// Send `signal` to every member.
     pub fn signal_all(&self, signal: i32) {
         for pid in self.members() {

@@ -180,14 +180,15 @@ impl ProcessGroup {
         if self.reaped.load(Ordering::Acquire) {
             return Ok(());
         }
+        let group = killpg(self.pid, signal.number());
         if let Some(cg) = &self.cgroup {
             if signal.number() == libc::SIGKILL {
                 cg.kill_all();
             } else {
-                cg.signal_all(signal.number());
+                cg.signal_outside_group(signal.number(), self.pid);
             }
         }
-        killpg(self.pid, signal.number())
+        group
     }
 }
 
