@@ -4,15 +4,18 @@
 //! ```text
 //! RootSupervisor                      (root.rs)     escalations, root backoff/intensity, shutdown order
 //! ├─ WorkerSupervisor "indexing"      (worker_supervisor.rs)  state machine, backoff, restart window
-//! │  └─ process group (pgid = pid)    (process.rs)  spawn, killpg, kill-on-drop
+//! │  └─ cgroup + process group        (process.rs)  spawn, signal all, kill-on-drop, OOM watch
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
 //! guardian process                    (guardian.rs) kills the workers' groups if the server dies
+//! containment                         (containment.rs, cgroup.rs) cgroup per worker or process groups
+//! child subreaper                     (reaper.rs)   adopts orphans, reaps zombies
 //! ```
 //!
 //! # Who owns what
 //! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,
-//!   or a failed one waiting for the root's backoff. It never touches processes.
+//!   or a failed one waiting for the root's backoff. It never signals or spawns processes
+//!   (it reads `/proc` for the dump's usage figures).
 //! - A **WorkerSupervisor** ([`worker_supervisor::WorkerSupervisor`]) owns exactly one worker:
 //!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.
 //! - The **history writer** ([`history::History`]) owns `history.sqlite`; everyone else sends
@@ -29,13 +32,13 @@
 //! # Restart semantics
 //! Every exit goes classify → decide → record → apply:
 //! - **classify** ([`exit::Exit`]): exit code vs signal vs core dump, and a reason (`exited`,
-//!   `killed`, `watchdog`, `stopped`, `spawn_failed`, `orphan`).
+//!   `killed`, `oom`, `watchdog`, `stopped`, `spawn_failed`, `orphan`).
 //! - **decide**: the worker type may classify the exit first
 //!   ([`worker_type::WorkerType::classify_exit`]); then the restart type with OTP's meanings
 //!   (`Permanent` always, `Transient` after an abnormal exit, `Temporary` never); then the
 //!   restart intensity, OTP's sliding window ([`policy::RestartWindow`]); then the delay,
 //!   `min(max, initial × multiplier^n) ± jitter` with `n` reset after a run of `reset_after`
-//!   ([`spec::BackoffSpec::delay`]).
+//!   ([`policy`]).
 //! - **record**: an [`exit::ExitRecord`] with the delay chosen and the last output lines.
 //! - **apply**: spawn again (at once, or after the delay), stay `stopped`, or **escalate**:
 //!   the WorkerSupervisor fails with [`worker_supervisor::Escalation`]; the root records it,

@@ -1,29 +1,35 @@
-//! A worker's process group: spawn as group leader, wait for it, signal the group, kill the
-//! group on drop.
+//! A worker's processes: spawn the leader (into its cgroup, as a process-group leader), wait
+//! for it, signal all of it, kill all of it on exit and on drop, watch for OOM kills.
 //!
 //! Owns a worker's output and notify pipes, its `VIGIL_*` environment, the pidfd its exit is
-//! awaited on, and the [`ProcessGroup`] handle. The process itself is created by
-//! [`crate::spawner`] (through process-wrap's `ProcessGroup::leader()`). A task awaits the
-//! leader's exit on its pidfd — nothing polls — then reaps it (`waitid(P_PIDFD)`), kills what is
-//! left of the group, collects the output tail, and reports one [`ProcessEvent::Exited`]. It
-//! must not decide restarts or touch the history: it reports, the WorkerSupervisor decides.
+//! awaited on, the OOM watch of its run, and the [`ProcessGroup`] handle. The process itself is
+//! created by [`crate::spawner`]. A task awaits the leader's exit on its pidfd — nothing polls —
+//! then reaps it (`waitid(P_PIDFD)`), kills what is left of the worker, reads the kernel's
+//! evidence (OOM kills, peak memory), collects the output tail, and reports one
+//! [`ProcessEvent::Exited`]. It must not decide restarts or touch the history: it reports, the
+//! WorkerSupervisor decides.
 //!
 //! # Guarantees
-//! - The worker is the leader of a new process group (pgid = pid); every signal vigil sends
-//!   goes to the whole group (`killpg`), so grandchildren never outlive a stop or restart.
-//! - After the leader exits, the rest of its group is sent `SIGKILL` before the exit is reported.
-//! - Dropping a [`ProcessGroup`] whose leader has not been reaped sends `SIGKILL` to the group:
-//!   cleanup does not depend on ractor's `post_stop`, which is skipped when an actor is killed.
-//! - If the server dies, the group dies: with a [`crate::guardian`] running (`vigil serve`),
-//!   the guardian kills every group the server left (each spawn is announced to it before it
-//!   happens and confirmed after); without one, the leader gets `PR_SET_PDEATHSIG(SIGKILL)`
-//!   (which makes that spawn a `fork()`) and the orphan sweep at the next start finds the rest.
+//! - With cgroup containment ([`crate::containment`]), the worker joins its cgroup before
+//!   `execve`: everything it forks, also what leaves its group or session, is a member.
+//! - The worker leads a new process group (pgid = pid); a signal goes to the group (`killpg`)
+//!   and then to every cgroup member outside it, so each process gets it once.
+//! - After the leader exits, every other process of the worker gets `SIGKILL` (`cgroup.kill`,
+//!   or `killpg` without a cgroup) before the exit is reported; how many there were is in the
+//!   report.
+//! - When the OOM killer kills any process of the worker, the whole worker is killed.
+//! - Dropping a [`ProcessGroup`] whose leader has not been reaped kills all of it: cleanup does
+//!   not depend on ractor's `post_stop`, which is skipped when an actor is killed.
+//! - If the server dies, the worker dies: with a [`crate::guardian`] running (`vigil serve`),
+//!   the guardian kills every group and cgroup the server left (each spawn is announced to it
+//!   before it happens and confirmed after); without one, the leader gets
+//!   `PR_SET_PDEATHSIG(SIGKILL)` and the orphan sweep at the next start finds the rest.
 //! - The worker gets stdin (`/dev/null`), stdout and stderr (its log pipe) and its notify pipe
 //!   at fd 3; nothing else of the server.
 //!
 //! # Caveats
-//! - A process that leaves the group (`setsid`, `setpgid`) escapes group signals, as with every
-//!   process-group supervisor.
+//! - Without a cgroup, a process that leaves the group (`setsid`, `setpgid`) escapes group
+//!   signals, as with every process-group supervisor.
 
 use std::ffi::OsString;
 use std::io;
