@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// vigil keeps worker processes alive, and tells you why they died.
 #[derive(Debug, Parser)]
@@ -44,6 +44,27 @@ pub enum Command {
     /// Run a built-in worker program in the foreground.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(CompletionsArgs),
+}
+
+/// `vigil completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `vigil completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// GNU bash (`source <(vigil completions bash)`).
+    Bash,
+    /// zsh (save as `_vigil` in a folder of `$fpath`).
+    Zsh,
+    /// fish (save as `~/.config/fish/completions/vigil.fish`).
+    Fish,
 }
 
 /// `vigil dump [--json]`.

@@ -5,6 +5,7 @@
 //! parse the command line (`cli.rs`) or print errors (`main.rs`).
 
 pub mod check;
+pub mod completions;
 pub mod control;
 pub mod history;
 pub mod serve;
