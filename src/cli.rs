@@ -44,8 +44,27 @@ pub enum Command {
     /// Run a built-in worker program in the foreground.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Print the last lines of a worker's log, or follow it (server not needed).
+    Logs(LogsArgs),
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     Completions(CompletionsArgs),
+}
+
+/// `vigil logs WORKER [-n N] [-f] [--previous]`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The worker's configured name.
+    pub worker: String,
+    /// How many lines to print (the last ones).
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 50)]
+    pub lines: usize,
+    /// Keep printing new lines as they are written, across restarts and rotation, until
+    /// interrupted (Ctrl-C).
+    #[arg(short = 'f', long, conflicts_with = "previous")]
+    pub follow: bool,
+    /// The lines of the generation before the current (or last) one.
+    #[arg(long)]
+    pub previous: bool,
 }
 
 /// `vigil completions SHELL`.

@@ -330,7 +330,10 @@ impl SupervisorState {
                 let pid = group.pid();
                 tracing::info!(worker = %self.spec.name, generation, pid, "worker started");
                 if let Some(log) = &self.log {
-                    log.note(&format!("started generation {generation}, pid {pid}"));
+                    log.note(&format!(
+                        "{}{generation}, pid {pid}",
+                        crate::logfile::START_MARKER
+                    ));
                 }
                 // Without a start time the row could never be verified: do not write one.
                 if let Some(identity) = group.identity() {

@@ -8,5 +8,6 @@ pub mod check;
 pub mod completions;
 pub mod control;
 pub mod history;
+pub mod logs;
 pub mod serve;
 pub mod worker;
