@@ -46,6 +46,8 @@ pub enum Command {
     Worker(WorkerCommand),
     /// Print the last lines of a worker's log, or follow it (server not needed).
     Logs(LogsArgs),
+    /// Stream what happens in the tree, one line per event, until the server stops.
+    Events(EventsArgs),
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     Completions(CompletionsArgs),
 }
@@ -65,6 +67,14 @@ pub struct LogsArgs {
     /// The lines of the generation before the current (or last) one.
     #[arg(long)]
     pub previous: bool,
+}
+
+/// `vigil events [--json]`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vigil completions SHELL`.

@@ -7,6 +7,7 @@
 //! │  └─ process group (pgid = pid)    (process.rs)  spawn, killpg, kill-on-drop
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
+//! event bus                           (events.rs)   the live stream beside history, for `vigil events`
 //! guardian process                    (guardian.rs) kills the workers' groups if the server dies
 //! ```
 //!
@@ -53,6 +54,7 @@
 pub mod builder;
 pub mod cgroup;
 pub mod control;
+pub mod events;
 pub mod exit;
 pub mod guardian;
 pub mod history;

@@ -7,6 +7,7 @@
 pub mod check;
 pub mod completions;
 pub mod control;
+pub mod events;
 pub mod history;
 pub mod logs;
 pub mod serve;
