@@ -227,7 +227,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 
 /// Write `events` to `write`, one line each, until the publishers are gone (after the last
 /// event), the client hangs up (EOF on `client`) or `closing` resolves (the events already
-/// queued are still written, for at most [`DRAIN`]). A lag becomes one [`dropped_line`].
+/// queued are still written, for at most 2 s). A lag becomes one [`dropped_line`].
 /// Waiting on a slow client never holds anything of the tree: the ring simply moves on.
 pub async fn forward<R, W, C>(
     mut events: broadcast::Receiver<Arc<Event>>,
