@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// vigil keeps worker processes alive, and tells you why they died.
 #[derive(Debug, Parser)]
@@ -44,6 +44,56 @@ pub enum Command {
     /// Run a built-in worker program in the foreground.
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Print the last lines of a worker's log, or follow it (server not needed).
+    Logs(LogsArgs),
+    /// Stream what happens in the tree, one line per event, until the server stops.
+    Events(EventsArgs),
+    /// Print a shell completion script (bash, zsh or fish) to stdout.
+    Completions(CompletionsArgs),
+}
+
+/// `vigil logs WORKER [-n N] [-f] [--previous]`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The worker's configured name.
+    pub worker: String,
+    /// How many lines to print (the last ones).
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 50)]
+    pub lines: usize,
+    /// Keep printing new lines as they are written, across restarts and rotation, until
+    /// interrupted (Ctrl-C).
+    #[arg(short = 'f', long, conflicts_with = "previous")]
+    pub follow: bool,
+    /// The lines of the generation before the current (or last) one.
+    #[arg(long)]
+    pub previous: bool,
+}
+
+/// `vigil events [--json]`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vigil completions SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+/// The shells `vigil completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// GNU bash (`source <(vigil completions bash)`).
+    Bash,
+    /// zsh (save as `_vigil` in a folder of `$fpath`).
+    Zsh,
+    /// fish (save as `~/.config/fish/completions/vigil.fish`).
+    Fish,
 }
 
 /// `vigil dump [--json]`.

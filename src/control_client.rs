@@ -124,6 +124,31 @@ impl Connection {
         Ok(reply.into_result()?)
     }
 
+    /// The next line the server streams (after an `events` request), without its newline;
+    /// `None` when the server closed the connection. Waits as long as it takes: a stream has
+    /// no deadline.
+    pub fn next_line(&mut self, line: &mut Vec<u8>) -> Result<bool, ClientError> {
+        line.clear();
+        self.reader
+            .get_ref()
+            .set_read_timeout(None)
+            .map_err(ClientError::Io)?;
+        loop {
+            match self.reader.read_until(b'\n', line) {
+                Ok(0) => return Ok(false),
+                Ok(_) if line.last() == Some(&b'\n') => {
+                    line.pop();
+                    return Ok(true);
+                }
+                // The server went away in the middle of a line: the stream is over.
+                Ok(_) => return Ok(false),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if err.kind() == io::ErrorKind::ConnectionReset => return Ok(false),
+                Err(err) => return Err(ClientError::Io(err)),
+            }
+        }
+    }
+
     /// Wait until the server closes the connection (it does when it exits), at most `timeout`.
     /// Returns whether it did.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {

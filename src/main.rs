@@ -49,5 +49,8 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Shutdown => commands::control::shutdown(config),
         Command::History(args) => commands::history::run(config, &args),
         Command::Worker(WorkerCommand::Indexing(args)) => commands::worker::indexing(config, &args),
+        Command::Logs(args) => commands::logs::run(config, &args),
+        Command::Events(args) => commands::events::run(config, &args),
+        Command::Completions(args) => commands::completions::run(&args),
     }
 }

@@ -15,8 +15,19 @@ fn help_lists_every_contract_command() {
     assert_eq!(o.status.code(), Some(0));
     let help = String::from_utf8_lossy(&o.stdout);
     for cmd in [
-        "serve", "check", "dump", "status", "restart", "stop", "start", "shutdown", "history",
+        "serve",
+        "check",
+        "dump",
+        "status",
+        "restart",
+        "stop",
+        "start",
+        "shutdown",
+        "history",
         "worker",
+        "logs",
+        "events",
+        "completions",
     ] {
         assert!(
             help.lines()
@@ -46,6 +57,17 @@ fn contract_options_are_accepted_by_the_parser() {
         &["dump", "--json", "--config", "/nonexistent/c.ron"],
         &["restart", "w", "--config", "/nonexistent/c.ron"],
         &[
+            "logs",
+            "w",
+            "-n",
+            "3",
+            "-f",
+            "--config",
+            "/nonexistent/c.ron",
+        ],
+        &["logs", "w", "--previous", "--config", "/nonexistent/c.ron"],
+        &["events", "--json", "--config", "/nonexistent/c.ron"],
+        &[
             "worker",
             "indexing",
             "--name",
@@ -73,6 +95,9 @@ fn usage_errors_exit_2() {
         &["history", "--limit", "many"],
         &["check", "--bogus"],
         &["worker", "cooking"],
+        &["logs"],
+        &["logs", "w", "-n", "many"],
+        &["events", "w"],
     ] {
         let o = vigil(args);
         assert_eq!(

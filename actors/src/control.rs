@@ -41,7 +41,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::protocol::{ErrorKind, MAX_REQUEST_BYTES, Reply, Request, Timeouts, parse_request};
+use crate::protocol::{
+    ErrorKind, MAX_REQUEST_BYTES, Reply, Request, Subscribed, Timeouts, parse_request,
+};
 use crate::root::{RootMsg, WorkerAction};
 
 /// Why the control server could not start.
@@ -369,6 +371,11 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
         let reply = match parse_request(&line) {
+            Ok(Request::Events) => {
+                // The connection becomes a stream until the server stops or the client goes.
+                stream_events(&shared, reader, write).await;
+                return;
+            }
             Ok(request) => answer(&shared, request).await,
             Err(err) => {
                 tracing::debug!(error = %err, "control socket: bad request");
@@ -382,6 +389,43 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
             return; // EOF right after the last request
         }
     }
+}
+
+/// `events`: subscribe through the root, acknowledge, then forward every event. Writes are
+/// not time-bounded here (a paused `vigil events | less` must not be cut off): a slow client
+/// only ever delays itself, since the bus never waits for it (see [`crate::events`]).
+async fn stream_events(
+    shared: &Shared,
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    let sub = match ask(
+        &shared.root,
+        RootMsg::Subscribe,
+        shared.timeouts.query,
+        "the subscription",
+    )
+    .await
+    {
+        Ok(sub) => sub,
+        Err(reply) => {
+            send(&mut write, &reply, shared.limits.write).await;
+            return;
+        }
+    };
+    let ack = Reply::success(&Subscribed {
+        workers: sub.workers,
+    });
+    if !send(&mut write, &ack, shared.limits.write).await {
+        return;
+    }
+    tracing::debug!("control socket: an event subscriber joined");
+    let mut closing = shared.closing.clone();
+    crate::events::forward(sub.events, reader, write, async move {
+        closed(&mut closing).await
+    })
+    .await;
+    tracing::debug!("control socket: an event subscriber left");
 }
 
 /// One request → one call into the root, bounded.
@@ -415,6 +459,11 @@ async fn answer(shared: &Shared, request: Request) -> Reply {
                 Err(reply) => reply,
             }
         }
+        // Handled by `stream_events` before `answer` is called; never reached.
+        Request::Events => Reply::error(
+            ErrorKind::BadRequest,
+            "events is a subscription, not a question",
+        ),
         Request::Shutdown => {
             tracing::info!("control socket: shutdown requested");
             let msg = |reply| RootMsg::Shutdown(Some(reply));

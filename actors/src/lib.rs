@@ -7,6 +7,7 @@
 //! │  └─ cgroup + process group        (process.rs)  spawn, signal all, kill-on-drop, OOM watch
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
+//! event bus                           (events.rs)   the live stream beside history, for `vigil events`
 //! guardian process                    (guardian.rs) kills the workers' groups if the server dies
 //! containment                         (containment.rs, cgroup.rs) cgroup per worker or process groups
 //! child subreaper                     (reaper.rs)   adopts orphans, reaps zombies
@@ -57,6 +58,7 @@ pub mod builder;
 pub mod cgroup;
 pub mod containment;
 pub mod control;
+pub mod events;
 pub mod exit;
 pub mod guardian;
 pub mod history;

@@ -27,6 +27,12 @@ use tokio::io::AsyncReadExt;
 
 use crate::spec::LogSpec;
 
+/// What starts every line vigil itself writes into a worker's log, after the timestamp.
+pub const VIGIL_PREFIX: &str = "[vigil] ";
+/// What follows [`VIGIL_PREFIX`] on the line written when a generation is spawned
+/// (`[vigil] started generation 3, pid 1234`): where one generation's lines begin.
+pub const START_MARKER: &str = "started generation ";
+
 /// Longest line kept as one line; longer ones are split.
 pub const MAX_LINE: usize = 16 * 1024;
 /// Lines kept for an exit record's `log_tail`.
@@ -81,7 +87,7 @@ impl LogFile {
     pub fn note(&self, line: &str) {
         let mut buf = Vec::with_capacity(line.len() + 40);
         push_timestamp(&mut buf);
-        buf.extend_from_slice(b"[vigil] ");
+        buf.extend_from_slice(VIGIL_PREFIX.as_bytes());
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
         self.write(&buf);
@@ -127,6 +133,32 @@ impl Inner {
         self.size = 0;
         Ok(())
     }
+}
+
+/// The text of a log line after its timestamp (the whole line when it has none).
+pub fn line_text(line: &[u8]) -> &[u8] {
+    match line.iter().position(|b| *b == b' ') {
+        Some(i) if line.first().is_some_and(u8::is_ascii_digit) => &line[i + 1..],
+        _ => line,
+    }
+}
+
+/// Whether `line` (timestamp included) was written by vigil rather than by the worker.
+pub fn is_vigil_line(line: &[u8]) -> bool {
+    line_text(line).starts_with(VIGIL_PREFIX.as_bytes())
+}
+
+/// Whether `line` is the marker vigil writes when it spawns a generation.
+pub fn is_start_marker(line: &[u8]) -> bool {
+    line_text(line)
+        .strip_prefix(VIGIL_PREFIX.as_bytes())
+        .is_some_and(|rest| rest.starts_with(START_MARKER.as_bytes()))
+}
+
+/// The `i`-th rotated sibling of a live log file: `name.log.1` is the newest, `name.log.N`
+/// the oldest.
+pub fn rotated_path(path: &Path, i: u32) -> PathBuf {
+    rotated(path, i)
 }
 
 fn rotated(path: &Path, i: u32) -> PathBuf {
@@ -237,6 +269,28 @@ fn memchr_newline(data: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vigil_lines_and_start_markers_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("w.log"),
+            max_bytes: 1 << 20,
+            max_files: 1,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        log.note(&format!("{START_MARKER}4, pid 77"));
+        log.note("generation 4 exited with code 1; restarting in 0ms");
+        let text = fs::read(&spec.path).unwrap();
+        let lines: Vec<&[u8]> = text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(is_start_marker(lines[0]) && is_vigil_line(lines[0]));
+        assert!(!is_start_marker(lines[1]) && is_vigil_line(lines[1]));
+        assert!(!is_vigil_line(b"2026-01-01T00:00:00.000Z hello [vigil] x"));
+        assert_eq!(rotated_path(&spec.path, 2), dir.path().join("w.log.2"));
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_n_files() {

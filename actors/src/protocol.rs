@@ -18,7 +18,14 @@
 //! ← {"ok":true,"data":null}
 //! → {"cmd":"ping"}
 //! ← {"ok":true,"data":{"pid":1234}}
+//! → {"cmd":"events"}
+//! ← {"ok":true,"data":{"workers":["a","b"]}}
+//! ← {"time":"…","event":"started","worker":"a","generation":2,"pid":4321}
+//! ← …                                  (one event per line until the server stops)
 //! ```
+//!
+//! `events` turns the connection into a stream: after its reply, the server sends one
+//! [`crate::events::Event`] object per line and reads nothing more but the hang-up.
 //!
 //! A request line longer than [`MAX_REQUEST_BYTES`] is answered with a `too_large` error and
 //! the connection is closed; a line that is not a known request gets an error reply and the
@@ -58,6 +65,16 @@ pub enum Request {
     },
     /// Stop every worker and the server: answered (`null`) once every worker is down.
     Shutdown,
+    /// Subscribe to the event stream: answered with [`Subscribed`], then one event per line
+    /// until the server stops.
+    Events,
+}
+
+/// The reply to [`Request::Events`], before the first event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribed {
+    /// The workers there are now, in start order.
+    pub workers: Vec<String>,
 }
 
 /// Why a request failed, as a stable machine-readable word.
@@ -240,7 +257,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RemoteError> {
 }
 
 /// The `cmd` values [`Request`] accepts.
-const KNOWN_COMMANDS: [&str; 5] = ["ping", "dump", "status", "act", "shutdown"];
+const KNOWN_COMMANDS: [&str; 6] = ["ping", "dump", "status", "act", "shutdown", "events"];
 
 /// How long each side waits for each kind of request.
 ///
@@ -297,7 +314,7 @@ impl Timeouts {
     /// The server's bound for one request.
     pub fn for_request(&self, request: &Request) -> Duration {
         match request {
-            Request::Ping | Request::Dump | Request::Status { .. } => self.query,
+            Request::Ping | Request::Dump | Request::Status { .. } | Request::Events => self.query,
             Request::Act { .. } => self.act,
             Request::Shutdown => self.shutdown,
         }
@@ -314,6 +331,7 @@ mod tests {
             (r#"{"cmd":"dump"}"#, Request::Dump),
             (r#"{"cmd":"ping"}"#, Request::Ping),
             (r#"{"cmd":"shutdown"}"#, Request::Shutdown),
+            (r#"{"cmd":"events"}"#, Request::Events),
             (
                 r#"{"cmd":"status","worker":null}"#,
                 Request::Status { worker: None },

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
+use crate::events::{Event, EventBus, EventKind};
 use crate::history::History;
 use crate::metrics::{GroupSampler, GroupUsage};
 use crate::policy::{BackoffCounter, RestartWindow};
@@ -77,6 +78,8 @@ pub enum RootMsg {
     },
     /// Stop every worker in reverse start order, then the root itself. Replies when all are down.
     Shutdown(Option<RpcReplyPort<()>>),
+    /// Subscribe to the event stream (`vigil events`). Replies at once.
+    Subscribe(RpcReplyPort<Subscription>),
     /// Internal: the root backoff of slot `slot` has elapsed; start a fresh WorkerSupervisor.
     RestartSupervisor {
         /// Index of the worker in start order.
@@ -86,6 +89,15 @@ pub enum RootMsg {
     },
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
+}
+
+/// A new subscriber's end of the event bus, and the workers there are now (in start order,
+/// so that a client can align its columns).
+pub struct Subscription {
+    /// Every event published from the subscription on.
+    pub events: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    /// The workers' names.
+    pub workers: Vec<String>,
 }
 
 /// How the tree ended.
@@ -103,6 +115,8 @@ pub struct RootArgs {
     pub spec: TreeSpec,
     /// The history writer.
     pub history: History,
+    /// Where the tree's events are published (beside every history record).
+    pub events: EventBus,
     /// Told how the tree ended.
     pub outcome: oneshot::Sender<TreeOutcome>,
 }
@@ -144,6 +158,7 @@ enum Phase {
 pub struct RootState {
     spec: TreeSpec,
     history: History,
+    events: EventBus,
     slots: Vec<Slot>,
     window: RestartWindow,
     counter: BackoffCounter,
@@ -184,6 +199,7 @@ impl Actor for RootSupervisor {
         let mut state = RootState {
             spec: args.spec,
             history: args.history,
+            events: args.events,
             slots,
             window: RestartWindow::default(),
             counter: BackoffCounter::default(),
@@ -217,6 +233,12 @@ impl Actor for RootSupervisor {
                 reply,
             } => state.act(&myself, worker, action, reply).await,
             RootMsg::Shutdown(reply) => state.shutdown(&myself, reply, TreeOutcome::Shutdown),
+            RootMsg::Subscribe(reply) => {
+                let _ = reply.send(Subscription {
+                    events: state.events.subscribe(),
+                    workers: state.slots.iter().map(|s| s.spec.name.clone()).collect(),
+                });
+            }
             RootMsg::RestartSupervisor { slot, ticket } => {
                 let due = matches!(state.slots.get(slot).map(|s| &s.state), Some(SlotState::Failed { ticket: t, .. }) if *t == ticket);
                 if due && matches!(state.phase, Phase::Running) {
@@ -305,6 +327,7 @@ impl RootState {
             data_dir: self.spec.data_dir.clone(),
             containment: self.spec.containment.clone(),
             history: self.history.clone(),
+            events: self.events.clone(),
             carry: slot.carry.clone(),
             initial,
         };
@@ -344,6 +367,10 @@ impl RootState {
         let name = self.slots[i].spec.name.clone();
         self.escalations += 1;
         self.history.record_event(&name, "escalation", &reason);
+        let generation = self.slots[i].carry.generation;
+        self.events.publish(|| {
+            Event::worker(EventKind::Failed, &name, generation, None).with_detail(reason.clone())
+        });
         if !matches!(self.phase, Phase::Running) {
             self.slots[i].state = SlotState::Down;
             return;
@@ -396,6 +423,7 @@ impl RootState {
             Phase::Running => {}
         }
         tracing::info!(?outcome, "shutting down: stopping workers in reverse order");
+        self.events.publish(|| Event::server(EventKind::Shutdown));
         self.phase = Phase::ShuttingDown {
             waiters: reply.into_iter().collect(),
             outcome,

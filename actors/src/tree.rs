@@ -7,6 +7,7 @@
 use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
+use crate::events::EventBus;
 use crate::history::History;
 use crate::root::{RootArgs, RootMsg, RootSupervisor, TreeOutcome};
 use crate::spec::TreeSpec;
@@ -24,6 +25,7 @@ pub struct Tree {
     root: ActorRef<RootMsg>,
     join: tokio::task::JoinHandle<()>,
     outcome: oneshot::Receiver<TreeOutcome>,
+    events: EventBus,
 }
 
 impl Tree {
@@ -31,9 +33,11 @@ impl Tree {
     /// worker's first spawn has been attempted.
     pub async fn start(spec: TreeSpec, history: History) -> Result<Tree, TreeError> {
         let (tx, outcome) = oneshot::channel();
+        let events = EventBus::new();
         let args = RootArgs {
             spec,
             history,
+            events: events.clone(),
             outcome: tx,
         };
         let (root, join) = Actor::spawn(None, RootSupervisor, args)
@@ -43,7 +47,13 @@ impl Tree {
             root,
             join,
             outcome,
+            events,
         })
+    }
+
+    /// The tree's event bus (`vigil events` subscribes through the root; tests may here).
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// The root's address (for the control server, signals, tests).

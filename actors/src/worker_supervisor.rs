@@ -28,6 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cgroup::{Evidence, WorkerCgroup};
 use crate::containment::Containment;
+use crate::events::{Event, EventBus, EventKind};
 use crate::exit::{Exit, ExitReason, ExitRecord};
 use crate::history::History;
 use crate::latency::LatencyWindow;
@@ -93,6 +94,8 @@ pub struct WorkerArgs {
     pub containment: Containment,
     /// The history writer.
     pub history: History,
+    /// The event bus, published to beside every history record.
+    pub events: EventBus,
     /// Carried over from a previous WorkerSupervisor of the same worker (after an escalation).
     pub carry: Carry,
     /// Start the worker, or wait.
@@ -155,6 +158,18 @@ enum StopCause {
     Shutdown,
     /// No heartbeat in time: restart per policy (reason `watchdog`).
     Watchdog,
+}
+
+impl StopCause {
+    /// A word for the `stopping` event.
+    fn as_str(&self) -> &'static str {
+        match self {
+            StopCause::Operator => "operator",
+            StopCause::Restart => "restart",
+            StopCause::Shutdown => "shutdown",
+            StopCause::Watchdog => "watchdog",
+        }
+    }
 }
 
 /// A caller waiting for an action to complete.
@@ -227,6 +242,7 @@ pub struct SupervisorState {
     cgroup: Option<WorkerCgroup>,
     containment: &'static str,
     oom_kills: u64,
+    events: EventBus,
     log: Option<LogFile>,
     phase: Phase,
     generation: u64,
@@ -268,6 +284,7 @@ impl Actor for WorkerSupervisor {
             oom_kills: args.carry.oom_kills,
             data_dir: args.data_dir,
             history: args.history,
+            events: args.events,
             log: None,
             phase: Phase::Stopped,
             generation: args.carry.generation,
@@ -320,6 +337,25 @@ impl SupervisorState {
         ticket
     }
 
+    /// Publish an event about this worker (built only when someone subscribes).
+    fn publish(&self, kind: EventKind, generation: u64, pid: Option<u32>, detail: Option<&str>) {
+        self.events.publish(|| {
+            let event = Event::worker(kind, &self.spec.name, generation, pid);
+            match detail {
+                Some(d) => event.with_detail(d),
+                None => event,
+            }
+        });
+    }
+
+    /// The one place an exit is recorded: the history writer and the event stream get the
+    /// same record, so `vigil history` and `vigil events` never disagree.
+    fn record_exit(&mut self, record: ExitRecord) {
+        self.events.publish(|| Event::exited(&record));
+        self.history.record_exit(record.clone());
+        self.last_exit = Some(record);
+    }
+
     fn context(&self) -> LaunchContext {
         LaunchContext {
             name: self.spec.name.clone(),
@@ -343,7 +379,10 @@ impl SupervisorState {
                 let pid = group.pid();
                 tracing::info!(worker = %self.spec.name, generation, pid, "worker started");
                 if let Some(log) = &self.log {
-                    log.note(&format!("started generation {generation}, pid {pid}"));
+                    log.note(&format!(
+                        "{}{generation}, pid {pid}",
+                        crate::logfile::START_MARKER
+                    ));
                 }
                 // Without a start time the row could never be verified: do not write one.
                 if let Some(identity) = group.identity() {
@@ -360,8 +399,10 @@ impl SupervisorState {
                 if let Some(timeout) = policy.heartbeat_timeout {
                     live.heartbeat_ticket = Some(self.arm(myself, timeout));
                 }
+                self.publish(EventKind::Started, generation, Some(pid), None);
                 if policy.start_secs.is_zero() {
                     self.phase = Phase::Running { live };
+                    self.publish(EventKind::Ready, generation, Some(pid), None);
                 } else {
                     let ready_ticket = self.arm(myself, policy.start_secs);
                     self.phase = Phase::Starting { live, ready_ticket };
@@ -574,8 +615,7 @@ impl SupervisorState {
                 ended.exit.describe()
             ));
         }
-        self.history.record_exit(record.clone());
-        self.last_exit = Some(record);
+        self.record_exit(record);
         // Apply.
         match decision {
             Decision::Restart { delay } => {
@@ -583,6 +623,10 @@ impl SupervisorState {
                 if delay.is_zero() {
                     self.start(myself)?;
                 } else {
+                    self.events.publish(|| Event {
+                        delay_ms: Some(millis(delay)),
+                        ..Event::worker(EventKind::Backoff, &self.spec.name, ended.generation, None)
+                    });
                     let ticket = self.arm(myself, delay);
                     self.phase = Phase::Backoff {
                         until: Instant::now() + delay,
@@ -592,8 +636,9 @@ impl SupervisorState {
                 }
                 Ok(())
             }
-            Decision::Stop(_) => {
+            Decision::Stop(why) => {
                 self.phase = Phase::Stopped;
+                self.publish(EventKind::Stopped, ended.generation, None, Some(&why));
                 Ok(())
             }
             Decision::Escalate(mut escalation) => {
@@ -676,7 +721,9 @@ impl SupervisorState {
                         std::mem::replace(&mut self.phase, Phase::Stopped)
                     {
                         tracing::info!(worker = %self.spec.name, generation, "worker ready");
+                        let pid = live.group.pid();
                         self.phase = Phase::Running { live };
+                        self.publish(EventKind::Ready, generation, Some(pid), None);
                     }
                 }
             }
@@ -706,12 +753,21 @@ impl SupervisorState {
                     std::mem::replace(&mut self.phase, Phase::Stopped)
                 {
                     tracing::info!(worker = %self.spec.name, generation = live.generation, "worker running (start_secs elapsed)");
+                    let (generation, pid) = (live.generation, live.group.pid());
                     self.phase = Phase::Running { live };
+                    self.publish(EventKind::Ready, generation, Some(pid), None);
                 }
             }
             Phase::Backoff { ticket: t, .. } if *t == ticket => {
                 if self.terminating {
                     self.phase = Phase::Stopped;
+                    let generation = self.generation;
+                    self.publish(
+                        EventKind::Stopped,
+                        generation,
+                        None,
+                        Some("server shutting down"),
+                    );
                 } else {
                     self.start(myself)?;
                 }
@@ -778,6 +834,12 @@ impl SupervisorState {
             }
         };
         tracing::info!(worker = %self.spec.name, generation = live.generation, pid = live.group.pid(), signal = %signal, ?cause, "stopping worker");
+        self.publish(
+            EventKind::Stopping,
+            live.generation,
+            Some(live.group.pid()),
+            Some(cause.as_str()),
+        );
         if let Err(e) = live.group.signal(signal) {
             tracing::error!(worker = %self.spec.name, error = %e, "signalling the group failed");
         }
@@ -814,6 +876,15 @@ impl SupervisorState {
                 let _ = reply.send(self.started_or_error(myself));
             }
             (WorkerAction::Stop, Phase::Backoff { .. } | Phase::Stopped) => {
+                if matches!(self.phase, Phase::Backoff { .. }) {
+                    let generation = self.generation;
+                    self.publish(
+                        EventKind::Stopped,
+                        generation,
+                        None,
+                        Some("stopped by operator"),
+                    );
+                }
                 self.phase = Phase::Stopped;
                 let _ = reply.send(Ok(self.snapshot(myself)));
             }
@@ -878,6 +949,15 @@ impl SupervisorState {
                 waiters.push(Waiter::Shutdown(reply));
             }
             Phase::Backoff { .. } | Phase::Stopped => {
+                if matches!(self.phase, Phase::Backoff { .. }) {
+                    let generation = self.generation;
+                    self.publish(
+                        EventKind::Stopped,
+                        generation,
+                        None,
+                        Some("server shutting down"),
+                    );
+                }
                 self.phase = Phase::Stopped;
                 let _ = reply.send(());
             }

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use vigil_actors::control::{ControlServer, Limits};
+use vigil_actors::events::{Event, EventBus, EventKind};
 use vigil_actors::protocol::Timeouts;
-use vigil_actors::root::{ControlError, RootMsg, WorkerAction};
+use vigil_actors::root::{ControlError, RootMsg, Subscription, WorkerAction};
 use vigil_actors::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 
 // ---------------------------------------------------------------- the root stand-in
@@ -24,6 +25,7 @@ struct FixedState {
     /// Reply ports of `act` requests on the worker named "hang", kept and never answered.
     held: Vec<RpcReplyPort<Result<WorkerSnapshot, ControlError>>>,
     shutting_down: bool,
+    events: EventBus,
 }
 
 fn snapshot(name: &str, pid: u32) -> WorkerSnapshot {
@@ -61,12 +63,12 @@ fn snapshot(name: &str, pid: u32) -> WorkerSnapshot {
 impl Actor for FixedRoot {
     type Msg = RootMsg;
     type State = FixedState;
-    type Arguments = ();
+    type Arguments = EventBus;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<RootMsg>,
-        _args: (),
+        events: EventBus,
     ) -> Result<FixedState, ActorProcessingErr> {
         Ok(FixedState {
             workers: vec![
@@ -76,6 +78,7 @@ impl Actor for FixedRoot {
             ],
             held: Vec::new(),
             shutting_down: false,
+            events,
         })
     }
 
@@ -170,6 +173,12 @@ impl Actor for FixedRoot {
                     let _ = reply.send(());
                 }
             }
+            RootMsg::Subscribe(reply) => {
+                let _ = reply.send(Subscription {
+                    events: state.events.subscribe(),
+                    workers: state.workers.iter().map(|w| w.name.clone()).collect(),
+                });
+            }
             // The root's internal timers: a stand-in has none.
             RootMsg::RestartSupervisor { .. } | RootMsg::ShutdownComplete => {}
         }
@@ -184,6 +193,7 @@ struct Fixture {
     socket: PathBuf,
     server: Option<ControlServer>,
     root: ActorRef<RootMsg>,
+    events: EventBus,
 }
 
 impl Drop for Fixture {
@@ -200,13 +210,15 @@ async fn fixture(timeouts: Timeouts) -> Fixture {
 async fn fixture_with(timeouts: Timeouts, limits: Limits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("vigil.sock");
-    let (root, _handle) = Actor::spawn(None, FixedRoot, ()).await.unwrap();
+    let events = EventBus::new();
+    let (root, _handle) = Actor::spawn(None, FixedRoot, events.clone()).await.unwrap();
     let server = ControlServer::start_with_limits(&socket, root.clone(), timeouts, limits).unwrap();
     Fixture {
         _dir: dir,
         socket,
         server: Some(server),
         root,
+        events,
     }
 }
 
@@ -390,7 +402,9 @@ async fn a_stale_socket_file_is_replaced() {
     let stale = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     drop(stale);
     assert!(socket.exists());
-    let (root, _h) = Actor::spawn(None, FixedRoot, ()).await.unwrap();
+    let (root, _h) = Actor::spawn(None, FixedRoot, EventBus::new())
+        .await
+        .unwrap();
     let server = ControlServer::start(&socket, root.clone()).unwrap();
     let mut c = Client::connect(&socket).await;
     assert_eq!(c.ask(json!({"cmd": "ping"})).await["ok"], true);
@@ -644,4 +658,38 @@ async fn an_idle_or_half_sent_connection_is_closed() {
     // The server itself is fine.
     let mut fresh = Client::connect(&f.socket).await;
     assert_eq!(fresh.ask(json!({"cmd": "ping"})).await["ok"], true);
+}
+
+#[tokio::test]
+async fn an_events_subscription_streams_past_the_idle_bound_until_close() {
+    let limits = Limits {
+        idle: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let mut f = fixture_with(short_timeouts(), limits).await;
+    let mut sub = Client::connect(&f.socket).await;
+    let ack = sub.ask(json!({"cmd": "events"})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    assert_eq!(ack["data"]["workers"], json!(["alpha", "beta", "hang"]));
+    // Longer than the idle bound: a subscriber is not an idle client.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    f.events
+        .publish(|| Event::worker(EventKind::Started, "alpha", 2, Some(101)));
+    let event = sub.reply().await;
+    assert_eq!(
+        (&event["event"], &event["worker"], &event["pid"]),
+        (&json!("started"), &json!("alpha"), &json!(101))
+    );
+    // Bytes from the subscriber are ignored, not answered.
+    sub.send_raw(b"{\"cmd\":\"ping\"}\n").await;
+    f.events.publish(|| Event::server(EventKind::Shutdown));
+    assert_eq!(sub.reply().await["event"], "shutdown");
+    // Other clients are still served meanwhile.
+    let mut other = Client::connect(&f.socket).await;
+    assert_eq!(other.ask(json!({"cmd": "ping"})).await["ok"], true);
+    let server = f.server.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.close())
+        .await
+        .unwrap();
+    assert!(sub.closed().await, "close ends the stream");
 }

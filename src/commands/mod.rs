@@ -5,7 +5,10 @@
 //! parse the command line (`cli.rs`) or print errors (`main.rs`).
 
 pub mod check;
+pub mod completions;
 pub mod control;
+pub mod events;
 pub mod history;
+pub mod logs;
 pub mod serve;
 pub mod worker;
