@@ -385,3 +385,98 @@ fn cgroup_required_refuses_to_start_without_one() {
     assert!(home.pids("pids").is_empty());
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
+    // What a container entrypoint is: PID 1 of its own namespace, with orphans re-parented to
+    // it. The worker makes a zombie-to-be every 20 ms (a subshell that leaves a short sleep).
+    if !std::path::Path::new("/usr/bin/unshare").exists() {
+        eprintln!("SKIP: unshare(1) is missing: cannot run vigil as PID 1");
+        return;
+    }
+    let home = Home::new(
+        "",
+        &sh_worker(
+            "orphans",
+            "echo $$ >> pids; while :; do (sleep 0.01 &); sleep 0.02; done",
+            FAST,
+        ),
+    );
+    let stderr = std::fs::File::create(home.file("server.stderr")).expect("stderr");
+    let child = std::process::Command::new("/usr/bin/unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(vigil_bin())
+        .args(["serve", "--config"])
+        .arg(home.config())
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .process_group(0)
+        .spawn()
+        .expect("spawn unshare");
+    let mut server = Server::adopt(child, home.path());
+    // unshare(1) may be refused (no CAP_SYS_ADMIN): then the server never comes up.
+    let up = (0..200).any(|_| {
+        if server.child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        home.run(&["status", "--json"]).status.success()
+    });
+    if !up {
+        eprintln!(
+            "SKIP: cannot create a pid namespace here: {}",
+            server.stderr()
+        );
+        return;
+    }
+    // The server as seen from here: the child of unshare named vigil.
+    let vigil = wait_for(LONG, "the namespaced server", || {
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (comm, rest) = stat.split_once(") ")?;
+            let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+            (ppid == server.pid && comm.ends_with("(vigil")).then_some(pid)
+        })
+    });
+    let status = std::fs::read_to_string(format!("/proc/{vigil}/status")).unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "vigil is not PID 1 of its namespace:\n{status}"
+    );
+    // Let the worker make ~100 orphans; then at most a couple may be zombies at any instant.
+    wait_for(LONG, "the worker to run a while", || {
+        let log = std::fs::read_to_string(home.log("orphans")).ok()?;
+        log.contains("started generation 1").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let zombies = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                return false;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut f = rest.split(' ');
+            let state = f.next();
+            let ppid: Option<u32> = f.next().and_then(|p| p.parse().ok());
+            state == Some("Z") && ppid == Some(vigil)
+        })
+        .count();
+    assert!(zombies <= 3, "{zombies} zombies of vigil as PID 1");
+    // SIGTERM to PID 1 of the namespace is still a graceful shutdown.
+    // SAFETY: kill(2) on the namespaced server.
+    unsafe { libc::kill(vigil as i32, libc::SIGTERM) };
+    let status = server.wait(LONG).expect("the server exits");
+    assert!(status.success(), "{}", server.stderr());
+}

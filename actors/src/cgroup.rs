@@ -24,8 +24,8 @@
 //! # Caveats
 //! - v1 has no `cgroup.kill`: members are SIGKILLed one by one until none is left (a fork
 //!   racing the loop is caught by the next round; `pids.max` bounds how many there can be).
-//! - `memory.peak` (v2) is per cgroup lifetime unless the kernel (6.12+) resets it through an
-//!   open descriptor; vigil opens it at each spawn and writes to reset it when it can.
+//! - `memory.peak` (v2) is per cgroup lifetime: vigil removes the (empty) v2 cgroup and makes
+//!   it afresh before each run; v1's `memory.max_usage_in_bytes` is reset by a write.
 
 use std::collections::HashSet;
 use std::fs;
@@ -488,6 +488,12 @@ impl WorkerCgroup {
     /// Create the cgroup in every hierarchy, write `limits` (refusing what cannot be enforced)
     /// and read the baseline of this run's evidence. Called before each spawn.
     pub fn prepare(&self, limits: &Limits) -> Result<Baseline, CgroupError> {
+        // A fresh v2 cgroup per run: `memory.peak` and `memory.events` count from zero (the
+        // previous run's cgroup is empty by now; if not, it is reused and counted from the
+        // baseline).
+        if let Some(dir) = &self.v2 {
+            let _ = fs::remove_dir(dir);
+        }
         for dir in self.all_dirs() {
             match fs::create_dir(dir) {
                 Ok(()) => {}
@@ -917,6 +923,76 @@ mod tests {
 18:39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 20:41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
+
+    /// The v2 file formats vigil writes and reads, on a plain directory: this host's v2
+    /// hierarchy has no controllers, so the kernel side of it cannot run here.
+    #[test]
+    fn v2_limits_and_evidence_use_the_kernels_formats() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = dir.path().join("w");
+        let cg = WorkerCgroup {
+            name: "w".into(),
+            v2: Some(w.clone()),
+            memory_v1: None,
+            pids_v1: None,
+            cpu_v1: None,
+            cpuacct_v1: None,
+            memory: Via::V2,
+            pids: Via::V2,
+            cpu: Via::V2,
+        };
+        fs::create_dir(&w).expect("mkdir");
+        fs::write(
+            w.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .expect("events");
+        let limits = Limits {
+            memory_max: Some(64 << 20),
+            pids_max: Some(100),
+            cpu_max: Some(1.5),
+            nofile: Some(1024),
+        };
+        let baseline = cg.prepare(&limits).expect("prepare");
+        let read = |f: &str| fs::read_to_string(w.join(f)).expect(f);
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("memory.oom.group"), "1");
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "100");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(cg.procs_files(), vec![w.join("cgroup.procs")]);
+        // One more OOM kill in this run; the peak as the kernel writes it.
+        fs::write(
+            w.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 2\noom_kill 3\n",
+        )
+        .expect("events");
+        fs::write(w.join("memory.peak"), "52428800\n").expect("peak");
+        assert_eq!(
+            cg.evidence(&baseline),
+            Evidence {
+                oom_kills: Some(2),
+                memory_peak_bytes: Some(50 << 20),
+            }
+        );
+        // Unlimited again: the files say so.
+        cg.prepare(&Limits::default()).expect("prepare");
+        assert_eq!(read("memory.max"), "max");
+        assert_eq!(read("pids.max"), "max");
+        assert_eq!(read("cpu.max"), "max");
+        // A limit without its controller is refused, never dropped.
+        let bare = WorkerCgroup {
+            memory: Via::None,
+            ..cg.clone()
+        };
+        assert!(matches!(
+            bare.prepare(&limits),
+            Err(CgroupError::NoController {
+                controller: "memory",
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn finds_the_servers_cgroups_on_a_hybrid_host() {
