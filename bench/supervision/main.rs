@@ -200,6 +200,17 @@ impl Supervised {
     }
 
     fn vigil(worker: &Path, dir: &Path, n: usize) -> Res<Supervised> {
+        Self::vigil_with(worker, dir, n, "vigil", "")
+    }
+
+    /// vigil with extra top-level config fields (e.g. `cgroup: Off,`).
+    fn vigil_with(
+        worker: &Path,
+        dir: &Path,
+        n: usize,
+        label: &'static str,
+        extra: &str,
+    ) -> Res<Supervised> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let file = dir.join("starts");
         let mut workers = String::new();
@@ -214,7 +225,7 @@ impl Supervised {
         let config = dir.join("config.ron");
         std::fs::write(
             &config,
-            format!("(\n    data_dir: \"var\",\n    workers: [\n{workers}    ],\n)\n"),
+            format!("(\n    data_dir: \"var\",\n    {extra}\n    workers: [\n{workers}    ],\n)\n"),
         )
         .map_err(|e| format!("{}: {e}", config.display()))?;
         let stderr = std::fs::File::create(dir.join("server.stderr")).map_err(|e| e.to_string())?;
@@ -231,7 +242,7 @@ impl Supervised {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", vigil_bin()))?;
         Ok(Supervised {
-            label: "vigil",
+            label,
             child,
             launched_ns,
             starts: StartLog::new(&file),
@@ -591,31 +602,42 @@ fn restart_latency(
     ));
     let mut floor = Supervised::floor(worker, &root.join("restart-floor"), 1)?;
     let mut vigil = Supervised::vigil(worker, &root.join("restart-vigil"), 1)?;
+    // The same server with process groups only: what the cgroup per worker costs.
+    let mut plain = Supervised::vigil_with(
+        worker,
+        &root.join("restart-vigil-pgroup"),
+        1,
+        "vigil-pgroup",
+        "cgroup: Off,",
+    )?;
     floor.all_up(Duration::from_secs(10))?;
     vigil.all_up(Duration::from_secs(30))?;
+    plain.all_up(Duration::from_secs(30))?;
     std::thread::sleep(opts.settle);
-    let (mut f, mut v) = (Vec::new(), Vec::new());
+    let (mut f, mut v, mut p) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..opts.trials {
-        // Alternate the order so that neither side always runs right after the other.
-        let order: [&mut Supervised; 2] = if i % 2 == 0 {
-            [&mut floor, &mut vigil]
-        } else {
-            [&mut vigil, &mut floor]
-        };
+        // Rotate the order so that none always runs right after another.
+        let mut order: [&mut Supervised; 3] = [&mut floor, &mut vigil, &mut plain];
+        order.rotate_left(i % 3);
         for s in order {
             let ms = s.restart_trial(0)?;
             std::thread::sleep(opts.settle);
-            if s.label == "floor" {
-                f.push(ms)
-            } else {
-                v.push(ms)
+            match s.label {
+                "floor" => f.push(ms),
+                "vigil" => v.push(ms),
+                _ => p.push(ms),
             }
         }
         if (i + 1) % 25 == 0 {
             log(&format!("  {} trials", i + 1));
         }
     }
-    let (fs, vs) = (stats(&f), stats(&v));
+    let (fs, vs, ps) = (stats(&f), stats(&v), stats(&p));
+    let containment = vigil
+        .dump()
+        .ok()
+        .and_then(|d| d["root"]["children"][0]["containment"].as_str().map(String::from))
+        .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         r,
         "## Restart latency: kill -9 → the new worker's first instruction (ms)\n"
@@ -625,9 +647,11 @@ fn restart_latency(
         "| supervisor | n | min | **median** | p95 | max | median / floor |"
     );
     let _ = writeln!(r, "|---|---|---|---|---|---|---|");
+    let with_cgroup = format!("vigil serve (containment: {containment})");
     for (name, s) in [
         ("floor (posix_spawn + waitpid loop)", fs),
-        ("vigil serve", vs),
+        (with_cgroup.as_str(), vs),
+        ("vigil serve (cgroup: Off, process group)", ps),
     ] {
         let _ = writeln!(
             r,
@@ -640,6 +664,16 @@ fn restart_latency(
             s.median / fs.median
         );
     }
+    goals.push((
+        "a cgroup per worker costs ≤ 0.5 ms of restart latency (median, vs cgroup: Off)".into(),
+        format!(
+            "{:.2} ms vs {:.2} ms = {:+.2} ms",
+            vs.median,
+            ps.median,
+            vs.median - ps.median
+        ),
+        vs.median - ps.median <= 0.5,
+    ));
     let ratio = vs.median / fs.median;
     goals.push((
         "restart latency median ≤ 1.5× floor".into(),
@@ -668,6 +702,7 @@ fn restart_latency(
         }
     }
     floor.stop(Duration::from_secs(5)).ok();
+    plain.stop(Duration::from_secs(30)).ok();
     vigil.stop(Duration::from_secs(30))?;
     Ok(())
 }
