@@ -432,6 +432,17 @@ pub struct WorkerCgroup {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Baseline {
     oom_kills: Option<u64>,
+    /// Whether this run is in a memory cgroup of its own (see [`WorkerCgroup::joins_memory`]).
+    accounted: bool,
+    /// The system-wide `oom_kill` of `/proc/vmstat` (for runs without memory accounting).
+    system_oom_kills: Option<u64>,
+}
+
+impl Baseline {
+    /// Whether the run's memory is accounted (OOM kills counted, peak known).
+    pub fn memory_accounted(&self) -> bool {
+        self.accounted
+    }
 }
 
 /// What the kernel says about one run, read after its leader was reaped.
@@ -441,6 +452,9 @@ pub struct Evidence {
     pub oom_kills: Option<u64>,
     /// Peak memory of the run (`None`: unknown).
     pub memory_peak_bytes: Option<u64>,
+    /// OOM kills anywhere on the system during the run (`/proc/vmstat`), for a hint when the
+    /// run had no memory accounting of its own.
+    pub system_oom_kills: Option<u64>,
 }
 
 /// Current use, for the dump and metrics.
@@ -485,54 +499,52 @@ impl WorkerCgroup {
         .flatten()
     }
 
-    /// Create the cgroup in every hierarchy, write `limits` (refusing what cannot be enforced)
-    /// and read the baseline of this run's evidence. Called before each spawn.
+    /// Make the cgroups a run with `limits` joins (a fresh v2 one; the v1 ones it needs),
+    /// write `limits` (refusing what cannot be enforced) and read the baseline of this run's
+    /// evidence. Called before each spawn; it costs a few directory operations, no migration.
     pub fn prepare(&self, limits: &Limits) -> Result<Baseline, CgroupError> {
-        // A fresh v2 cgroup per run: `memory.peak` and `memory.events` count from zero (the
-        // previous run's cgroup is empty by now; if not, it is reused and counted from the
-        // baseline).
+        // A fresh v2 cgroup per run: `memory.peak` and `memory.events` count from zero and
+        // every limit starts at `max` (the previous run's cgroup is empty by now; if not, it
+        // is reused and counted from the baseline, with unset limits written back to `max`).
+        let mut reused = false;
         if let Some(dir) = &self.v2 {
             let _ = fs::remove_dir(dir);
+            reused = make_dir(dir)?;
         }
-        for dir in self.all_dirs() {
-            match fs::create_dir(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(io_err("cannot create", dir)(e)),
+        let joined: Vec<PathBuf> = self
+            .v1_procs_files(limits)
+            .into_iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        for dir in &joined {
+            make_dir(dir)?;
+        }
+        let unset = |dir: &Path, file: &str, value: &str| {
+            if reused {
+                let _ = write(&dir.join(file), value);
             }
-        }
+        };
         let memory_dir = self.memory_dir();
-        if let Some(max) = limits.memory_max {
-            let dir = memory_dir.ok_or(CgroupError::NoController {
-                limit: "limits.memory_max",
-                controller: "memory",
-            })?;
-            match self.memory {
-                Via::V2 => {
-                    write(&dir.join("memory.max"), &max.to_string())?;
-                    // An OOM kill of one process ends the whole worker, in the kernel.
-                    let _ = write(&dir.join("memory.oom.group"), "1");
-                    let _ = write(&dir.join("memory.swap.max"), "0");
-                }
-                _ => {
-                    write(&dir.join("memory.limit_in_bytes"), &max.to_string())?;
-                }
+        match (limits.memory_max, self.memory, memory_dir) {
+            (Some(max), Via::V2, Some(dir)) => {
+                write(&dir.join("memory.max"), &max.to_string())?;
+                // An OOM kill of one process ends the whole worker, in the kernel.
+                let _ = write(&dir.join("memory.oom.group"), "1");
+                let _ = write(&dir.join("memory.swap.max"), "0");
             }
-        } else if let Some(dir) = memory_dir {
-            match self.memory {
-                Via::V2 => {
-                    let _ = write(&dir.join("memory.max"), "max");
-                }
-                _ => {
-                    let _ = write(&dir.join("memory.limit_in_bytes"), "-1");
-                }
-            }
-        }
-        if let Some(dir) = &memory_dir {
-            if self.memory == Via::V1 {
-                // Per-run peak: v1 resets on any write.
+            (Some(max), Via::V1, Some(dir)) => {
+                write(&dir.join("memory.limit_in_bytes"), &max.to_string())?;
+                // Per-run peak: v1 resets it on any write.
                 let _ = write(&dir.join("memory.max_usage_in_bytes"), "0");
             }
+            (Some(_), _, _) => {
+                return Err(CgroupError::NoController {
+                    limit: "limits.memory_max",
+                    controller: "memory",
+                });
+            }
+            (None, Via::V2, Some(dir)) => unset(dir, "memory.max", "max"),
+            (None, _, _) => {}
         }
         let pids_dir = match self.pids {
             Via::V2 => self.v2.as_ref(),
@@ -547,52 +559,49 @@ impl WorkerCgroup {
                     controller: "pids",
                 });
             }
-            (None, Some(dir)) => {
-                let _ = write(&dir.join("pids.max"), "max");
-            }
-            (None, None) => {}
+            (None, Some(dir)) if self.pids == Via::V2 => unset(dir, "pids.max", "max"),
+            (None, _) => {}
         }
-        match (limits.cpu_max, self.cpu) {
-            (Some(cpus), Via::V2) => {
-                let dir = self.v2.as_ref().ok_or(CgroupError::NoController {
-                    limit: "limits.cpu_max",
-                    controller: "cpu",
-                })?;
-                let period = 100_000u64;
-                let quota = ((cpus * period as f64).round() as u64).max(1000);
-                write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+        let period = 100_000u64;
+        let quota = |cpus: f64| ((cpus * period as f64).round() as u64).max(1000);
+        match (limits.cpu_max, self.cpu, &self.v2, &self.cpu_v1) {
+            (Some(cpus), Via::V2, Some(dir), _) => {
+                write(&dir.join("cpu.max"), &format!("{} {period}", quota(cpus)))?;
             }
-            (Some(cpus), Via::V1) => {
-                let dir = self.cpu_v1.as_ref().ok_or(CgroupError::NoController {
-                    limit: "limits.cpu_max",
-                    controller: "cpu",
-                })?;
-                let period = 100_000u64;
-                let quota = ((cpus * period as f64).round() as u64).max(1000);
+            (Some(cpus), Via::V1, _, Some(dir)) => {
                 write(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
-                write(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                write(&dir.join("cpu.cfs_quota_us"), &quota(cpus).to_string())?;
             }
-            (Some(_), Via::None) => {
+            (Some(_), _, _, _) => {
                 return Err(CgroupError::NoController {
                     limit: "limits.cpu_max",
                     controller: "cpu",
                 });
             }
-            (None, Via::V2) => {
-                if let Some(dir) = &self.v2 {
-                    let _ = write(&dir.join("cpu.max"), "max");
-                }
-            }
-            (None, Via::V1) => {
-                if let Some(dir) = &self.cpu_v1 {
-                    let _ = write(&dir.join("cpu.cfs_quota_us"), "-1");
-                }
-            }
-            (None, Via::None) => {}
+            (None, Via::V2, Some(dir), _) => unset(dir, "cpu.max", "max"),
+            (None, _, _, _) => {}
         }
+        let accounted = self.joins_memory(limits);
         Ok(Baseline {
-            oom_kills: self.oom_kill_count(),
+            oom_kills: if accounted {
+                self.oom_kill_count()
+            } else {
+                None
+            },
+            accounted,
+            system_oom_kills: system_oom_kills(),
         })
+    }
+
+    /// Whether a run with `limits` joins a memory cgroup: always with the v2 controller (the
+    /// run is born there); on v1 only when `memory_max` needs it, because each v1 migration
+    /// costs 1–10 ms of spawn time (measured: BENCHMARKS.md).
+    pub fn joins_memory(&self, limits: &Limits) -> bool {
+        match self.memory {
+            Via::V2 => self.v2.is_some(),
+            Via::V1 => self.memory_v1.is_some() && limits.memory_max.is_some(),
+            Via::None => false,
+        }
     }
 
     fn memory_dir(&self) -> Option<&PathBuf> {
@@ -606,6 +615,31 @@ impl WorkerCgroup {
     /// The `cgroup.procs` files a new process writes itself into, one per hierarchy.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.all_dirs().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// The v2 cgroup a new process is born into (`clone3` with `CLONE_INTO_CGROUP`).
+    pub fn v2_dir(&self) -> Option<&Path> {
+        self.v2.as_deref()
+    }
+
+    /// The v1 `cgroup.procs` files a new process must join for `limits`: `memory` and `pids`
+    /// and `cpu` only when they limit something (or track it, without v2), `cpuacct` only
+    /// without v2 (whose `cpu.stat` counts CPU time otherwise). Each join is a migration
+    /// that costs a millisecond or more, so none is made that buys nothing.
+    pub fn v1_procs_files(&self, limits: &Limits) -> Vec<PathBuf> {
+        let pids = limits.pids_max.is_some() || self.v2.is_none();
+        let cpu = limits.cpu_max.is_some();
+        let memory = self.joins_memory(limits) || self.v2.is_none();
+        [
+            (&self.memory_v1, memory),
+            (&self.pids_v1, pids),
+            (&self.cpu_v1, cpu),
+            (&self.cpuacct_v1, true),
+        ]
+        .into_iter()
+        .filter(|(dir, wanted)| *wanted && dir.is_some())
+        .filter_map(|(dir, _)| dir.as_ref().map(|d| d.join("cgroup.procs")))
+        .collect()
     }
 
     /// The file whose changes announce an OOM event (v2 `memory.events`, v1
@@ -627,6 +661,17 @@ impl WorkerCgroup {
 
     /// The evidence of the run that began at `baseline`.
     pub fn evidence(&self, baseline: &Baseline) -> Evidence {
+        let system_oom_kills = match (system_oom_kills(), baseline.system_oom_kills) {
+            (Some(now), Some(then)) => Some(now.saturating_sub(then)),
+            _ => None,
+        };
+        if !baseline.accounted {
+            return Evidence {
+                oom_kills: None,
+                memory_peak_bytes: None,
+                system_oom_kills,
+            };
+        }
         let oom_kills = match (self.oom_kill_count(), baseline.oom_kills) {
             (Some(now), Some(then)) => Some(now.saturating_sub(then)),
             _ => None,
@@ -638,6 +683,7 @@ impl WorkerCgroup {
         Evidence {
             oom_kills,
             memory_peak_bytes,
+            system_oom_kills,
         }
     }
 
@@ -692,17 +738,22 @@ impl WorkerCgroup {
     pub async fn wait_empty(&self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         let events = self.v2.as_ref().map(|d| d.join("cgroup.events"));
+        // `cgroup.procs` lists no process that has exited; `populated` may lag behind it (its
+        // notification is rate-limited to one per 10 ms).
+        let empty = || {
+            self.members().is_empty()
+                || events.as_ref().is_some_and(|f| {
+                    fs::read_to_string(f).is_ok_and(|t| field(&t, "populated") == Some(0))
+                })
+        };
+        if empty() {
+            return true;
+        }
         let watch = events
             .as_deref()
             .and_then(|f| crate::inotify::Watch::new(f).ok());
         loop {
-            let empty = match &events {
-                Some(f) => fs::read_to_string(f)
-                    .map(|t| field(&t, "populated") == Some(0))
-                    .unwrap_or(true),
-                None => self.members().is_empty(),
-            };
-            if empty {
+            if empty() {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -711,7 +762,8 @@ impl WorkerCgroup {
             }
             match &watch {
                 Some(w) => {
-                    let _ = tokio::time::timeout(left, w.changed()).await;
+                    let _ = tokio::time::timeout(left.min(Duration::from_millis(10)), w.changed())
+                        .await;
                 }
                 None => tokio::time::sleep(left.min(Duration::from_millis(5))).await,
             }
@@ -888,10 +940,25 @@ pub fn remove_tree(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
+/// `oom_kill` of `/proc/vmstat`: OOM kills since boot, system-wide.
+pub fn system_oom_kills() -> Option<u64> {
+    let text = fs::read_to_string("/proc/vmstat").ok()?;
+    field(&text, "oom_kill")
+}
+
 fn read_pids(file: &Path) -> Vec<u32> {
     fs::read_to_string(file)
         .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
         .unwrap_or_default()
+}
+
+/// `mkdir`; `Ok(true)` when it already existed.
+fn make_dir(dir: &Path) -> Result<bool, CgroupError> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(true),
+        Err(e) => Err(io_err("cannot create", dir)(e)),
+    }
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -968,13 +1035,9 @@ mod tests {
         )
         .expect("events");
         fs::write(w.join("memory.peak"), "52428800\n").expect("peak");
-        assert_eq!(
-            cg.evidence(&baseline),
-            Evidence {
-                oom_kills: Some(2),
-                memory_peak_bytes: Some(50 << 20),
-            }
-        );
+        let evidence = cg.evidence(&baseline);
+        assert_eq!(evidence.oom_kills, Some(2));
+        assert_eq!(evidence.memory_peak_bytes, Some(50 << 20));
         // Unlimited again: the files say so.
         cg.prepare(&Limits::default()).expect("prepare");
         assert_eq!(read("memory.max"), "max");

@@ -34,6 +34,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -287,9 +288,10 @@ pub fn spawn(
         // SAFETY: getpid has no preconditions.
         pdeathsig_parent: (!guarded).then(|| unsafe { libc::getpid() }),
         clear_env: false,
+        cgroup_v2: req.cgroup.and_then(|cg| cg.v2_dir().map(PathBuf::from)),
         cgroup_procs: req
             .cgroup
-            .map(WorkerCgroup::procs_files)
+            .map(|cg| cg.v1_procs_files(req.limits))
             .unwrap_or_default(),
         nofile: req.limits.nofile,
         credentials: spawner::Credentials::default(),
@@ -382,7 +384,7 @@ pub fn spawn(
     // The kernel's OOM killer may pick any process of the worker: when it does, the whole
     // worker ends (as `memory.oom.group` does in the kernel on v2 with a limit).
     let oom_guard = match (req.cgroup, baseline) {
-        (Some(cg), Some(baseline)) => match OomWatch::new(cg) {
+        (Some(cg), Some(baseline)) if baseline.memory_accounted() => match OomWatch::new(cg) {
             Ok(Some(watch)) => {
                 let cg = cg.clone();
                 let name = req.name.to_string();

@@ -581,6 +581,18 @@ impl SupervisorState {
         } else {
             text
         };
+        // Without memory accounting of its own, a SIGKILL nobody here sent while the kernel's
+        // OOM killer was busy is worth saying (the reason stays what is known: `killed`).
+        let text = match (ended.evidence.oom_kills, ended.evidence.system_oom_kills) {
+            (None, Some(n))
+                if n > 0 && ended.exit.signal == Some(libc::SIGKILL) && ended.cause.is_none() =>
+            {
+                format!(
+                    "probably the OOM killer: it killed {n} process(es) on this system during the run (no memory accounting for this worker); {text}"
+                )
+            }
+            _ => text,
+        };
         // Record.
         let record = ExitRecord {
             oom_kills: ended.evidence.oom_kills,

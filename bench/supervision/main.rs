@@ -636,7 +636,11 @@ fn restart_latency(
     let containment = vigil
         .dump()
         .ok()
-        .and_then(|d| d["root"]["children"][0]["containment"].as_str().map(String::from))
+        .and_then(|d| {
+            d["root"]["children"][0]["containment"]
+                .as_str()
+                .map(String::from)
+        })
         .unwrap_or_else(|| "?".into());
     let _ = writeln!(
         r,

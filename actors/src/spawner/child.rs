@@ -107,7 +107,12 @@ pub(super) struct Plan {
     stdout: OwnedFd,
     stderr: OwnedFd,
     notify: Option<RawFd>,
-    /// `cgroup.procs` of each hierarchy the worker joins, open for writing.
+    /// The v2 cgroup directory the child is born into (`O_PATH`), with its `cgroup.procs`
+    /// for when `clone3` cannot be used.
+    into_cgroup: Option<(OwnedFd, OwnedFd)>,
+    /// Set when the child must write itself into the v2 `cgroup.procs` (no `clone3`).
+    join_v2_by_write: std::sync::atomic::AtomicBool,
+    /// `cgroup.procs` of each further (v1) hierarchy the worker joins, open for writing.
     cgroups: Vec<OwnedFd>,
     nofile: Option<libc::rlimit>,
     nice: Option<i32>,
@@ -151,19 +156,33 @@ impl Plan {
             .map(|p| c_string(p.as_os_str()))
             .transpose()?;
         let stdin = std::fs::File::open("/dev/null")?.into();
+        let open_procs = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map(OwnedFd::from)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display())))
+        };
         let cgroups = job
             .cgroup_procs
             .iter()
-            .map(|p| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(p)
+            .map(|p| open_procs(p))
+            .collect::<io::Result<_>>()?;
+        let into_cgroup = match &job.cgroup_v2 {
+            Some(dir) => {
+                use std::os::unix::fs::OpenOptionsExt;
+                let path_fd = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                    .open(dir)
                     .map(OwnedFd::from)
                     .map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot open {}: {e}", p.display()))
-                    })
-            })
-            .collect::<io::Result<_>>()?;
+                        io::Error::new(e.kind(), format!("cannot open {}: {e}", dir.display()))
+                    })?;
+                Some((path_fd, open_procs(&dir.join("cgroup.procs"))?))
+            }
+            None => None,
+        };
         let ptrs = |v: &[CString]| {
             v.iter()
                 .map(|c| c.as_ptr())
@@ -181,6 +200,8 @@ impl Plan {
             stdout,
             stderr,
             notify,
+            into_cgroup,
+            join_v2_by_write: std::sync::atomic::AtomicBool::new(false),
             cgroups,
             nofile: job.nofile.map(|n| libc::rlimit {
                 rlim_cur: n,
@@ -209,17 +230,36 @@ impl Plan {
             libc::sigfillset(&mut all);
             libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         }
-        // SAFETY: `child_main` only makes system calls on the plan, which outlives the child's
-        // use of it: with CLONE_VFORK, clone returns only after the child has exec'd or exited.
-        // The stack is ours, mapped, and freed only after that.
-        let pid = unsafe {
-            libc::clone(
-                child_main,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                &self as *const Plan as *mut libc::c_void,
-            )
-        };
+        let arg = &self as *const Plan as *mut libc::c_void;
+        // Born into its v2 cgroup where the kernel can (clone3, Linux 5.7); otherwise the
+        // child joins by writing to `cgroup.procs` first thing.
+        let mut pid = -1;
+        let mut clone3_refused = false;
+        if let Some((dir, _)) = &self.into_cgroup {
+            // SAFETY: as for clone below; the stack and the plan outlive the child's use.
+            match unsafe { clone3_into_cgroup(&stack, dir.as_raw_fd(), child_main, arg) } {
+                Ok(child) => pid = child,
+                Err(e) => {
+                    clone3_refused = true;
+                    tracing::debug!(error = %e, "clone3 into a cgroup refused; joining by cgroup.procs");
+                }
+            }
+        }
+        if self.into_cgroup.is_none() || clone3_refused {
+            self.join_v2_by_write
+                .store(self.into_cgroup.is_some(), Ordering::Release);
+            // SAFETY: `child_main` only makes system calls on the plan, which outlives the
+            // child's use of it: with CLONE_VFORK, clone returns only after the child has
+            // exec'd or exited. The stack is ours, mapped, and freed only after that.
+            pid = unsafe {
+                libc::clone(
+                    child_main,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    arg,
+                )
+            };
+        }
         let clone_error = io::Error::last_os_error();
         // SAFETY: restoring the mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
@@ -278,6 +318,15 @@ unsafe fn run_child(plan: &Plan) -> Result<std::convert::Infallible, (Step, i32)
     // the parent; no allocation, no locks.
     unsafe {
         // 1. Into the cgroups, before anything of the worker runs.
+        if plan.join_v2_by_write.load(Ordering::Acquire) {
+            if let Some((_, procs)) = &plan.into_cgroup {
+                let zero = b"0";
+                check(
+                    libc::write(procs.as_raw_fd(), zero.as_ptr().cast(), 1) == 1,
+                    Step::Cgroup,
+                )?;
+            }
+        }
         for fd in &plan.cgroups {
             let zero = b"0";
             check(
@@ -470,6 +519,96 @@ fn nul_error() -> io::Error {
         io::ErrorKind::InvalidInput,
         "an argument or environment variable contains a NUL byte",
     )
+}
+
+/// `struct clone_args` of clone3(2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h; not in every libc crate version).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)` running `f(arg)` on `stack` in the
+/// child: the child exists only inside the cgroup `cgroup_fd`. glibc exports no clone3
+/// wrapper, and a CLONE_VM child on a new stack cannot return into Rust code, so the child's
+/// side is three instructions of assembly that call `f` on the new stack (as glibc's `clone`
+/// does); `f` must never return (it execs or `_exit`s; if it returned, the child exits).
+///
+/// # Safety
+/// As for `clone(2)` with `CLONE_VM`: `f` may only make system calls on memory that outlives
+/// the child's use of it (the parent sleeps until the child execs or exits: `CLONE_VFORK`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_into_cgroup(
+    stack: &Stack,
+    cgroup_fd: RawFd,
+    f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
+    let mut args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.base as u64,
+        stack_size: stack.size as u64,
+        cgroup: u64::try_from(cgroup_fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
+        ..CloneArgs::default()
+    };
+    let ret: i64;
+    // SAFETY: the syscall reads `args` (valid for its size). In the parent only rax, rcx and
+    // r11 change. In the child (rax = 0) rsp is the top of `stack` (16-byte aligned: a page
+    // aligned mapping of a page multiple), and it calls `f(arg)` there; `f` never returns,
+    // and if it did, the child exits with its return value.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "mov edi, eax",
+            "mov eax, 60",
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &mut args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") f,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    if ret < 0 {
+        return Err(io::Error::from_raw_os_error(
+            i32::try_from(-ret).unwrap_or(libc::EINVAL),
+        ));
+    }
+    libc::pid_t::try_from(ret).map_err(|_| io::Error::other("pid out of range"))
+}
+
+/// Elsewhere: no clone3 trampoline; the caller joins through `cgroup.procs`.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_into_cgroup(
+    _stack: &Stack,
+    _cgroup_fd: RawFd,
+    _f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    _arg: *mut libc::c_void,
+) -> io::Result<libc::pid_t> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// An anonymous mapping for the child's stack, unmapped on drop.
