@@ -701,7 +701,7 @@ fn open_writer(path: &Path) -> Result<Connection, HistoryError> {
     Ok(conn)
 }
 
-/// Bring the schema to [`SCHEMA_VERSION`], one transaction per step.
+/// Bring the schema to [`SCHEMA_VERSION`], in one transaction.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), HistoryError> {
     let err = sqlite_err(path);
     let version: i64 = conn
@@ -714,26 +714,24 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), HistoryError> {
             known: SCHEMA_VERSION,
         });
     }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(version).unwrap_or(0))
-    {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        // Re-check inside the write lock: another process may have migrated meanwhile.
-        let now: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(&err)?;
-        if now > i as i64 {
-            continue;
-        }
-        tx.execute_batch(sql).map_err(&err)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)
-            .map_err(&err)?;
-        tx.commit().map_err(&err)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
     }
+    // Every step in ONE transaction: a reader (`vigil history` while the server starts) sees
+    // the old schema or the new one, never one in between.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(&err)?;
+    // Re-check inside the write lock: another process may have migrated meanwhile.
+    let now: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(&err)?;
+    for sql in MIGRATIONS.iter().skip(usize::try_from(now).unwrap_or(0)) {
+        tx.execute_batch(sql).map_err(&err)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(&err)?;
+    tx.commit().map_err(&err)?;
     Ok(())
 }
 

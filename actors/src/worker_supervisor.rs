@@ -303,6 +303,24 @@ impl Actor for WorkerSupervisor {
         Ok(state)
     }
 
+    /// A WorkerSupervisor that ends (removed by a reload, escalated, or at shutdown) takes
+    /// its worker's cgroup with it when nothing is left in it (a fresh supervisor makes it
+    /// again before its first spawn).
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WorkerMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Dropping a live process kills all of it.
+        state.phase = Phase::Stopped;
+        if let Some(cg) = &state.cgroup {
+            if cg.members().is_empty() {
+                cg.remove();
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<WorkerMsg>,
