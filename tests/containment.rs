@@ -480,3 +480,36 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_every_orphan() {
     let status = server.wait(LONG).expect("the server exits");
     assert!(status.success(), "{}", server.stderr());
 }
+
+#[test]
+fn a_nofile_above_the_servers_hard_limit_says_so() {
+    let home = Home::new(
+        "cgroup: Off,",
+        &sh_worker(
+            "many",
+            "echo $$ >> pids; exec sleep 1000",
+            "limits: (nofile: Some(1000000))",
+        ),
+    );
+    let _server = home.serve();
+    control_wait_ready(&home);
+    let outcome = wait_for(LONG, "a start or a failed start", || {
+        if !home.pids("pids").is_empty() {
+            return Some(None);
+        }
+        home.history(Some("many"))
+            .into_iter()
+            .find(|r| r["reason"] == "spawn_failed")
+            .map(Some)
+    });
+    match outcome {
+        None => {
+            eprintln!("SKIP: this server may raise RLIMIT_NOFILE to 1000000 (CAP_SYS_RESOURCE)")
+        }
+        Some(rec) => {
+            let tail = rec["log_tail"].to_string();
+            assert!(tail.contains("RLIMIT_NOFILE"), "{rec}");
+            assert!(tail.contains("hard limit is"), "{rec}");
+        }
+    }
+}

@@ -228,6 +228,33 @@ fn killpg(pgid: u32, sig: i32) -> io::Result<()> {
     }
 }
 
+/// An `RLIMIT_NOFILE` above the server's own hard limit needs `CAP_SYS_RESOURCE`: say what
+/// the limit is, so the fix (a lower `limits.nofile`, or a higher `LimitNOFILE=`) is plain.
+fn explain_nofile(e: io::Error, nofile: Option<u64>) -> io::Error {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills a valid rlimit.
+    let hard =
+        (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_max);
+    match (nofile, hard) {
+        (Some(n), Some(hard))
+            if e.raw_os_error().is_none()
+                && n > hard
+                && e.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}; the server's own hard limit is {hard} (raising it needs CAP_SYS_RESOURCE)"
+                ),
+            )
+        }
+        _ => e,
+    }
+}
+
 /// A pipe whose both ends are close-on-exec: `(read, write)`.
 pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
@@ -317,7 +344,7 @@ pub fn spawn(
             }
             return Err(SpawnError::Exec {
                 program: program.to_string_lossy().into_owned(),
-                source,
+                source: explain_nofile(source, req.limits.nofile),
             });
         }
     };
