@@ -152,6 +152,7 @@ impl TreeBuilder {
             workers,
             cgroup: crate::spec::CgroupMode::Off,
             containment: crate::containment::Containment::ProcessGroup,
+            http: None,
         })
     }
 

@@ -62,6 +62,7 @@ pub mod events;
 pub mod exit;
 pub mod guardian;
 pub mod history;
+pub mod http;
 pub mod inotify;
 pub mod latency;
 pub mod lock;

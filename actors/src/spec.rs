@@ -274,6 +274,8 @@ pub struct TreeSpec {
     /// What the server set up for that mode ([`Containment::setup`]); process groups by
     /// default, so a tree built without `vigil serve` behaves as before.
     pub containment: Containment,
+    /// Where `vigil serve` answers HTTP (`/metrics`, `/healthz`, `/readyz`); `None`: nowhere.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// `cgroup: Auto | Required | Off`.

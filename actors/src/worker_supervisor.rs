@@ -350,8 +350,11 @@ impl SupervisorState {
 
     /// The one place an exit is recorded: the history writer and the event stream get the
     /// same record, so `vigil history` and `vigil events` never disagree.
-    fn record_exit(&mut self, record: ExitRecord) {
-        self.events.publish(|| Event::exited(&record));
+    fn record_exit(&mut self, record: ExitRecord, reaped: Option<Instant>) {
+        self.events.publish(|| Event {
+            reaped,
+            ..Event::exited(&record)
+        });
         self.history.record_exit(record.clone());
         self.last_exit = Some(record);
     }
@@ -431,6 +434,7 @@ impl SupervisorState {
                         during_start: true,
                         cause: None,
                         evidence: Evidence::default(),
+                        reaped: None,
                     },
                 )
             }
@@ -548,6 +552,7 @@ impl SupervisorState {
             during_start,
             cause,
             evidence: report.evidence,
+            reaped: Some(report.exited),
         };
         drop(live);
         let result = self.after_exit(myself, ended);
@@ -615,7 +620,7 @@ impl SupervisorState {
                 ended.exit.describe()
             ));
         }
-        self.record_exit(record);
+        self.record_exit(record, ended.reaped);
         // Apply.
         match decision {
             Decision::Restart { delay } => {
@@ -1058,6 +1063,8 @@ struct Ended {
     cause: Option<StopCause>,
     /// What the kernel said about the run (cgroup containment).
     evidence: Evidence,
+    /// When the exit was reaped (`None` for a failed spawn).
+    reaped: Option<Instant>,
 }
 
 /// What follows an exit.
