@@ -129,6 +129,7 @@ impl TreeBuilder {
             worker_type: Arc::new(worker_type),
             policy,
             limits: crate::cgroup::Limits::default(),
+            significant: false,
         });
         self
     }

@@ -231,6 +231,10 @@ pub struct WorkerSpec {
     pub log: LogSpec,
     /// Resource limits (enforced through the worker's cgroup; `nofile` as an rlimit).
     pub limits: Limits,
+    /// OTP's significant child: when the worker ends and will not be restarted (a final exit
+    /// its policy does not restart, or its supervisor gave up), the whole tree shuts down
+    /// ([`crate::root::TreeOutcome::Significant`]).
+    pub significant: bool,
 }
 
 /// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.

@@ -567,6 +567,10 @@ impl SupervisorState {
         ended: Ended,
     ) -> Result<(), ActorProcessingErr> {
         let decision = self.decide(&ended);
+        // Not restarted by its own policy (not by an operator or a shutdown): the worker's end.
+        let final_end = matches!(decision, Decision::Stop(_))
+            && !self.terminating
+            && matches!(ended.cause, None | Some(StopCause::Watchdog));
         let (restart_delay, text) = match &decision {
             Decision::Restart { delay } => {
                 (Some(*delay), format!("restarting in {}", fmt_ms(*delay)))
@@ -644,12 +648,33 @@ impl SupervisorState {
             Decision::Stop(why) => {
                 self.phase = Phase::Stopped;
                 self.publish(EventKind::Stopped, ended.generation, None, Some(&why));
+                if final_end && self.spec.significant {
+                    self.significant_ended(myself);
+                }
                 Ok(())
             }
             Decision::Escalate(mut escalation) => {
                 self.phase = Phase::Stopped;
                 escalation.carry.last_exit = self.last_exit.clone();
                 Err(escalation)
+            }
+        }
+    }
+
+    /// Tell the root that this significant worker has ended for good (it shuts the tree down).
+    fn significant_ended(&self, myself: &ActorRef<WorkerMsg>) {
+        let msg = crate::root::RootMsg::SignificantEnded {
+            worker: self.spec.name.clone(),
+            code: crate::root::exit_status(self.last_exit.as_ref()),
+        };
+        match myself.try_get_supervisor() {
+            Some(root) => {
+                if root.send_message(msg).is_err() {
+                    tracing::error!(worker = %self.spec.name, "cannot tell the root that a significant worker ended");
+                }
+            }
+            None => {
+                tracing::error!(worker = %self.spec.name, "a significant worker ended, but it has no root to tell")
             }
         }
     }

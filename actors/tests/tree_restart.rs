@@ -29,6 +29,7 @@ fn worker(dir: &std::path::Path, name: &str, script: &str) -> WorkerSpec {
             max_files: 2,
         },
         limits: Default::default(),
+        significant: false,
     }
 }
 

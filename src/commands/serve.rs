@@ -298,6 +298,10 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
             tracing::info!("vigil stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Some(TreeOutcome::Significant { code }) => {
+            tracing::info!(code, "vigil stopped: its significant worker ended");
+            Ok(ExitCode::from(code))
+        }
         Some(TreeOutcome::RootIntensityExceeded) => Err(CliError::RootIntensityExceeded(
             "the root restart intensity was exceeded; every worker was stopped".into(),
         )),

@@ -94,6 +94,9 @@ pub struct WorkerFile {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// `true`: this worker's final end shuts the server down, and `serve` exits with its code.
+    #[serde(default)]
+    pub significant: bool,
 }
 
 /// `limits: (memory_max, pids_max, cpu_max, nofile)`, each optional (default: unlimited).

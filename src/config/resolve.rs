@@ -135,6 +135,7 @@ pub fn resolve(
             policy,
             log,
             limits,
+            significant: w.significant,
         });
     }
 

@@ -679,3 +679,11 @@ fn a_bad_http_address_is_an_error_at_its_position() {
         assert_eq!(e.position().map(|p| p.line), Some(3), "{e}");
     }
 }
+
+#[test]
+fn significant_is_off_by_default() {
+    assert!(!worker(&ok(&one(""))).significant);
+    assert!(worker(&ok(&one("significant: true"))).significant);
+    let e = err(&one("significant: 1"));
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+}
