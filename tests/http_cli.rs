@@ -83,6 +83,40 @@ fn check_exposition(text: &str) {
     }
 }
 
+/// `promtool check metrics` (Debian's `prometheus` package, installed by `.ci/run`) on the
+/// exposition, when it is installed.
+fn promtool_check(text: &str) {
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "SKIP: promtool check metrics: promtool cannot run ({e}); install Debian's prometheus package"
+            );
+            return;
+        }
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn metrics_follow_a_kill_and_the_probes_follow_the_tree() {
     let home = Home::new(
@@ -119,6 +153,7 @@ fn metrics_follow_a_kill_and_the_probes_follow_the_tree() {
     let (code, text) = get(addr, "/metrics");
     assert_eq!(code, 200);
     check_exposition(&text);
+    promtool_check(&text);
     let w = "{worker=\"sleeper\"}";
     assert_eq!(sample(&text, &format!("vigil_worker_up{w}")), Some(1.0));
     assert_eq!(
@@ -167,6 +202,7 @@ fn metrics_follow_a_kill_and_the_probes_follow_the_tree() {
         .then_some(text)
     });
     check_exposition(&text);
+    promtool_check(&text);
     assert_eq!(
         sample(&text, "vigil_exit_notification_seconds_count"),
         Some(1.0)
