@@ -407,3 +407,13 @@ fn an_operator_stop_of_a_significant_worker_does_not_end_the_server() {
     let status = server.terminate(LONG).expect("the server stops");
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
 }
+
+#[test]
+fn a_significant_worker_that_cannot_spawn_ends_the_server_with_127() {
+    let home = Home::new(
+        "cgroup: Off,",
+        "        (name: \"main\", kind: Command(argv: [\"/nonexistent/program\"]), restart: Temporary, significant: true),",
+    );
+    let (status, server) = serve_until_exit(&home);
+    assert_eq!(status.code(), Some(127), "{}", server.stderr());
+}

@@ -256,6 +256,8 @@ pub struct SupervisorState {
     terminating: bool,
     /// Reaped → exit handled, for the dump's `exit_notify_us`.
     notify_latency: LatencyWindow,
+    /// A significant end to report once linked to the root (it happened in `pre_start`).
+    significant_pending: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,11 +298,24 @@ impl Actor for WorkerSupervisor {
             last_exit: args.carry.last_exit,
             terminating: false,
             notify_latency: LatencyWindow::default(),
+            significant_pending: false,
         };
         if args.initial == InitialState::Start {
             state.start(&myself)?;
         }
         Ok(state)
+    }
+
+    /// Linked to the root by now: report a significant end that happened in `pre_start`.
+    async fn post_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if std::mem::take(&mut state.significant_pending) {
+            state.significant_ended(&myself);
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -662,7 +677,7 @@ impl SupervisorState {
     }
 
     /// Tell the root that this significant worker has ended for good (it shuts the tree down).
-    fn significant_ended(&self, myself: &ActorRef<WorkerMsg>) {
+    fn significant_ended(&mut self, myself: &ActorRef<WorkerMsg>) {
         let msg = crate::root::RootMsg::SignificantEnded {
             worker: self.spec.name.clone(),
             code: crate::root::exit_status(self.last_exit.as_ref()),
@@ -673,9 +688,8 @@ impl SupervisorState {
                     tracing::error!(worker = %self.spec.name, "cannot tell the root that a significant worker ended");
                 }
             }
-            None => {
-                tracing::error!(worker = %self.spec.name, "a significant worker ended, but it has no root to tell")
-            }
+            // Still in pre_start (the link to the root comes after it): post_start tells.
+            None => self.significant_pending = true,
         }
     }
 
