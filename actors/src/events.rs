@@ -9,7 +9,9 @@
 //! # Guarantees
 //! - Publishing never blocks and never waits for a subscriber: the bus is a
 //!   [`tokio::sync::broadcast`] ring of [`EventBus::CAPACITY`] events. An event is not even
-//!   built while nobody subscribes.
+//!   built while nobody subscribes and no [`EventTap`] is set.
+//! - A tap (the HTTP metrics) sees every event, synchronously, in publishing order: it cannot
+//!   lag, so it must be quick and never block.
 //! - A subscriber that falls more than the ring behind loses the oldest events it has not
 //!   read; it then gets one `{"event":"dropped","count":N}` line and goes on with the events
 //!   still in the ring.

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -184,7 +184,6 @@ pub struct Exporter {
     sampling: tokio::sync::Mutex<()>,
     sampler: Arc<Mutex<GroupSampler>>,
     containment: Containment,
-    scrapes: AtomicU64,
 }
 
 impl Exporter {
@@ -253,7 +252,6 @@ impl Exporter {
             sampling: tokio::sync::Mutex::new(()),
             sampler: Arc::new(Mutex::new(GroupSampler::new())),
             containment,
-            scrapes: AtomicU64::new(0),
         };
         for name in workers {
             exporter.track(name);
@@ -384,7 +382,6 @@ impl Exporter {
     /// The Prometheus text exposition of every metric, after a usage sample.
     pub async fn render(&self) -> String {
         self.refresh_usage().await;
-        self.scrapes.fetch_add(1, Ordering::Relaxed);
         let mut out = String::with_capacity(4096);
         if let Err(e) =
             prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)

@@ -8,6 +8,7 @@
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
 //! event bus                           (events.rs)   the live stream beside history, for `vigil events`
+//! HTTP endpoint                       (http.rs)     /metrics, /healthz, /readyz; fed by the bus's tap
 //! guardian process                    (guardian.rs) kills the workers' groups if the server dies
 //! containment                         (containment.rs, cgroup.rs) cgroup per worker or process groups
 //! child subreaper                     (reaper.rs)   adopts orphans, reaps zombies
