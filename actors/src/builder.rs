@@ -129,6 +129,7 @@ impl TreeBuilder {
             worker_type: Arc::new(worker_type),
             policy,
             limits: crate::cgroup::Limits::default(),
+            significant: false,
         });
         self
     }
@@ -152,6 +153,7 @@ impl TreeBuilder {
             workers,
             cgroup: crate::spec::CgroupMode::Off,
             containment: crate::containment::Containment::ProcessGroup,
+            http: None,
         })
     }
 

@@ -9,7 +9,9 @@
 //! # Guarantees
 //! - Publishing never blocks and never waits for a subscriber: the bus is a
 //!   [`tokio::sync::broadcast`] ring of [`EventBus::CAPACITY`] events. An event is not even
-//!   built while nobody subscribes.
+//!   built while nobody subscribes and no [`EventTap`] is set.
+//! - A tap (the HTTP metrics) sees every event, synchronously, in publishing order: it cannot
+//!   lag, so it must be quick and never block.
 //! - A subscriber that falls more than the ring behind loses the oldest events it has not
 //!   read; it then gets one `{"event":"dropped","count":N}` line and goes on with the events
 //!   still in the ring.
@@ -94,6 +96,10 @@ pub struct Event {
     /// `dropped` only: how many events this subscriber lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// `exited` only, in this process only (never on the wire): when the exit was reaped, for
+    /// the exit-notification latency an [`EventTap`] measures.
+    #[serde(skip)]
+    pub reaped: Option<std::time::Instant>,
 }
 
 impl Event {
@@ -109,6 +115,7 @@ impl Event {
             delay_ms: None,
             detail: None,
             count: None,
+            reaped: None,
         }
     }
 
@@ -124,6 +131,7 @@ impl Event {
             delay_ms: None,
             detail: None,
             count: None,
+            reaped: None,
         }
     }
 
@@ -175,10 +183,19 @@ fn now() -> String {
     format!("{:.3}", jiff::Timestamp::now())
 }
 
+/// Sees every event as it is published, synchronously, before any subscriber: for state that
+/// must not miss one (the HTTP metrics' counters). `observe` runs on the publisher's thread,
+/// inside a supervisor's handler: it must be quick and must never block or wait.
+pub trait EventTap: std::fmt::Debug + Send + Sync {
+    /// One published event.
+    fn observe(&self, event: &Event);
+}
+
 /// Where supervisors publish events; cheap to clone (every supervisor holds one).
 #[derive(Clone, Debug)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    tap: Option<Arc<dyn EventTap>>,
 }
 
 impl Default for EventBus {
@@ -199,7 +216,14 @@ impl EventBus {
     /// A bus keeping `capacity` events per subscriber (at least 1).
     pub fn with_capacity(capacity: usize) -> EventBus {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        EventBus { tx }
+        EventBus { tx, tap: None }
+    }
+
+    /// This bus, with `tap` shown every event (set it before the bus is handed to a tree: its
+    /// clones share the tap they were cloned with).
+    pub fn with_tap(mut self, tap: Arc<dyn EventTap>) -> EventBus {
+        self.tap = Some(tap);
+        self
     }
 
     /// A new subscriber: it receives every event published from now on.
@@ -212,10 +236,19 @@ impl EventBus {
         self.tx.receiver_count()
     }
 
-    /// Publish the event `make` builds, if anyone listens. Never blocks.
+    /// Publish the event `make` builds, if anyone listens (a subscriber or the tap). Never
+    /// blocks.
     pub fn publish(&self, make: impl FnOnce() -> Event) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(make()));
+        let subscribed = self.tx.receiver_count() > 0;
+        if !subscribed && self.tap.is_none() {
+            return;
+        }
+        let event = make();
+        if let Some(tap) = &self.tap {
+            tap.observe(&event);
+        }
+        if subscribed {
+            let _ = self.tx.send(Arc::new(event));
         }
     }
 }

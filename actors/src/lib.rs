@@ -8,6 +8,7 @@
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
 //! event bus                           (events.rs)   the live stream beside history, for `vigil events`
+//! HTTP endpoint                       (http.rs)     /metrics, /healthz, /readyz; fed by the bus's tap
 //! guardian process                    (guardian.rs) kills the workers' groups if the server dies
 //! containment                         (containment.rs, cgroup.rs) cgroup per worker or process groups
 //! child subreaper                     (reaper.rs)   adopts orphans, reaps zombies
@@ -62,6 +63,7 @@ pub mod events;
 pub mod exit;
 pub mod guardian;
 pub mod history;
+pub mod http;
 pub mod inotify;
 pub mod latency;
 pub mod lock;

@@ -40,6 +40,8 @@ pub struct GroupUsage {
     pub cpu_percent: f64,
     /// How many processes are in the group.
     pub processes: u32,
+    /// CPU time (user + system) the members have used over their lives, in seconds.
+    pub cpu_seconds: f64,
 }
 
 /// The previous reading of one process.
@@ -127,6 +129,7 @@ impl GroupSampler {
             usage.processes += 1;
             usage.rss_bytes += stat.rss_pages * self.page_size;
             usage.cpu_percent += cpu_secs.unwrap_or(0.0) * 100.0;
+            usage.cpu_seconds += stat.cpu_ticks as f64 / self.ticks_per_sec;
             seen.insert(
                 pid,
                 Reading {

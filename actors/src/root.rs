@@ -89,6 +89,14 @@ pub enum RootMsg {
     },
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
+    /// From a WorkerSupervisor: its significant worker ended and will not be restarted;
+    /// the tree shuts down with [`TreeOutcome::Significant`].
+    SignificantEnded {
+        /// The worker.
+        worker: String,
+        /// Its exit status ([`exit_status`]).
+        code: u8,
+    },
 }
 
 /// A new subscriber's end of the event bus, and the workers there are now (in start order,
@@ -107,6 +115,26 @@ pub enum TreeOutcome {
     Shutdown,
     /// The root's own restart intensity was exceeded: everything was stopped (exit status 3).
     RootIntensityExceeded,
+    /// A `significant` worker ended for good: everything was stopped, and `serve` exits with
+    /// `code`, the worker's own status ([`exit_status`]).
+    Significant {
+        /// The exit status `serve` ends with.
+        code: u8,
+    },
+}
+
+/// The status a process ending like `exit` reports: its exit code, 128 + the signal number
+/// when killed, 127 when it never ran (spawn failed), 1 when nothing is known.
+pub fn exit_status(exit: Option<&crate::exit::ExitRecord>) -> u8 {
+    match exit {
+        Some(e) => match (e.code, e.signal) {
+            (Some(code), _) => (code & 0xff) as u8,
+            (None, Some(sig)) => (128 + (sig & 0x7f)) as u8,
+            (None, None) if e.reason == crate::exit::ExitReason::SpawnFailed => 127,
+            (None, None) => 1,
+        },
+        None => 1,
+    }
 }
 
 /// What the root is started with.
@@ -247,6 +275,16 @@ impl Actor for RootSupervisor {
                         .await;
                 }
             }
+            RootMsg::SignificantEnded { worker, code } => {
+                if matches!(state.phase, Phase::Running) {
+                    let text = format!(
+                        "significant worker ended; stopping everything (exit status {code})"
+                    );
+                    tracing::warn!(worker = %worker, "{text}");
+                    state.history.record_event(&worker, "significant", &text);
+                    state.shutdown(&myself, None, TreeOutcome::Significant { code });
+                }
+            }
             RootMsg::ShutdownComplete => {
                 if let Phase::ShuttingDown { waiters, outcome } =
                     std::mem::replace(&mut state.phase, Phase::Running)
@@ -375,6 +413,17 @@ impl RootState {
             self.slots[i].state = SlotState::Down;
             return;
         }
+        if self.slots[i].spec.significant {
+            // Its group gave up: a significant worker's end.
+            let code = exit_status(self.slots[i].carry.last_exit.as_ref());
+            let text =
+                format!("significant worker gave up; stopping everything (exit status {code})");
+            tracing::error!(worker = %name, "{text}");
+            self.history.record_event(&name, "significant", &text);
+            self.slots[i].state = SlotState::Down;
+            self.shutdown(myself, None, TreeOutcome::Significant { code });
+            return;
+        }
         if let Some(limit) = self.spec.root.intensity {
             let n = self.window.add(Instant::now(), limit.within);
             if n > limit.max_restarts {
@@ -484,6 +533,13 @@ impl RootState {
                 }
             }
             (SlotState::Failed { .. } | SlotState::Held, WorkerAction::Stop) => {
+                if matches!(self.slots[i].state, SlotState::Failed { .. }) {
+                    let generation = self.slots[i].carry.generation;
+                    self.events.publish(|| {
+                        Event::worker(EventKind::Stopped, &worker, generation, None)
+                            .with_detail("stopped by operator")
+                    });
+                }
                 self.slots[i].state = SlotState::Held;
                 let _ = reply.send(Ok(self.placeholder(i)));
             }

@@ -231,6 +231,10 @@ pub struct WorkerSpec {
     pub log: LogSpec,
     /// Resource limits (enforced through the worker's cgroup; `nofile` as an rlimit).
     pub limits: Limits,
+    /// OTP's significant child: when the worker ends and will not be restarted (a final exit
+    /// its policy does not restart, or its supervisor gave up), the whole tree shuts down
+    /// ([`crate::root::TreeOutcome::Significant`]).
+    pub significant: bool,
 }
 
 /// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.
@@ -274,6 +278,8 @@ pub struct TreeSpec {
     /// What the server set up for that mode ([`Containment::setup`]); process groups by
     /// default, so a tree built without `vigil serve` behaves as before.
     pub containment: Containment,
+    /// Where `vigil serve` answers HTTP (`/metrics`, `/healthz`, `/readyz`); `None`: nowhere.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// `cgroup: Auto | Required | Off`.

@@ -32,8 +32,16 @@ impl Tree {
     /// Start the root and, in config order, one WorkerSupervisor per worker. Returns once every
     /// worker's first spawn has been attempted.
     pub async fn start(spec: TreeSpec, history: History) -> Result<Tree, TreeError> {
+        Tree::start_with(spec, history, EventBus::new()).await
+    }
+
+    /// [`Tree::start`], publishing to `events` (a bus with a tap, for the HTTP metrics).
+    pub async fn start_with(
+        spec: TreeSpec,
+        history: History,
+        events: EventBus,
+    ) -> Result<Tree, TreeError> {
         let (tx, outcome) = oneshot::channel();
-        let events = EventBus::new();
         let args = RootArgs {
             spec,
             history,

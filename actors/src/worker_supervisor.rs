@@ -256,6 +256,8 @@ pub struct SupervisorState {
     terminating: bool,
     /// Reaped → exit handled, for the dump's `exit_notify_us`.
     notify_latency: LatencyWindow,
+    /// A significant end to report once linked to the root (it happened in `pre_start`).
+    significant_pending: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,6 +298,7 @@ impl Actor for WorkerSupervisor {
             last_exit: args.carry.last_exit,
             terminating: false,
             notify_latency: LatencyWindow::default(),
+            significant_pending: false,
         };
         if args.initial == InitialState::Start {
             state.start(&myself)?;
@@ -317,6 +320,18 @@ impl Actor for WorkerSupervisor {
             if cg.members().is_empty() {
                 cg.remove();
             }
+        }
+        Ok(())
+    }
+
+    /// Linked to the root by now: report a significant end that happened in `pre_start`.
+    async fn post_start(
+        &self,
+        myself: ActorRef<WorkerMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if std::mem::take(&mut state.significant_pending) {
+            state.significant_ended(&myself);
         }
         Ok(())
     }
@@ -368,8 +383,11 @@ impl SupervisorState {
 
     /// The one place an exit is recorded: the history writer and the event stream get the
     /// same record, so `vigil history` and `vigil events` never disagree.
-    fn record_exit(&mut self, record: ExitRecord) {
-        self.events.publish(|| Event::exited(&record));
+    fn record_exit(&mut self, record: ExitRecord, reaped: Option<Instant>) {
+        self.events.publish(|| Event {
+            reaped,
+            ..Event::exited(&record)
+        });
         self.history.record_exit(record.clone());
         self.last_exit = Some(record);
     }
@@ -449,6 +467,7 @@ impl SupervisorState {
                         during_start: true,
                         cause: None,
                         evidence: Evidence::default(),
+                        reaped: None,
                     },
                 )
             }
@@ -566,6 +585,7 @@ impl SupervisorState {
             during_start,
             cause,
             evidence: report.evidence,
+            reaped: Some(report.exited),
         };
         drop(live);
         let result = self.after_exit(myself, ended);
@@ -580,6 +600,10 @@ impl SupervisorState {
         ended: Ended,
     ) -> Result<(), ActorProcessingErr> {
         let decision = self.decide(&ended);
+        // Not restarted by its own policy (not by an operator or a shutdown): the worker's end.
+        let final_end = matches!(decision, Decision::Stop(_))
+            && !self.terminating
+            && matches!(ended.cause, None | Some(StopCause::Watchdog));
         let (restart_delay, text) = match &decision {
             Decision::Restart { delay } => {
                 (Some(*delay), format!("restarting in {}", fmt_ms(*delay)))
@@ -645,7 +669,7 @@ impl SupervisorState {
                 ended.exit.describe()
             ));
         }
-        self.record_exit(record);
+        self.record_exit(record, ended.reaped);
         // Apply.
         match decision {
             Decision::Restart { delay } => {
@@ -669,6 +693,9 @@ impl SupervisorState {
             Decision::Stop(why) => {
                 self.phase = Phase::Stopped;
                 self.publish(EventKind::Stopped, ended.generation, None, Some(&why));
+                if final_end && self.spec.significant {
+                    self.significant_ended(myself);
+                }
                 Ok(())
             }
             Decision::Escalate(mut escalation) => {
@@ -676,6 +703,23 @@ impl SupervisorState {
                 escalation.carry.last_exit = self.last_exit.clone();
                 Err(escalation)
             }
+        }
+    }
+
+    /// Tell the root that this significant worker has ended for good (it shuts the tree down).
+    fn significant_ended(&mut self, myself: &ActorRef<WorkerMsg>) {
+        let msg = crate::root::RootMsg::SignificantEnded {
+            worker: self.spec.name.clone(),
+            code: crate::root::exit_status(self.last_exit.as_ref()),
+        };
+        match myself.try_get_supervisor() {
+            Some(root) => {
+                if root.send_message(msg).is_err() {
+                    tracing::error!(worker = %self.spec.name, "cannot tell the root that a significant worker ended");
+                }
+            }
+            // Still in pre_start (the link to the root comes after it): post_start tells.
+            None => self.significant_pending = true,
         }
     }
 
@@ -1088,6 +1132,8 @@ struct Ended {
     cause: Option<StopCause>,
     /// What the kernel said about the run (cgroup containment).
     evidence: Evidence,
+    /// When the exit was reaped (`None` for a failed spawn).
+    reaped: Option<Instant>,
 }
 
 /// What follows an exit.

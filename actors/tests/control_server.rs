@@ -180,7 +180,9 @@ impl Actor for FixedRoot {
                 });
             }
             // The root's internal timers: a stand-in has none.
-            RootMsg::RestartSupervisor { .. } | RootMsg::ShutdownComplete => {}
+            RootMsg::RestartSupervisor { .. }
+            | RootMsg::ShutdownComplete
+            | RootMsg::SignificantEnded { .. } => {}
         }
         Ok(())
     }

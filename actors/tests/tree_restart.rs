@@ -29,6 +29,7 @@ fn worker(dir: &std::path::Path, name: &str, script: &str) -> WorkerSpec {
             max_files: 2,
         },
         limits: Default::default(),
+        significant: false,
     }
 }
 
@@ -47,6 +48,7 @@ async fn kill_restarts() {
         )],
         cgroup: CgroupMode::Off,
         containment: Default::default(),
+        http: None,
     };
     let history = History::open(&spec.history_path()).unwrap();
     let tree = Tree::start(spec, history.clone()).await.unwrap();

@@ -2,21 +2,24 @@
 //!
 //! Owns the server's start-up order and its signal handling: config → directories → instance
 //! lock → guardian forked (while there is one thread) → server log →
-//! file-descriptor limit → history → orphan sweep → tree → control socket →
+//! file-descriptor limit → history → orphan sweep → HTTP (with `http:`) → tree → control socket →
 //! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
 //! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
 //! supervision decisions: the actors do.
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use vigil_actors::cgroup;
 use vigil_actors::containment::Containment;
 use vigil_actors::control::ControlServer;
+use vigil_actors::events::EventBus;
 use vigil_actors::guardian::{self, Role};
 use vigil_actors::history::History;
+use vigil_actors::http::{Exporter, HttpServer};
 use vigil_actors::lock::InstanceLock;
 use vigil_actors::orphan;
 use vigil_actors::protocol::Timeouts;
@@ -233,7 +236,9 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let workers = spec.workers.len();
     // The client derives the same bounds from the same config (see `protocol::Timeouts`).
     let timeouts = Timeouts::for_tree(&spec);
-    let tree = Tree::start(spec, history.clone())
+    // HTTP listens before the first worker starts: a bad address stops nothing.
+    let (events, http) = start_http(&spec).await?;
+    let tree = Tree::start_with(spec, history.clone(), events)
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let control = match ControlServer::start_with(&socket, tree.root().clone(), timeouts) {
@@ -282,6 +287,9 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
         }
     };
     control.close().await;
+    if let Some(http) = http {
+        http.close().await;
+    }
     history.flush().await;
     // Killed processes that had left their groups were adopted by us: reap the last ones.
     vigil_actors::reaper::reap_orphans();
@@ -290,6 +298,10 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
             tracing::info!("vigil stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Some(TreeOutcome::Significant { code }) => {
+            tracing::info!(code, "vigil stopped: its significant worker ended");
+            Ok(ExitCode::from(code))
+        }
         Some(TreeOutcome::RootIntensityExceeded) => Err(CliError::RootIntensityExceeded(
             "the root restart intensity was exceeded; every worker was stopped".into(),
         )),
@@ -297,6 +309,25 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
             "the root supervisor died unexpectedly; every worker was stopped".into(),
         )),
     }
+}
+
+/// With `http:` set, the metrics exporter (as the event bus's tap) and its server.
+async fn start_http(
+    spec: &vigil_actors::spec::TreeSpec,
+) -> Result<(EventBus, Option<HttpServer>), CliError> {
+    let Some(addr) = spec.http else {
+        return Ok((EventBus::new(), None));
+    };
+    let names: Vec<String> = spec.workers.iter().map(|w| w.name.clone()).collect();
+    let exporter = Arc::new(Exporter::new(
+        env!("CARGO_PKG_VERSION"),
+        &names,
+        spec.containment.clone(),
+    ));
+    let server = HttpServer::start(addr, exporter.clone())
+        .await
+        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    Ok((EventBus::new().with_tap(exporter), Some(server)))
 }
 
 fn signal_error(e: std::io::Error) -> CliError {

@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub struct ConfigFile {
     /// `Auto` (default) | `Required` | `Off`: a cgroup per worker.
     #[serde(default)]
     pub cgroup: CgroupMode,
+    /// `Some("127.0.0.1:9750")`: serve `/metrics`, `/healthz`, `/readyz` there (default `None`).
+    #[serde(default)]
+    pub http: Option<HttpAddr>,
 }
 
 /// `root: (backoff: (..), intensity: None)`.
@@ -90,6 +94,9 @@ pub struct WorkerFile {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// `true`: this worker's final end shuts the server down, and `serve` exits with its code.
+    #[serde(default)]
+    pub significant: bool,
 }
 
 /// `limits: (memory_max, pids_max, cpu_max, nofile)`, each optional (default: unlimited).
@@ -293,6 +300,31 @@ impl<'de> Deserialize<'de> for Size {
             }
         }
         d.deserialize_any(SizeVisitor)
+    }
+}
+
+/// An HTTP listening address written as `"IP:PORT"` (`"127.0.0.1:9750"`, `"[::1]:9750"`,
+/// `"0.0.0.0:9750"`). No host names: what the server listens on is exactly what is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpAddr(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for HttpAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AddrVisitor;
+        impl Visitor<'_> for AddrVisitor {
+            type Value = HttpAddr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address such as \"127.0.0.1:9750\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HttpAddr, E> {
+                s.parse::<SocketAddr>().map(HttpAddr).map_err(|_| {
+                    E::custom(format_args!(
+                        "invalid http address {s:?}; write an IP address and a port, such as \"127.0.0.1:9750\""
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(AddrVisitor)
     }
 }
 

@@ -135,6 +135,7 @@ pub fn resolve(
             policy,
             log,
             limits,
+            significant: w.significant,
         });
     }
 
@@ -146,6 +147,7 @@ pub fn resolve(
         workers,
         cgroup: file.cgroup,
         containment: Default::default(),
+        http: file.http.map(|a| a.0),
     };
     let socket = tree.socket_path();
     if socket.as_os_str().len() > MAX_SOCKET_PATH {

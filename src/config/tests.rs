@@ -653,3 +653,37 @@ fn indexing_workers_must_not_overlap() {
     ])"#;
     assert_eq!(ok(separate).indexing.len(), 2);
 }
+
+// ---------------------------------------------------------------- http and significant
+
+#[test]
+fn http_is_off_by_default_and_takes_an_ip_and_a_port() {
+    assert_eq!(ok("()").tree.http, None);
+    assert_eq!(
+        ok("(http: Some(\"127.0.0.1:9750\"))").tree.http,
+        Some("127.0.0.1:9750".parse().unwrap())
+    );
+    assert_eq!(
+        ok("(http: Some(\"[::1]:0\"))").tree.http,
+        Some("[::1]:0".parse().unwrap())
+    );
+    assert_eq!(ok("(http: None)").tree.http, None);
+}
+
+#[test]
+fn a_bad_http_address_is_an_error_at_its_position() {
+    for bad in ["localhost:9750", "127.0.0.1", "127.0.0.1:99999", ""] {
+        let e = err(&format!("(\n  data_dir: \"v\",\n  http: Some({bad:?}),\n)"));
+        assert!(matches!(e, ConfigError::Parse { .. }), "{bad:?}: {e}");
+        assert!(e.to_string().contains("invalid http address"), "{e}");
+        assert_eq!(e.position().map(|p| p.line), Some(3), "{e}");
+    }
+}
+
+#[test]
+fn significant_is_off_by_default() {
+    assert!(!worker(&ok(&one(""))).significant);
+    assert!(worker(&ok(&one("significant: true"))).significant);
+    let e = err(&one("significant: 1"));
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+}
