@@ -106,6 +106,16 @@ pub struct IndexingArgs {
     /// Run one cycle and exit 0.
     #[arg(long)]
     pub once: bool,
+    /// Internal, passed by the server: the resolved index database. With it (and `--name`,
+    /// `--interval`, `--root`) the worker runs with these settings and reads no config file.
+    #[arg(long, value_name = "PATH", hide = true, requires_all = ["name", "interval", "roots"])]
+    pub db: Option<PathBuf>,
+    /// Internal, with `--db`: the resolved interval (a duration such as `30s`).
+    #[arg(long, value_name = "DURATION", hide = true, requires = "db")]
+    pub interval: Option<String>,
+    /// Internal, with `--db`: one resolved, absolute root (repeated).
+    #[arg(long = "root", value_name = "PATH", hide = true, requires = "db")]
+    pub roots: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -132,9 +132,21 @@ fn indexing_defaults_and_launch() {
     let argv = argv(&l, 0);
     assert_eq!(argv[0], std::env::current_exe().unwrap().into_os_string());
     let rest: Vec<_> = argv[1..].iter().map(|a| a.to_str().unwrap()).collect();
+    // The resolved settings, not the config file: a running server never re-reads it.
     assert_eq!(
         rest,
-        ["worker", "indexing", "--config", FILE, "--name", "idx"]
+        [
+            "worker",
+            "indexing",
+            "--name",
+            "idx",
+            "--db",
+            "/cfg/var/index.sqlite",
+            "--interval",
+            "30s",
+            "--root",
+            "/cfg"
+        ]
     );
 }
 
