@@ -15,6 +15,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", default_value = "config.ron")]
     pub config: PathBuf,
 
+    /// The running server's control socket, for the commands that talk to it. Default: the
+    /// socket of the server started with `--config` (found even when the file no longer
+    /// parses), else `<data_dir>/vigil.sock` of the config.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

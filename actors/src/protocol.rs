@@ -255,15 +255,19 @@ pub struct Timeouts {
     pub act: Duration,
     /// `shutdown`: the root replies once every worker is down.
     pub shutdown: Duration,
+    /// `reload`: the root replies once the new config is applied (removed workers stopped one
+    /// after the other, changed ones restarted).
+    pub reload: Duration,
 }
 
 impl Default for Timeouts {
-    /// 2 s for queries, 60 s for actions, 120 s for shutdown.
+    /// 2 s for queries, 60 s for actions, 120 s for shutdown, 180 s for reload.
     fn default() -> Self {
         Timeouts {
             query: Duration::from_secs(2),
             act: Duration::from_secs(60),
             shutdown: Duration::from_secs(120),
+            reload: Duration::from_secs(180),
         }
     }
 }
@@ -291,6 +295,7 @@ impl Timeouts {
             query: defaults.query,
             act: (slowest_act + margin).max(defaults.act),
             shutdown: (all_graces + margin).max(defaults.shutdown),
+            reload: (all_graces + slowest_act + margin).max(defaults.reload),
         }
     }
 

@@ -175,6 +175,7 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(signal_error)?;
 
     let socket = spec.socket_path();
+    let config_path = spec.config_path.clone();
     let workers = spec.workers.len();
     // The client derives the same bounds from the same config (see `protocol::Timeouts`).
     let timeouts = Timeouts::for_tree(&spec);
@@ -195,6 +196,11 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let _sd_watchdog = sd.as_ref().and_then(|sd| {
         sd.ready();
         sd.spawn_watchdog()
+    });
+    let _record = config_path.and_then(|config| {
+        crate::server_record::write(&config, &socket, timeouts)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot leave the server record: control commands need a parsable config or --socket"))
+            .ok()
     });
     tracing::info!(pid = std::process::id(), workers, socket = %socket.display(), "vigil is up");
 
