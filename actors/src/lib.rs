@@ -67,6 +67,7 @@ pub mod policy;
 pub mod process;
 pub mod procfs;
 pub mod protocol;
+pub mod reload;
 pub mod render;
 pub mod root;
 pub mod sd_notify;
