@@ -45,6 +45,9 @@ pub enum Command {
     Start(WorkerArg),
     /// Ask the running server to stop gracefully; returns when it has.
     Shutdown,
+    /// Make the running server re-read its config file and apply the difference; returns once
+    /// applied.
+    Reload(ReloadArgs),
     /// Print exit records from the history database, newest first (server not needed).
     History(HistoryArgs),
     /// Run a built-in worker program in the foreground.
@@ -66,6 +69,17 @@ pub struct StatusArgs {
     /// Only this worker.
     pub worker: Option<String>,
     /// Print a JSON list instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `vigil reload [--dry-run] [--json]`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Say what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object: {"added": [..], "removed": [..], "restarted": [..], "updated": [..], "unchanged": [..]}.
     #[arg(long)]
     pub json: bool,
 }

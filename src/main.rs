@@ -51,6 +51,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Stop(args) => commands::control::act(config, socket, WorkerAction::Stop, &args),
         Command::Start(args) => commands::control::act(config, socket, WorkerAction::Start, &args),
         Command::Shutdown => commands::control::shutdown(config, socket),
+        Command::Reload(args) => commands::control::reload(config, socket, &args),
         Command::History(args) => commands::history::run(config, &args),
         Command::Worker(WorkerCommand::Indexing(args)) => commands::worker::indexing(config, &args),
     }

@@ -18,6 +18,8 @@
 //! ← {"ok":true,"data":null}
 //! → {"cmd":"ping"}
 //! ← {"ok":true,"data":{"pid":1234}}
+//! → {"cmd":"reload","dry_run":false}
+//! ← {"ok":true,"data":{"added":["x"],"removed":[],"restarted":[],"updated":[],"unchanged":["a"],...}}
 //! ```
 //!
 //! A request line longer than [`MAX_REQUEST_BYTES`] is answered with a `too_large` error and
@@ -58,6 +60,13 @@ pub enum Request {
     },
     /// Stop every worker and the server: answered (`null`) once every worker is down.
     Shutdown,
+    /// Re-read the config file and apply the difference: answered with a
+    /// [`crate::reload::ReloadReport`] once applied (with `dry_run`, what would change).
+    Reload {
+        /// Change nothing, say what would change.
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// Why a request failed, as a stable machine-readable word.
@@ -84,6 +93,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The server already serves as many connections as it allows; this one is closed.
     Busy,
+    /// A reload's config is invalid (or changes what needs a server restart); nothing changed.
+    InvalidConfig,
 }
 
 impl ErrorKind {
@@ -100,6 +111,7 @@ impl ErrorKind {
             ErrorKind::Failed => "failed",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::InvalidConfig => "invalid_config",
         }
     }
 }
@@ -121,6 +133,7 @@ impl From<ControlError> for RemoteError {
             ControlError::ShuttingDown => ErrorKind::ShuttingDown,
             ControlError::Failed(_) => ErrorKind::Failed,
             ControlError::Timeout(_) => ErrorKind::Timeout,
+            ControlError::InvalidConfig(_) => ErrorKind::InvalidConfig,
         };
         RemoteError {
             message: err.to_string(),
@@ -240,7 +253,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RemoteError> {
 }
 
 /// The `cmd` values [`Request`] accepts.
-const KNOWN_COMMANDS: [&str; 5] = ["ping", "dump", "status", "act", "shutdown"];
+const KNOWN_COMMANDS: [&str; 6] = ["ping", "dump", "status", "act", "shutdown", "reload"];
 
 /// How long each side waits for each kind of request.
 ///
@@ -305,6 +318,7 @@ impl Timeouts {
             Request::Ping | Request::Dump | Request::Status { .. } => self.query,
             Request::Act { .. } => self.act,
             Request::Shutdown => self.shutdown,
+            Request::Reload { .. } => self.reload,
         }
     }
 }
@@ -319,6 +333,11 @@ mod tests {
             (r#"{"cmd":"dump"}"#, Request::Dump),
             (r#"{"cmd":"ping"}"#, Request::Ping),
             (r#"{"cmd":"shutdown"}"#, Request::Shutdown),
+            (r#"{"cmd":"reload"}"#, Request::Reload { dry_run: false }),
+            (
+                r#"{"cmd":"reload","dry_run":true}"#,
+                Request::Reload { dry_run: true },
+            ),
             (
                 r#"{"cmd":"status","worker":null}"#,
                 Request::Status { worker: None },

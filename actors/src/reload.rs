@@ -159,16 +159,11 @@ pub struct Refused {
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list = self.fields.join(", ");
-        let verb = if self.fields.len() == 1 {
-            "changes"
-        } else {
-            "change"
-        };
         write!(
             f,
-            "{list} cannot change while the server runs (the new config {verb} it); \
-             nothing was reloaded: restart the server to apply it"
+            "the new config changes {}, which cannot change while the server runs; \
+             nothing was reloaded (restart the server to apply it)",
+            self.fields.join(" and ")
         )
     }
 }
@@ -489,7 +484,7 @@ mod tests {
         assert!(
             refused
                 .to_string()
-                .starts_with("data_dir, log_dir cannot change")
+                .starts_with("the new config changes data_dir and log_dir, which cannot")
         );
         let mut new = tree(vec![spec("a")]);
         new.root.backoff.initial = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::history::History;
-use crate::root::{RootArgs, RootMsg, RootSupervisor, TreeOutcome};
+use crate::root::{ReloadSource, RootArgs, RootMsg, RootSupervisor, TreeOutcome};
 use crate::spec::TreeSpec;
 
 /// Why a tree could not be started.
@@ -30,11 +30,21 @@ impl Tree {
     /// Start the root and, in config order, one WorkerSupervisor per worker. Returns once every
     /// worker's first spawn has been attempted.
     pub async fn start(spec: TreeSpec, history: History) -> Result<Tree, TreeError> {
+        Tree::start_reloadable(spec, history, None).await
+    }
+
+    /// [`Tree::start`], with where a reload reads the new tree ([`RootMsg::Reload`]).
+    pub async fn start_reloadable(
+        spec: TreeSpec,
+        history: History,
+        reload: Option<ReloadSource>,
+    ) -> Result<Tree, TreeError> {
         let (tx, outcome) = oneshot::channel();
         let args = RootArgs {
             spec,
             history,
             outcome: tx,
+            reload,
         };
         let (root, join) = Actor::spawn(None, RootSupervisor, args)
             .await

@@ -166,7 +166,14 @@ impl Actor for FixedRoot {
                 }
             }
             // The root's internal timers: a stand-in has none.
-            RootMsg::RestartSupervisor { .. } | RootMsg::ShutdownComplete => {}
+            RootMsg::Reload { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(Default::default()));
+                }
+            }
+            RootMsg::RestartSupervisor { .. }
+            | RootMsg::ShutdownComplete
+            | RootMsg::ReloadStopped => {}
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! `vigil dump|status|restart|stop|start|shutdown`: one request to the running server each.
+//! `vigil dump|status|restart|stop|start|shutdown|reload`: one request to the running server each.
 //!
 //! Owns what these commands print: the text tree or table (through `vigil_actors::render`),
 //! the JSON forms of the contract, and the one-line confirmations of actions. It must not
@@ -15,7 +15,7 @@ use vigil_actors::render;
 use vigil_actors::root::WorkerAction;
 use vigil_actors::snapshot::{Dump, WorkerSnapshot};
 
-use crate::cli::{DumpArgs, StatusArgs, WorkerArg};
+use crate::cli::{DumpArgs, ReloadArgs, StatusArgs, WorkerArg};
 use crate::config;
 use crate::control_client::{ClientError, Connection};
 use crate::error::CliError;
@@ -96,6 +96,58 @@ pub fn shutdown(config: &Path, socket: Option<&Path>) -> Result<ExitCode, CliErr
         "vigil stopped ({})\n",
         render::duration(started.elapsed())
     ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vigil reload [--dry-run] [--json]`: returns once the server has applied the new config
+/// (or, with `--dry-run`, said what it would do). The server's config error exits 2, printed
+/// as `vigil check` prints it.
+pub fn reload(
+    config: &Path,
+    socket: Option<&Path>,
+    args: &ReloadArgs,
+) -> Result<ExitCode, CliError> {
+    use vigil_actors::protocol::ErrorKind;
+    use vigil_actors::reload::ReloadReport;
+    let server = Server::from_config(config, socket)?;
+    let request = Request::Reload {
+        dry_run: args.dry_run,
+    };
+    let mut connection = Connection::open(&server.socket).map_err(client_error)?;
+    let data = match connection.request(&request, server.timeouts.reload) {
+        Ok(data) => data,
+        Err(ClientError::Remote(e)) if e.kind == ErrorKind::InvalidConfig => {
+            return Err(CliError::ServerConfig(e.message));
+        }
+        Err(e) => return Err(client_error(e)),
+    };
+    if args.json {
+        return print_json::<ReloadReport>(&data).map(|()| ExitCode::SUCCESS);
+    }
+    let report: ReloadReport = decode(&data)?;
+    let mut text = String::new();
+    if report.dry_run {
+        text.push_str("dry run: nothing was changed; a reload would do this:\n");
+    }
+    for (class, names) in [
+        ("added", &report.added),
+        ("removed", &report.removed),
+        ("restarted", &report.restarted),
+        ("updated", &report.updated),
+        ("unchanged", &report.unchanged),
+        ("root", &report.root),
+    ] {
+        if class == "root" && names.is_empty() {
+            continue;
+        }
+        let list = if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(", ")
+        };
+        text.push_str(&format!("{class}: {list}\n"));
+    }
+    print(&text)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,7 +80,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         .thread_name("vigil")
         .build()
         .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
-    let result = runtime.block_on(serve(tree));
+    let result = runtime.block_on(serve(tree, reload_source(config_path)));
     drop(runtime);
     // Let the guardian go (it kills whatever is still registered) and wait for it: the lock
     // is free when this process is gone.
@@ -162,7 +162,21 @@ fn watch_guardian(g: guardian::Guardian) -> Option<std::sync::mpsc::Receiver<()>
     }
 }
 
-async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError> {
+/// How a reload reads the config: the same path, the same validation as at start (and as
+/// `vigil check`, whose message an invalid file gets).
+fn reload_source(config_path: &Path) -> vigil_actors::root::ReloadSource {
+    let path = config_path.to_path_buf();
+    std::sync::Arc::new(move || {
+        config::load(&path)
+            .map(|loaded| loaded.tree)
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn serve(
+    spec: vigil_actors::spec::TreeSpec,
+    reload: vigil_actors::root::ReloadSource,
+) -> Result<ExitCode, CliError> {
     let history =
         History::open(&spec.history_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
     match orphan::sweep(&history, &spec.history_path(), ORPHAN_GRACE).await {
@@ -173,13 +187,14 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(signal_error)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(signal_error)?;
 
     let socket = spec.socket_path();
     let config_path = spec.config_path.clone();
     let workers = spec.workers.len();
     // The client derives the same bounds from the same config (see `protocol::Timeouts`).
     let timeouts = Timeouts::for_tree(&spec);
-    let tree = Tree::start(spec, history.clone())
+    let tree = Tree::start_reloadable(spec, history.clone(), Some(reload))
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let control = match ControlServer::start_with(&socket, tree.root().clone(), timeouts) {
@@ -221,6 +236,10 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
                 if let Some(sd) = &sd { sd.stopping(); }
 
                 let _ = root.cast(RootMsg::Shutdown(None));
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = root.cast(RootMsg::Reload { dry_run: false, reply: None });
             }
             _ = sigusr1.recv() => {
                 match root.call(RootMsg::Dump, Some(Duration::from_secs(2))).await {
