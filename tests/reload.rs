@@ -121,3 +121,288 @@ fn socket_overrides_the_config() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["name"], "sleeper", "{list}");
 }
+
+/// A sleeper worker: `exec sleep SECS`, running at once.
+fn sleeper(name: &str, secs: u32, extra: &str) -> String {
+    common::sh_worker(
+        name,
+        &format!("exec sleep {secs}"),
+        &format!("start_secs: \"0s\", {extra}"),
+    )
+}
+
+/// `vigil reload --json` (plus `args`), parsed; panics with stderr on failure.
+fn reload_json(home: &Home, args: &[&str]) -> Value {
+    let mut all = vec!["reload"];
+    all.extend_from_slice(args);
+    control_json(home, &all)
+}
+
+/// The five contract lists of a reload report.
+fn classes(report: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for key in ["added", "removed", "restarted", "updated", "unchanged"] {
+        out.insert(key.into(), report[key].clone());
+    }
+    Value::Object(out)
+}
+
+fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
+}
+
+/// Serve `home` and wait until each of `names` runs; their nodes, in that order.
+fn serve_running(home: &Home, names: &[&str]) -> (common::Server, Vec<Value>) {
+    let mut server = home.serve();
+    control_wait_ready(home);
+    let nodes: Vec<Value> = names
+        .iter()
+        .map(|n| running_with_new_pid(home, n, None))
+        .collect();
+    for n in &nodes {
+        server.track(pid_of(n));
+    }
+    (server, nodes)
+}
+
+fn names_in_dump(home: &Home) -> Vec<String> {
+    let dump = control_json(home, &["dump"]);
+    dump["root"]["children"]
+        .as_array()
+        .expect("children")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn every_change_class_on_real_processes() {
+    let home = Home::new(
+        "",
+        &[
+            sleeper("keep", 1000, ""),
+            sleeper("upd", 1001, ""),
+            sleeper("chg", 1002, ""),
+            sleeper("gone", 1003, ""),
+        ]
+        .join("\n"),
+    );
+    let (mut server, before) = serve_running(&home, &["keep", "upd", "chg", "gone"]);
+    let [keep, upd, chg, gone] = [0, 1, 2, 3].map(|i| before[i].clone());
+
+    home.write_config(
+        "",
+        &[
+            sleeper("new", 1004, ""),
+            sleeper("chg", 2002, ""),
+            sleeper("upd", 1001, "restart: Temporary"),
+            sleeper("keep", 1000, ""),
+        ]
+        .join("\n"),
+    );
+    let report = reload_json(&home, &[]);
+    assert_eq!(
+        classes(&report),
+        serde_json::json!({
+            "added": ["new"], "removed": ["gone"], "restarted": ["chg"],
+            "updated": ["upd"], "unchanged": ["keep"],
+        }),
+        "{report}"
+    );
+
+    // unchanged and updated: the very same process and generation.
+    for (old, name) in [(&keep, "keep"), (&upd, "upd")] {
+        let now = control_worker(&home, name);
+        assert_eq!(now["pid"], old["pid"], "{name}: {now}");
+        assert_eq!(now["generation"], old["generation"], "{name}: {now}");
+        assert_eq!(now["state"], "running", "{name}: {now}");
+    }
+    // restarted: a new process with the new argv, after a `stopped` exit.
+    let now = control_worker(&home, "chg");
+    assert_ne!(now["pid"], chg["pid"], "{now}");
+    server.track(pid_of(&now));
+    assert_eq!(now["generation"], 2, "{now}");
+    assert_eq!(now["last_exit"]["reason"], "stopped", "{now}");
+    assert!(
+        cmdline(pid_of(&now)).contains("2002"),
+        "{}",
+        cmdline(pid_of(&now))
+    );
+    assert!(!alive(pid_of(&chg)));
+    let chg_history = home.history(Some("chg"));
+    assert_eq!(chg_history[0]["decision"], "restarting: config changed");
+    // added: running; removed: stopped, gone from status and dump, its history kept.
+    let new = running_with_new_pid(&home, "new", None);
+    server.track(pid_of(&new));
+    assert!(
+        !alive(pid_of(&gone)),
+        "the removed worker was stopped before reload returned"
+    );
+    let out = home.run(&["status", "gone"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no worker named"));
+    let gone_history = home.history(Some("gone"));
+    assert_eq!(gone_history.len(), 1, "{gone_history:?}");
+    assert_eq!(gone_history[0]["reason"], "stopped");
+    // The new config's order.
+    assert_eq!(names_in_dump(&home), ["new", "chg", "upd", "keep"]);
+
+    // The updated restart type takes effect on the next exit: Temporary is not restarted.
+    kill9(pid_of(&upd));
+    let stopped = wait_for(LONG, "upd stopped for good", || {
+        let w = control_worker(&home, "upd");
+        (w["state"] == "stopped").then_some(w)
+    });
+    assert_eq!(stopped["last_exit"]["signal_name"], "SIGKILL", "{stopped}");
+    assert_eq!(stopped["restarts"], 0, "{stopped}");
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let home = Home::new(
+        "",
+        &[sleeper("a", 1000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let (_server, before) = serve_running(&home, &["a", "b"]);
+    home.write_config(
+        "",
+        &[sleeper("c", 1000, ""), sleeper("b", 1002, "")].join("\n"),
+    );
+    let report = reload_json(&home, &["--dry-run"]);
+    assert_eq!(
+        classes(&report),
+        serde_json::json!({
+            "added": ["c"], "removed": ["a"], "restarted": ["b"], "updated": [], "unchanged": [],
+        }),
+        "{report}"
+    );
+    assert_eq!(names_in_dump(&home), ["a", "b"]);
+    for (old, name) in [(&before[0], "a"), (&before[1], "b")] {
+        let now = control_worker(&home, name);
+        assert_eq!(now["pid"], old["pid"], "{name}: {now}");
+        assert_eq!(now["generation"], 1, "{name}: {now}");
+    }
+    let text = home.run(&["reload", "--dry-run"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("added: c\n") && text.contains("updated: -\n"),
+        "{text}"
+    );
+    assert_eq!(names_in_dump(&home), ["a", "b"]);
+}
+
+#[test]
+fn a_broken_or_refused_file_exits_2_and_changes_nothing() {
+    let home = Home::new("", &sleeper("a", 1000, ""));
+    let (_server, before) = serve_running(&home, &["a"]);
+    // A syntax error: the very message of `vigil check`.
+    std::fs::write(home.config(), BROKEN).unwrap();
+    let check = home.run(&["check"]);
+    let reload = home.run(&["reload"]);
+    assert_eq!(reload.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&reload.stderr).to_string();
+    assert_eq!(message, String::from_utf8_lossy(&check.stderr), "{message}");
+    assert!(message.contains("config.ron:"), "{message}");
+    // Valid, but a new data_dir: refused the same way.
+    std::fs::write(
+        home.config(),
+        "(data_dir: \"other\", workers: [(name: \"b\", kind: Command(argv: [\"sleep\", \"9\"]))])",
+    )
+    .unwrap();
+    let refused = home.run(&["reload", "--json"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(message.contains("data_dir"), "{message}");
+    assert!(refused.stdout.is_empty());
+    // Nothing changed.
+    assert_eq!(names_in_dump(&home), ["a"]);
+    let now = control_worker(&home, "a");
+    assert_eq!(now["pid"], before[0]["pid"]);
+    assert_eq!(now["generation"], 1);
+}
+
+#[test]
+fn sighup_reloads() {
+    let home = Home::new("", &sleeper("a", 1000, ""));
+    let (mut server, before) = serve_running(&home, &["a"]);
+    home.write_config(
+        "",
+        &[sleeper("a", 1000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    server.signal(libc::SIGHUP);
+    let b = running_with_new_pid(&home, "b", None);
+    server.track(pid_of(&b));
+    assert_eq!(control_worker(&home, "a")["pid"], before[0]["pid"]);
+    assert_eq!(names_in_dump(&home), ["a", "b"]);
+    // A broken file on SIGHUP: logged, nothing changes, the server keeps serving.
+    std::fs::write(home.config(), BROKEN).unwrap();
+    server.signal(libc::SIGHUP);
+    wait_for(LONG, "the refusal in the server's log", || {
+        server.stderr().contains("reload refused").then_some(())
+    });
+    assert_eq!(names_in_dump(&home), ["a", "b"]);
+}
+
+#[test]
+fn a_stopped_worker_stays_stopped_and_starts_with_the_new_settings() {
+    let home = Home::new(
+        "",
+        &[sleeper("a", 1000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let (mut server, _) = serve_running(&home, &["a", "b"]);
+    let out = home.run(&["stop", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home.write_config(
+        "",
+        &[sleeper("a", 2000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let report = reload_json(&home, &[]);
+    assert_eq!(report["restarted"], serde_json::json!(["a"]), "{report}");
+    let a = control_worker(&home, "a");
+    assert_eq!(a["state"], "stopped", "{a}");
+    assert_eq!(a["pid"], Value::Null, "{a}");
+    let out = home.run(&["start", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = running_with_new_pid(&home, "a", None);
+    server.track(pid_of(&a));
+    assert!(
+        cmdline(pid_of(&a)).contains("2000"),
+        "{}",
+        cmdline(pid_of(&a))
+    );
+}
+
+#[test]
+fn a_worker_in_backoff_can_be_removed() {
+    let crashy = common::sh_worker(
+        "crashy",
+        "exit 3",
+        "start_secs: \"0s\", backoff: (initial: \"1h\", max: \"1h\", jitter: 0.0)",
+    );
+    let home = Home::new("", &[sleeper("a", 1000, ""), crashy].join("\n"));
+    let (_server, before) = serve_running(&home, &["a"]);
+    wait_for(LONG, "crashy in backoff", || {
+        (control_worker(&home, "crashy")["state"] == "backoff").then_some(())
+    });
+    home.write_config("", &sleeper("a", 1000, ""));
+    let report = reload_json(&home, &[]);
+    assert_eq!(report["removed"], serde_json::json!(["crashy"]), "{report}");
+    assert_eq!(report["unchanged"], serde_json::json!(["a"]), "{report}");
+    assert_eq!(names_in_dump(&home), ["a"]);
+    assert_eq!(control_worker(&home, "a")["pid"], before[0]["pid"]);
+    assert_eq!(
+        home.history(Some("crashy")).len(),
+        1,
+        "its exit record stays"
+    );
+}

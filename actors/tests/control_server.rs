@@ -271,6 +271,7 @@ fn short_timeouts() -> Timeouts {
         query: Duration::from_secs(2),
         act: Duration::from_millis(300),
         shutdown: Duration::from_secs(2),
+        reload: Duration::from_secs(2),
     }
 }
 
