@@ -406,3 +406,143 @@ fn a_worker_in_backoff_can_be_removed() {
         "its exit record stays"
     );
 }
+
+#[test]
+fn after_a_reload_shutdown_follows_the_new_order() {
+    let home = Home::new(
+        "",
+        &[sleeper("a", 1000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let (mut server, _) = serve_running(&home, &["a", "b"]);
+    home.write_config(
+        "",
+        &[
+            sleeper("b", 1001, ""),
+            sleeper("a", 1000, ""),
+            sleeper("c", 1002, ""),
+        ]
+        .join("\n"),
+    );
+    let report = reload_json(&home, &[]);
+    assert_eq!(
+        report["unchanged"],
+        serde_json::json!(["b", "a"]),
+        "{report}"
+    );
+    let c = running_with_new_pid(&home, "c", None);
+    server.track(pid_of(&c));
+    let out = home.run(&["shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait(LONG).expect("the server exits");
+    // Newest first: b stopped last, c first (reverse of the new order b, a, c).
+    let order: Vec<String> = home
+        .history(None)
+        .iter()
+        .map(|r| r["worker"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(order, ["b", "a", "c"]);
+}
+
+#[test]
+fn racing_reloads_apply_one_after_the_other() {
+    let home = Home::new("", &sleeper("a", 1000, ""));
+    let (mut server, before) = serve_running(&home, &["a"]);
+    home.write_config(
+        "",
+        &[sleeper("a", 2000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let spawn = || {
+        std::process::Command::new(common::vigil_bin())
+            .args(["reload", "--json", "--config"])
+            .arg(home.config())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn vigil reload")
+    };
+    let (one, two) = (spawn(), spawn());
+    let reports: Vec<Value> = [one, two]
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    // One of them did the work, the other found nothing left to do.
+    let restarted: usize = reports
+        .iter()
+        .map(|r| r["restarted"].as_array().map_or(0, Vec::len))
+        .sum();
+    let added: usize = reports
+        .iter()
+        .map(|r| r["added"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!((restarted, added), (1, 1), "{reports:?}");
+    let a = running_with_new_pid(&home, "a", before[0]["pid"].as_u64());
+    let b = running_with_new_pid(&home, "b", None);
+    server.track(pid_of(&a));
+    server.track(pid_of(&b));
+    assert_eq!(a["generation"], 2, "restarted once: {a}");
+    for w in [&a, &b] {
+        let pgid = w["pgid"].as_u64().unwrap() as u32;
+        assert_eq!(common::control_group_members(pgid).len(), 1, "{w}");
+    }
+    assert!(!alive(pid_of(&before[0])));
+}
+
+#[test]
+fn a_reload_racing_a_shutdown_leaves_nothing_running() {
+    let home = Home::new(
+        "",
+        &[sleeper("a", 1000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let (mut server, before) = serve_running(&home, &["a", "b"]);
+    home.write_config(
+        "",
+        &[sleeper("a", 3000, ""), sleeper("c", 3002, "")].join("\n"),
+    );
+    let reload = std::process::Command::new(common::vigil_bin())
+        .args(["reload", "--config"])
+        .arg(home.config())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn vigil reload");
+    let out = home.run(&["shutdown"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = server.wait(LONG).expect("the server exits");
+    assert!(status.success(), "{status:?}");
+    let reload = reload.wait_with_output().unwrap();
+    // Either it was applied before the shutdown, or it was refused because of it.
+    assert!(
+        matches!(reload.status.code(), Some(0 | 1)),
+        "{reload:?}: {}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    for node in &before {
+        assert!(!alive(pid_of(node)), "{node}");
+    }
+    // Nothing the reload may have started is left (their argv is unique to this test).
+    let left: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let cmd = cmdline(pid);
+            alive(pid) && (cmd == "sleep 3000 " || cmd == "sleep 3002 ")
+        })
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
