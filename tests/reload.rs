@@ -546,3 +546,45 @@ fn a_reload_racing_a_shutdown_leaves_nothing_running() {
         .collect();
     assert!(left.is_empty(), "left running: {left:?}");
 }
+
+#[test]
+fn a_stopped_worker_stays_stopped_across_a_server_restart() {
+    let home = Home::new(
+        "",
+        &[sleeper("a", 1000, ""), sleeper("b", 1001, "")].join("\n"),
+    );
+    let shutdown = |server: &mut common::Server| {
+        let out = home.run(&["shutdown"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.wait(LONG).expect("the server exits");
+    };
+    let (mut server, _) = serve_running(&home, &["a", "b"]);
+    let out = home.run(&["stop", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shutdown(&mut server);
+
+    let (mut server, _) = serve_running(&home, &["b"]);
+    let a = control_worker(&home, "a");
+    assert_eq!(a["state"], "stopped", "{a}");
+    assert_eq!(a["generation"], 0, "never started: {a}");
+    let out = home.run(&["start", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = running_with_new_pid(&home, "a", None);
+    server.track(pid_of(&a));
+    shutdown(&mut server);
+
+    // Started again: the next server starts it.
+    let (_server, _) = serve_running(&home, &["a", "b"]);
+}

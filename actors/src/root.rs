@@ -16,14 +16,16 @@
 //! gets the [`ReloadReport`]. Workers that are not running (stopped by an operator, ended for
 //! good) keep their state and take the new settings at their next start.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::oneshot;
 
-use crate::history::History;
+use crate::history::{
+    EVENT_OPERATOR_START, EVENT_OPERATOR_STOP, EVENT_REMOVED, History, query_operator_stopped,
+};
 use crate::metrics::{GroupSampler, GroupUsage};
 use crate::policy::{BackoffCounter, RestartWindow};
 use crate::reload::{Class, ReloadReport, check_refused, diff, root_changes};
@@ -249,10 +251,10 @@ impl Actor for RootSupervisor {
             reloading: None,
             queued: VecDeque::new(),
         };
+        let held = state.operator_stopped();
         for i in 0..state.slots.len() {
-            state
-                .spawn_supervisor(&myself, i, InitialState::Start)
-                .await;
+            let initial = state.initial_state(&held, i);
+            state.spawn_supervisor(&myself, i, initial).await;
         }
         Ok(state)
     }
@@ -358,6 +360,26 @@ impl RootState {
         self.slots
             .iter()
             .position(|s| matches!(&s.state, SlotState::Live(r) if r.get_id() == id))
+    }
+
+    /// The workers an operator stopped (`vigil stop`) and did not start again, in this run or
+    /// an earlier one (kept in the history's events).
+    fn operator_stopped(&self) -> HashSet<String> {
+        query_operator_stopped(self.history.path()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read which workers an operator stopped; starting them all");
+            HashSet::new()
+        })
+    }
+
+    /// `Stopped` for a worker an operator stopped, else `Start`.
+    fn initial_state(&self, held: &HashSet<String>, i: usize) -> InitialState {
+        let name = &self.slots[i].spec.name;
+        if held.contains(name) {
+            tracing::info!(worker = %name, "not started: an operator stopped it (vigil stop); `vigil start {name}` starts it");
+            InitialState::Stopped
+        } else {
+            InitialState::Start
+        }
     }
 
     fn slot_named(&self, name: &str) -> Result<usize, ControlError> {
@@ -630,6 +652,10 @@ impl RootState {
                 _ => None,
             })
             .collect();
+        for name in &report.removed {
+            self.history
+                .record_event(name, EVENT_REMOVED, "removed from the config by a reload");
+        }
         self.slots = slots;
         self.spec.root = new.root;
         self.spec.workers = new.workers;
@@ -694,6 +720,11 @@ impl RootState {
             answer_reload(job.reply, Err(ControlError::ShuttingDown));
             return;
         }
+        let held = if job.start.is_empty() {
+            HashSet::new()
+        } else {
+            self.operator_stopped()
+        };
         for name in &job.start {
             let Some(i) = self.slots.iter().position(|s| &s.spec.name == name) else {
                 continue;
@@ -703,7 +734,8 @@ impl RootState {
                 self.slots[i].state,
                 SlotState::Down | SlotState::Failed { .. }
             ) {
-                self.spawn_supervisor(myself, i, InitialState::Start).await;
+                let initial = self.initial_state(&held, i);
+                self.spawn_supervisor(myself, i, initial).await;
             }
         }
         tracing::info!("reload applied: {}", job.report.summary());
@@ -728,6 +760,20 @@ impl RootState {
                 return;
             }
         };
+        // The operator's intent outlives this server: a stopped worker stays stopped across
+        // reloads and restarts of the server, until `vigil start`.
+        match action {
+            WorkerAction::Stop => self.history.record_event(
+                &worker,
+                EVENT_OPERATOR_STOP,
+                "vigil stop: stays stopped (also across reloads and server restarts) until vigil start",
+            ),
+            WorkerAction::Start | WorkerAction::Restart => self.history.record_event(
+                &worker,
+                EVENT_OPERATOR_START,
+                &format!("vigil {}", if action == WorkerAction::Start { "start" } else { "restart" }),
+            ),
+        }
         match (&self.slots[i].state, action) {
             (SlotState::Live(child), _) => {
                 if let Err(e) = child.cast(WorkerMsg::Act { action, reply }) {
