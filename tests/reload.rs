@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Home, LONG, alive, control_json, control_wait_ready, control_worker, wait_for};
 use serde_json::Value;
 

@@ -138,14 +138,17 @@ pub fn worker_change(old: &WorkerSpec, new: &WorkerSpec) -> Change {
     }
 }
 
+/// How one tree-level setting is compared between the old tree and the new one.
+pub type TreeEq = fn(&TreeSpec, &TreeSpec) -> bool;
+
 /// Tree settings a running server cannot change: a difference refuses the whole reload.
-pub const REFUSED_FIELDS: &[(&str, fn(&TreeSpec, &TreeSpec) -> bool)] = &[
+pub const REFUSED_FIELDS: &[(&str, TreeEq)] = &[
     ("data_dir", |a, b| a.data_dir == b.data_dir),
     ("log_dir", |a, b| a.log_dir == b.log_dir),
 ];
 
 /// Root settings a reload applies at once.
-pub const ROOT_FIELDS: &[(&str, fn(&TreeSpec, &TreeSpec) -> bool)] = &[
+pub const ROOT_FIELDS: &[(&str, TreeEq)] = &[
     ("backoff", |a, b| a.root.backoff == b.root.backoff),
     ("intensity", |a, b| a.root.intensity == b.root.intensity),
 ];
@@ -363,7 +366,8 @@ mod tests {
 
     #[test]
     fn every_supervision_field_updates() {
-        let cases: Vec<(&str, fn(&mut WorkerSpec))> = vec![
+        type Edit = fn(&mut WorkerSpec);
+        let cases: Vec<(&str, Edit)> = vec![
             ("restart", |w| w.policy.restart = RestartType::Temporary),
             ("backoff", |w| {
                 w.policy.backoff.initial = Duration::from_secs(3)
