@@ -15,6 +15,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH", default_value = "config.ron")]
     pub config: PathBuf,
 
+    /// The running server's control socket, for the commands that talk to it. Default: the
+    /// socket of the server started with `--config` (found even when the file no longer
+    /// parses), else `<data_dir>/vigil.sock` of the config.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -39,6 +45,9 @@ pub enum Command {
     Start(WorkerArg),
     /// Ask the running server to stop gracefully; returns when it has.
     Shutdown,
+    /// Make the running server re-read its config file and apply the difference; returns once
+    /// applied.
+    Reload(ReloadArgs),
     /// Print exit records from the history database, newest first (server not needed).
     History(HistoryArgs),
     /// Run a built-in worker program in the foreground.
@@ -114,6 +123,17 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `vigil reload [--dry-run] [--json]`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// Say what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON object: {"added": [..], "removed": [..], "restarted": [..], "updated": [..], "unchanged": [..]}.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `vigil restart|stop|start WORKER`.
 #[derive(Debug, Args)]
 pub struct WorkerArg {
@@ -156,6 +176,16 @@ pub struct IndexingArgs {
     /// Run one cycle and exit 0.
     #[arg(long)]
     pub once: bool,
+    /// Internal, passed by the server: the resolved index database. With it (and `--name`,
+    /// `--interval`, `--root`) the worker runs with these settings and reads no config file.
+    #[arg(long, value_name = "PATH", hide = true, requires_all = ["name", "interval", "roots"])]
+    pub db: Option<PathBuf>,
+    /// Internal, with `--db`: the resolved interval (a duration such as `30s`).
+    #[arg(long, value_name = "DURATION", hide = true, requires = "db")]
+    pub interval: Option<String>,
+    /// Internal, with `--db`: one resolved, absolute root (repeated).
+    #[arg(long = "root", value_name = "PATH", hide = true, requires = "db")]
+    pub roots: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -19,6 +19,10 @@ pub enum CliError {
     /// `vigil serve` stopped everything because the root intensity was exceeded. Exit 3.
     #[error("{0}")]
     RootIntensityExceeded(String),
+    /// The running server found its config invalid on reload (or refused a change); the
+    /// server's message, already `FILE:LINE:COL: message`. Exit 2.
+    #[error("{0}")]
+    ServerConfig(String),
 }
 
 impl CliError {
@@ -31,7 +35,7 @@ impl CliError {
     pub fn code(&self) -> u8 {
         match self {
             CliError::Runtime(_) => 1,
-            CliError::Config(_) => 2,
+            CliError::Config(_) | CliError::ServerConfig(_) => 2,
             CliError::RootIntensityExceeded(_) => 3,
         }
     }
@@ -39,6 +43,6 @@ impl CliError {
     /// Whether the message already names its source (a config error starts with the file), so
     /// that `main` prints it as is rather than after `vigil: `.
     pub fn is_located(&self) -> bool {
-        matches!(self, CliError::Config(_))
+        matches!(self, CliError::Config(_) | CliError::ServerConfig(_))
     }
 }

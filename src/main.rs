@@ -10,6 +10,7 @@ mod config;
 mod control_client;
 mod error;
 mod notify;
+mod server_record;
 mod workers;
 
 use std::process::ExitCode;
@@ -38,15 +39,19 @@ fn main() -> ExitCode {
 /// One arm per command, one function per arm.
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let config = cli.config.as_path();
+    let socket = cli.socket.as_deref();
     match cli.command {
         Command::Serve => commands::serve::run(config),
         Command::Check => commands::check::run(config),
-        Command::Dump(args) => commands::control::dump(config, &args),
-        Command::Status(args) => commands::control::status(config, &args),
-        Command::Restart(args) => commands::control::act(config, WorkerAction::Restart, &args),
-        Command::Stop(args) => commands::control::act(config, WorkerAction::Stop, &args),
-        Command::Start(args) => commands::control::act(config, WorkerAction::Start, &args),
-        Command::Shutdown => commands::control::shutdown(config),
+        Command::Dump(args) => commands::control::dump(config, socket, &args),
+        Command::Status(args) => commands::control::status(config, socket, &args),
+        Command::Restart(args) => {
+            commands::control::act(config, socket, WorkerAction::Restart, &args)
+        }
+        Command::Stop(args) => commands::control::act(config, socket, WorkerAction::Stop, &args),
+        Command::Start(args) => commands::control::act(config, socket, WorkerAction::Start, &args),
+        Command::Shutdown => commands::control::shutdown(config, socket),
+        Command::Reload(args) => commands::control::reload(config, socket, &args),
         Command::History(args) => commands::history::run(config, &args),
         Command::Worker(WorkerCommand::Indexing(args)) => commands::worker::indexing(config, &args),
         Command::Logs(args) => commands::logs::run(config, &args),

@@ -464,6 +464,18 @@ async fn answer(shared: &Shared, request: Request) -> Reply {
             ErrorKind::BadRequest,
             "events is a subscription, not a question",
         ),
+        Request::Reload { dry_run } => {
+            tracing::info!(dry_run, "control socket: reload requested");
+            let msg = |reply| RootMsg::Reload {
+                dry_run,
+                reply: Some(reply),
+            };
+            match ask(root, msg, timeout, "the reload").await {
+                Ok(Ok(report)) => Reply::success(&report),
+                Ok(Err(err)) => Reply::failure(err.into()),
+                Err(reply) => reply,
+            }
+        }
         Request::Shutdown => {
             tracing::info!("control socket: shutdown requested");
             let msg = |reply| RootMsg::Shutdown(Some(reply));

@@ -851,6 +851,39 @@ pub fn query_events(
     rows.collect::<Result<Vec<_>, _>>().map_err(&err)
 }
 
+/// Event kind: an operator stopped the worker (`vigil stop`); it stays stopped, across reloads
+/// and server restarts, until [`EVENT_OPERATOR_START`] (or its removal from the config).
+pub const EVENT_OPERATOR_STOP: &str = "operator_stop";
+/// Event kind: an operator started or restarted the worker, ending an [`EVENT_OPERATOR_STOP`].
+pub const EVENT_OPERATOR_START: &str = "operator_start";
+/// Event kind: a reload removed the worker from the tree (this also ends an operator's stop).
+pub const EVENT_REMOVED: &str = "removed";
+
+/// The workers whose latest operator event is a stop: an operator's intent, kept in the
+/// `events` table so that it survives a server restart. No database yet: none.
+pub fn query_operator_stopped(
+    db: &Path,
+) -> Result<std::collections::HashSet<String>, HistoryError> {
+    let Some(conn) = open_reader(db)? else {
+        return Ok(Default::default());
+    };
+    let err = sqlite_err(db);
+    let mut stmt = conn
+        .prepare(
+            "SELECT worker FROM events WHERE id IN (
+                 SELECT MAX(id) FROM events WHERE kind IN (?1, ?2, ?3) GROUP BY worker
+             ) AND kind = ?1",
+        )
+        .map_err(&err)?;
+    let rows = stmt
+        .query_map(
+            params![EVENT_OPERATOR_STOP, EVENT_OPERATOR_START, EVENT_REMOVED],
+            |row| row.get::<_, String>(0),
+        )
+        .map_err(&err)?;
+    rows.collect::<Result<_, _>>().map_err(&err)
+}
+
 /// The `live_processes` rows (left by a running server, or by one that died), oldest first.
 pub fn query_live_processes(db: &Path) -> Result<Vec<LiveProcess>, HistoryError> {
     let Some(conn) = open_reader(db)? else {

@@ -24,9 +24,11 @@
 //!   it records.
 //!
 //! # Messages
-//! - [`root::RootMsg`]: `Dump`, `Status`, `Act` (start/stop/restart one worker), `Shutdown`;
-//!   internally `RestartSupervisor` (root backoff elapsed) and `ShutdownComplete`.
-//! - [`worker_supervisor::WorkerMsg`]: `Snapshot`, `Act`, `Shutdown` from the root; internally
+//! - [`root::RootMsg`]: `Dump`, `Status`, `Act` (start/stop/restart one worker), `Shutdown`,
+//!   `Reload` (apply a new config: [`reload`] computes the difference); internally
+//!   `RestartSupervisor` (root backoff elapsed), `ReloadStopped` and `ShutdownComplete`.
+//! - [`worker_supervisor::WorkerMsg`]: `Snapshot`, `Act`, `Shutdown` from the root, and for a
+//!   reload `Update` (supervision settings), `Replace` (what runs) and `Remove`; internally
 //!   `Process { generation, event }` (an exit or a notify line, tagged with the generation it
 //!   belongs to) and `Timer { ticket }` (start deadline, backoff expiry, grace expiry,
 //!   heartbeat deadline). Stale generations and tickets are ignored.
@@ -76,6 +78,7 @@ pub mod process;
 pub mod procfs;
 pub mod protocol;
 pub mod reaper;
+pub mod reload;
 pub mod render;
 pub mod root;
 pub mod sd_notify;

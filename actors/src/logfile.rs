@@ -78,6 +78,13 @@ impl LogFile {
         })
     }
 
+    /// Take new rotation settings (a reload); they apply from the next write on.
+    pub fn set_rotation(&self, max_bytes: u64, max_files: u32) {
+        let mut inner = self.lock();
+        inner.max_bytes = max_bytes.max(1);
+        inner.max_files = max_files;
+    }
+
     /// The live file's path.
     pub fn path(&self) -> PathBuf {
         self.lock().path.clone()

@@ -22,6 +22,8 @@
 //! ← {"ok":true,"data":{"workers":["a","b"]}}
 //! ← {"time":"…","event":"started","worker":"a","generation":2,"pid":4321}
 //! ← …                                  (one event per line until the server stops)
+//! → {"cmd":"reload","dry_run":false}
+//! ← {"ok":true,"data":{"added":["x"],"removed":[],"restarted":[],"updated":[],"unchanged":["a"],...}}
 //! ```
 //!
 //! `events` turns the connection into a stream: after its reply, the server sends one
@@ -68,6 +70,13 @@ pub enum Request {
     /// Subscribe to the event stream: answered with [`Subscribed`], then one event per line
     /// until the server stops.
     Events,
+    /// Re-read the config file and apply the difference: answered with a
+    /// [`crate::reload::ReloadReport`] once applied (with `dry_run`, what would change).
+    Reload {
+        /// Change nothing, say what would change.
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// The reply to [`Request::Events`], before the first event.
@@ -101,6 +110,8 @@ pub enum ErrorKind {
     Unavailable,
     /// The server already serves as many connections as it allows; this one is closed.
     Busy,
+    /// A reload's config is invalid (or changes what needs a server restart); nothing changed.
+    InvalidConfig,
 }
 
 impl ErrorKind {
@@ -117,6 +128,7 @@ impl ErrorKind {
             ErrorKind::Failed => "failed",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::InvalidConfig => "invalid_config",
         }
     }
 }
@@ -138,6 +150,7 @@ impl From<ControlError> for RemoteError {
             ControlError::ShuttingDown => ErrorKind::ShuttingDown,
             ControlError::Failed(_) => ErrorKind::Failed,
             ControlError::Timeout(_) => ErrorKind::Timeout,
+            ControlError::InvalidConfig(_) => ErrorKind::InvalidConfig,
         };
         RemoteError {
             message: err.to_string(),
@@ -257,7 +270,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, RemoteError> {
 }
 
 /// The `cmd` values [`Request`] accepts.
-const KNOWN_COMMANDS: [&str; 6] = ["ping", "dump", "status", "act", "shutdown", "events"];
+const KNOWN_COMMANDS: [&str; 7] = [
+    "ping", "dump", "status", "act", "shutdown", "events", "reload",
+];
 
 /// How long each side waits for each kind of request.
 ///
@@ -272,15 +287,19 @@ pub struct Timeouts {
     pub act: Duration,
     /// `shutdown`: the root replies once every worker is down.
     pub shutdown: Duration,
+    /// `reload`: the root replies once the new config is applied (removed workers stopped one
+    /// after the other, changed ones restarted).
+    pub reload: Duration,
 }
 
 impl Default for Timeouts {
-    /// 2 s for queries, 60 s for actions, 120 s for shutdown.
+    /// 2 s for queries, 60 s for actions, 120 s for shutdown, 180 s for reload.
     fn default() -> Self {
         Timeouts {
             query: Duration::from_secs(2),
             act: Duration::from_secs(60),
             shutdown: Duration::from_secs(120),
+            reload: Duration::from_secs(180),
         }
     }
 }
@@ -308,6 +327,7 @@ impl Timeouts {
             query: defaults.query,
             act: (slowest_act + margin).max(defaults.act),
             shutdown: (all_graces + margin).max(defaults.shutdown),
+            reload: (all_graces + slowest_act + margin).max(defaults.reload),
         }
     }
 
@@ -317,6 +337,7 @@ impl Timeouts {
             Request::Ping | Request::Dump | Request::Status { .. } | Request::Events => self.query,
             Request::Act { .. } => self.act,
             Request::Shutdown => self.shutdown,
+            Request::Reload { .. } => self.reload,
         }
     }
 }
@@ -332,6 +353,11 @@ mod tests {
             (r#"{"cmd":"ping"}"#, Request::Ping),
             (r#"{"cmd":"shutdown"}"#, Request::Shutdown),
             (r#"{"cmd":"events"}"#, Request::Events),
+            (r#"{"cmd":"reload"}"#, Request::Reload { dry_run: false }),
+            (
+                r#"{"cmd":"reload","dry_run":true}"#,
+                Request::Reload { dry_run: true },
+            ),
             (
                 r#"{"cmd":"status","worker":null}"#,
                 Request::Status { worker: None },

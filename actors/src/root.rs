@@ -1,11 +1,22 @@
-//! The root supervisor: one WorkerSupervisor per worker, escalations, ordered shutdown.
+//! The root supervisor: one WorkerSupervisor per worker, escalations, ordered shutdown, reload.
 //!
 //! Owns the list of worker slots (a live WorkerSupervisor, or a failed one waiting for the root's
-//! backoff), the root intensity window, and the shutdown sequence (reverse start order). It must
-//! not touch processes or the database: WorkerSupervisors own their process groups, the history
-//! writer owns SQLite.
+//! backoff), the root intensity window, the shutdown sequence (reverse start order) and the
+//! application of a reload ([`RootMsg::Reload`]: one at a time, in the order they arrive). It
+//! must not touch processes or the database: WorkerSupervisors own their process groups, the
+//! history writer owns SQLite; nor parse config: a reload gets its new tree from the
+//! [`ReloadSource`] the program gave.
+//!
+//! # Reload
+//! The difference is computed by [`crate::reload::diff`], then applied: the root's own policy
+//! and the new order at once, and supervision-only changes sent to the running supervisors
+//! ([`WorkerMsg::Update`]); then, on a separate task so the root keeps answering, removed
+//! workers are stopped as on shutdown (reverse order) and changed ones restarted
+//! ([`WorkerMsg::Replace`]); finally added workers are started in config order and the caller
+//! gets the [`ReloadReport`]. Workers that are not running (stopped by an operator, ended for
+//! good) keep their state and take the new settings at their next start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -13,9 +24,12 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use tokio::sync::oneshot;
 
 use crate::events::{Event, EventBus, EventKind};
-use crate::history::History;
+use crate::history::{
+    EVENT_OPERATOR_START, EVENT_OPERATOR_STOP, EVENT_REMOVED, History, query_operator_stopped,
+};
 use crate::metrics::{GroupSampler, GroupUsage};
 use crate::policy::{BackoffCounter, RestartWindow};
+use crate::reload::{Class, ReloadReport, check_refused, diff, root_changes};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
 use crate::worker_supervisor::{
@@ -54,7 +68,18 @@ pub enum ControlError {
     /// An actor did not answer in time.
     #[error("no answer from {0} in time")]
     Timeout(String),
+    /// A reload's new config is invalid or changes what a running server cannot; nothing
+    /// changed. The message is `vigil check`'s (`FILE:LINE:COL: message`).
+    #[error("{0}")]
+    InvalidConfig(String),
 }
+
+/// Reads and validates the config file again, for a reload: the new tree, or the message
+/// `vigil check` would print.
+pub type ReloadSource = Arc<dyn Fn() -> Result<TreeSpec, String> + Send + Sync>;
+
+/// Who is waiting for a reload's outcome (`None`: SIGHUP, the outcome goes to the log).
+type ReloadReply = Option<RpcReplyPort<Result<ReloadReport, ControlError>>>;
 
 /// The root supervisor's messages: its whole API.
 pub enum RootMsg {
@@ -80,13 +105,23 @@ pub enum RootMsg {
     Shutdown(Option<RpcReplyPort<()>>),
     /// Subscribe to the event stream (`vigil events`). Replies at once.
     Subscribe(RpcReplyPort<Subscription>),
-    /// Internal: the root backoff of slot `slot` has elapsed; start a fresh WorkerSupervisor.
+    /// Re-read the config and apply the difference (see the module's "Reload"); with
+    /// `dry_run`, only say what would change. Replies once applied; `reply: None` (SIGHUP)
+    /// logs the outcome. A reload waits for the one before it; during shutdown it is refused.
+    Reload {
+        /// Compute the report, change nothing.
+        dry_run: bool,
+        /// The report, or why nothing changed.
+        reply: Option<RpcReplyPort<Result<ReloadReport, ControlError>>>,
+    },
+    /// Internal: the root backoff of the slot whose ticket this is has elapsed; start a fresh
+    /// WorkerSupervisor.
     RestartSupervisor {
-        /// Index of the worker in start order.
-        slot: usize,
-        /// The timer's ticket; stale tickets are ignored.
+        /// The timer's ticket; stale tickets (and slots gone in a reload) are ignored.
         ticket: u64,
     },
+    /// Internal: the reload task has stopped the removed workers and restarted the changed ones.
+    ReloadStopped,
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
     /// From a WorkerSupervisor: its significant worker ended and will not be restarted;
@@ -147,6 +182,19 @@ pub struct RootArgs {
     pub events: EventBus,
     /// Told how the tree ended.
     pub outcome: oneshot::Sender<TreeOutcome>,
+    /// Where a reload reads the new tree; `None`: reloads are refused.
+    pub reload: Option<ReloadSource>,
+}
+
+/// A reload being applied.
+struct InFlight {
+    reply: ReloadReply,
+    report: ReloadReport,
+    /// Supervisors of removed workers (and their names), being stopped; dropped once stopped.
+    retiring: Vec<(String, Duration, ActorRef<WorkerMsg>)>,
+    /// Workers to start once the stops are done: the added ones, and changed ones whose
+    /// supervisor had failed.
+    start: Vec<String>,
 }
 
 /// A worker's place in the tree.
@@ -197,6 +245,12 @@ pub struct RootState {
     outcome: Option<oneshot::Sender<TreeOutcome>>,
     /// RSS and CPU of the workers' groups, for dumps (reused so CPU% has a previous reading).
     sampler: Arc<Mutex<GroupSampler>>,
+    /// Where reloads read the config.
+    reload_source: Option<ReloadSource>,
+    /// The reload being applied, if any.
+    reloading: Option<InFlight>,
+    /// Reloads waiting for it.
+    queued: VecDeque<(bool, ReloadReply)>,
 }
 
 /// The root supervisor behaviour (see [`RootMsg`] for its API).
@@ -237,11 +291,14 @@ impl Actor for RootSupervisor {
             phase: Phase::Running,
             outcome: Some(args.outcome),
             sampler: Arc::new(Mutex::new(GroupSampler::new())),
+            reload_source: args.reload,
+            reloading: None,
+            queued: VecDeque::new(),
         };
+        let held = state.operator_stopped();
         for i in 0..state.slots.len() {
-            state
-                .spawn_supervisor(&myself, i, InitialState::Start)
-                .await;
+            let initial = state.initial_state(&held, i);
+            state.spawn_supervisor(&myself, i, initial).await;
         }
         Ok(state)
     }
@@ -267,9 +324,11 @@ impl Actor for RootSupervisor {
                     workers: state.slots.iter().map(|s| s.spec.name.clone()).collect(),
                 });
             }
-            RootMsg::RestartSupervisor { slot, ticket } => {
-                let due = matches!(state.slots.get(slot).map(|s| &s.state), Some(SlotState::Failed { ticket: t, .. }) if *t == ticket);
-                if due && matches!(state.phase, Phase::Running) {
+            RootMsg::RestartSupervisor { ticket } => {
+                let due = state.slots.iter().position(
+                    |s| matches!(&s.state, SlotState::Failed { ticket: t, .. } if *t == ticket),
+                );
+                if let (Some(slot), Phase::Running) = (due, &state.phase) {
                     state
                         .spawn_supervisor(&myself, slot, InitialState::Start)
                         .await;
@@ -285,6 +344,14 @@ impl Actor for RootSupervisor {
                     state.shutdown(&myself, None, TreeOutcome::Significant { code });
                 }
             }
+            RootMsg::Reload { dry_run, reply } => {
+                state.queued.push_back((dry_run, reply));
+                state.next_reloads(&myself).await;
+            }
+            RootMsg::ReloadStopped => {
+                state.reload_stopped(&myself).await;
+                state.next_reloads(&myself).await;
+            }
             RootMsg::ShutdownComplete => {
                 if let Phase::ShuttingDown { waiters, outcome } =
                     std::mem::replace(&mut state.phase, Phase::Running)
@@ -294,6 +361,15 @@ impl Actor for RootSupervisor {
                             child.stop(Some("shutdown".into()));
                         }
                         slot.state = SlotState::Down;
+                    }
+                    if let Some(job) = state.reloading.take() {
+                        for (_, _, child) in job.retiring {
+                            child.stop(Some("shutdown".into()));
+                        }
+                        answer_reload(job.reply, Err(ControlError::ShuttingDown));
+                    }
+                    for (_, reply) in state.queued.drain(..) {
+                        answer_reload(reply, Err(ControlError::ShuttingDown));
                     }
                     state.history.flush().await;
                     if let Some(tx) = state.outcome.take() {
@@ -344,6 +420,26 @@ impl RootState {
         self.slots
             .iter()
             .position(|s| matches!(&s.state, SlotState::Live(r) if r.get_id() == id))
+    }
+
+    /// The workers an operator stopped (`vigil stop`) and did not start again, in this run or
+    /// an earlier one (kept in the history's events).
+    fn operator_stopped(&self) -> HashSet<String> {
+        query_operator_stopped(self.history.path()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read which workers an operator stopped; starting them all");
+            HashSet::new()
+        })
+    }
+
+    /// `Stopped` for a worker an operator stopped, else `Start`.
+    fn initial_state(&self, held: &HashSet<String>, i: usize) -> InitialState {
+        let name = &self.slots[i].spec.name;
+        if held.contains(name) {
+            tracing::info!(worker = %name, "not started: an operator stopped it (vigil stop); `vigil start {name}` starts it");
+            InitialState::Stopped
+        } else {
+            InitialState::Start
+        }
     }
 
     fn slot_named(&self, name: &str) -> Result<usize, ControlError> {
@@ -445,10 +541,7 @@ impl RootState {
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         tracing::error!(worker = %name, delay_ms = delay.as_millis() as u64, "worker supervisor escalated: {reason}; fresh supervisor after the root backoff");
-        myself.send_after(delay, move || RootMsg::RestartSupervisor {
-            slot: i,
-            ticket,
-        });
+        myself.send_after(delay, move || RootMsg::RestartSupervisor { ticket });
         self.slots[i].state = SlotState::Failed {
             until: Instant::now() + delay,
             ticket,
@@ -477,16 +570,19 @@ impl RootState {
             waiters: reply.into_iter().collect(),
             outcome,
         };
-        let order: Vec<(String, Duration, ActorRef<WorkerMsg>)> = self
-            .slots
-            .iter()
-            .rev()
-            .filter_map(|s| match &s.state {
+        // Workers a reload is removing go first: they are no longer part of the order.
+        let retiring = self.reloading.iter().flat_map(|job| {
+            job.retiring
+                .iter()
+                .map(|(name, grace, r)| (name.clone(), *grace, r.clone()))
+        });
+        let order: Vec<(String, Duration, ActorRef<WorkerMsg>)> = retiring
+            .chain(self.slots.iter().rev().filter_map(|s| match &s.state {
                 SlotState::Live(r) => {
                     Some((s.spec.name.clone(), s.spec.policy.shutdown.grace, r.clone()))
                 }
                 _ => None,
-            })
+            }))
             .collect();
         let root = myself.clone();
         tokio::spawn(async move {
@@ -508,6 +604,222 @@ impl RootState {
         });
     }
 
+    /// Run queued reloads until one is in flight (it continues at [`RootMsg::ReloadStopped`]).
+    async fn next_reloads(&mut self, myself: &ActorRef<RootMsg>) {
+        while self.reloading.is_none() {
+            let Some((dry_run, reply)) = self.queued.pop_front() else {
+                return;
+            };
+            self.reload(myself, dry_run, reply).await;
+        }
+    }
+
+    /// Read the new config, diff it, and apply what can be applied at once; the stops run on a
+    /// task that ends with [`RootMsg::ReloadStopped`].
+    async fn reload(&mut self, myself: &ActorRef<RootMsg>, dry_run: bool, reply: ReloadReply) {
+        if !matches!(self.phase, Phase::Running) {
+            answer_reload(reply, Err(ControlError::ShuttingDown));
+            return;
+        }
+        let Some(source) = self.reload_source.clone() else {
+            answer_reload(
+                reply,
+                Err(ControlError::Failed(
+                    "this tree was not started from a config file: there is nothing to reload"
+                        .into(),
+                )),
+            );
+            return;
+        };
+        let loaded = tokio::task::spawn_blocking(move || source())
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the config failed: {e}")));
+        let refused = |reply: ReloadReply, history: &History, message: String| {
+            if !dry_run {
+                history.record_event("root", "reload_refused", &message);
+            }
+            tracing::error!("reload refused, nothing changed: {message}");
+            answer_reload(reply, Err(ControlError::InvalidConfig(message)));
+        };
+        let new = match loaded {
+            Ok(new) => new,
+            Err(message) => return refused(reply, &self.history, message),
+        };
+        if let Err(e) = check_refused(&self.spec, &new) {
+            let file = new
+                .config_path
+                .as_ref()
+                .or(self.spec.config_path.as_ref())
+                .map(|p| format!("{}: ", p.display()))
+                .unwrap_or_default();
+            return refused(reply, &self.history, format!("{file}{e}"));
+        }
+        let old: Vec<WorkerSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
+        let changes = diff(&old, &new.workers);
+        let root = root_changes(&self.spec, &new);
+        let report = ReloadReport::new(&changes, &root, dry_run);
+        if dry_run {
+            tracing::info!("reload (dry run): {}", report.summary());
+            answer_reload(reply, Ok(report));
+            return;
+        }
+        tracing::info!("reload: {}", report.summary());
+
+        // At once: the root's policy, the new order, supervision-only changes.
+        let mut old_slots: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut take = |name: &str| {
+            old_slots
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|s| s.spec.name == name))
+                .and_then(Option::take)
+        };
+        let mut slots = Vec::with_capacity(new.workers.len());
+        let mut replacing = Vec::new();
+        let mut start = Vec::new();
+        for (change, spec) in changes
+            .iter()
+            .filter(|c| c.class != Class::Removed)
+            .zip(&new.workers)
+        {
+            debug_assert_eq!(change.name, spec.name);
+            let existing = take(&spec.name);
+            let slot = match (change.class, existing) {
+                (_, None) => {
+                    start.push(spec.name.clone());
+                    Slot {
+                        spec: spec.clone(),
+                        state: SlotState::Down,
+                        carry: Carry::default(),
+                    }
+                }
+                (Class::Updated, Some(mut slot)) => {
+                    if let SlotState::Live(child) = &slot.state {
+                        let _ = child.cast(WorkerMsg::Update(Box::new(spec.clone())));
+                    }
+                    slot.spec = spec.clone();
+                    slot
+                }
+                (Class::Restarted, Some(mut slot)) => {
+                    match &slot.state {
+                        SlotState::Live(child) => replacing.push((
+                            spec.name.clone(),
+                            slot.spec.policy.shutdown.grace,
+                            child.clone(),
+                            spec.clone(),
+                        )),
+                        SlotState::Failed { .. } => start.push(spec.name.clone()),
+                        SlotState::Held | SlotState::Down => {}
+                    }
+                    slot.spec = spec.clone();
+                    slot
+                }
+                (_, Some(slot)) => slot,
+            };
+            slots.push(slot);
+        }
+        // What is left is removed: stopped in reverse (old) order.
+        let retiring: Vec<(String, Duration, ActorRef<WorkerMsg>)> = old_slots
+            .into_iter()
+            .rev()
+            .flatten()
+            .filter_map(|s| match s.state {
+                SlotState::Live(child) => Some((s.spec.name, s.spec.policy.shutdown.grace, child)),
+                _ => None,
+            })
+            .collect();
+        for name in &report.removed {
+            self.history
+                .record_event(name, EVENT_REMOVED, "removed from the config by a reload");
+        }
+        self.slots = slots;
+        self.spec.root = new.root;
+        self.spec.workers = new.workers;
+        self.history
+            .record_event("root", "reload", &report.summary());
+        self.reloading = Some(InFlight {
+            reply,
+            report,
+            retiring: retiring.clone(),
+            start,
+        });
+        let root = myself.clone();
+        tokio::spawn(async move {
+            for (name, grace, child) in retiring {
+                match child
+                    .call(WorkerMsg::Remove, Some(grace + STOP_MARGIN))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(())) => {
+                        tracing::info!(worker = %name, "reload: removed worker stopped")
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::error!(worker = %name, "reload: removed worker did not confirm its stop in time; killing its supervisor (its group is killed on drop)");
+                        child.kill();
+                    }
+                }
+            }
+            for (name, grace, child, spec) in replacing {
+                let spec = Box::new(spec);
+                match child
+                    .call(
+                        |reply| WorkerMsg::Replace { spec, reply },
+                        Some(grace + STOP_MARGIN),
+                    )
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(Ok(_))) => {
+                        tracing::info!(worker = %name, "reload: restarted with the new config")
+                    }
+                    Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+                        tracing::warn!(worker = %name, error = %e, "reload: restart with the new config failed")
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::warn!(worker = %name, "reload: no answer to the restart in time")
+                    }
+                }
+            }
+            let _ = root.cast(RootMsg::ReloadStopped);
+        });
+    }
+
+    /// The reload's stops are done: drop the removed supervisors, start the added workers in
+    /// config order, answer.
+    async fn reload_stopped(&mut self, myself: &ActorRef<RootMsg>) {
+        let Some(job) = self.reloading.take() else {
+            return;
+        };
+        for (_, _, child) in job.retiring {
+            child.stop(Some("removed by reload".into()));
+        }
+        if !matches!(self.phase, Phase::Running) {
+            answer_reload(job.reply, Err(ControlError::ShuttingDown));
+            return;
+        }
+        let held = if job.start.is_empty() {
+            HashSet::new()
+        } else {
+            self.operator_stopped()
+        };
+        for name in &job.start {
+            let Some(i) = self.slots.iter().position(|s| &s.spec.name == name) else {
+                continue;
+            };
+            // An operator may have started it meanwhile; never two supervisors for one slot.
+            if matches!(
+                self.slots[i].state,
+                SlotState::Down | SlotState::Failed { .. }
+            ) {
+                let initial = self.initial_state(&held, i);
+                self.spawn_supervisor(myself, i, initial).await;
+            }
+        }
+        tracing::info!("reload applied: {}", job.report.summary());
+        answer_reload(job.reply, Ok(job.report));
+    }
+
     async fn act(
         &mut self,
         myself: &ActorRef<RootMsg>,
@@ -526,6 +838,20 @@ impl RootState {
                 return;
             }
         };
+        // The operator's intent outlives this server: a stopped worker stays stopped across
+        // reloads and restarts of the server, until `vigil start`.
+        match action {
+            WorkerAction::Stop => self.history.record_event(
+                &worker,
+                EVENT_OPERATOR_STOP,
+                "vigil stop: stays stopped (also across reloads and server restarts) until vigil start",
+            ),
+            WorkerAction::Start | WorkerAction::Restart => self.history.record_event(
+                &worker,
+                EVENT_OPERATOR_START,
+                &format!("vigil {}", if action == WorkerAction::Start { "start" } else { "restart" }),
+            ),
+        }
         match (&self.slots[i].state, action) {
             (SlotState::Live(child), _) => {
                 if let Err(e) = child.cast(WorkerMsg::Act { action, reply }) {
@@ -746,6 +1072,13 @@ impl RootState {
         tokio::spawn(async move {
             let _ = reply.send(Ok(gathered.await.unwrap_or_default()));
         });
+    }
+}
+
+/// Send a reload's outcome to whoever asked (nobody, for SIGHUP: it is logged already).
+fn answer_reload(reply: ReloadReply, result: Result<ReloadReport, ControlError>) {
+    if let Some(reply) = reply {
+        let _ = reply.send(result);
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use crate::events::EventBus;
 use crate::history::History;
-use crate::root::{RootArgs, RootMsg, RootSupervisor, TreeOutcome};
+use crate::root::{ReloadSource, RootArgs, RootMsg, RootSupervisor, TreeOutcome};
 use crate::spec::TreeSpec;
 
 /// Why a tree could not be started.
@@ -32,14 +32,16 @@ impl Tree {
     /// Start the root and, in config order, one WorkerSupervisor per worker. Returns once every
     /// worker's first spawn has been attempted.
     pub async fn start(spec: TreeSpec, history: History) -> Result<Tree, TreeError> {
-        Tree::start_with(spec, history, EventBus::new()).await
+        Tree::start_with(spec, history, EventBus::new(), None).await
     }
 
-    /// [`Tree::start`], publishing to `events` (a bus with a tap, for the HTTP metrics).
+    /// [`Tree::start`], publishing to `events` (a bus with a tap, for the HTTP metrics), and
+    /// with where a reload reads the new tree ([`RootMsg::Reload`]).
     pub async fn start_with(
         spec: TreeSpec,
         history: History,
         events: EventBus,
+        reload: Option<ReloadSource>,
     ) -> Result<Tree, TreeError> {
         let (tx, outcome) = oneshot::channel();
         let args = RootArgs {
@@ -47,6 +49,7 @@ impl Tree {
             history,
             events: events.clone(),
             outcome: tx,
+            reload,
         };
         let (root, join) = Actor::spawn(None, RootSupervisor, args)
             .await

@@ -61,6 +61,24 @@ pub enum WorkerMsg {
     },
     /// From the root during shutdown: stop the worker for good. Replies when the group is gone.
     Shutdown(RpcReplyPort<()>),
+    /// From the root (a reload): the worker is no longer in the config. Stops it for good, as
+    /// [`WorkerMsg::Shutdown`] does; its exit record says why. Replies when the group is gone.
+    Remove(RpcReplyPort<()>),
+    /// From the root (a reload): new supervision settings only (see
+    /// [`crate::reload::SUPERVISION_FIELDS`]). The process is not touched: same pid, same
+    /// generation; a new backoff applies to the next restart, a new intensity window keeps the
+    /// restarts already counted, a new heartbeat timeout is armed from now.
+    Update(Box<WorkerSpec>),
+    /// From the root (a reload): what the worker runs changed. A running worker is stopped
+    /// gracefully (its exit recorded with reason `stopped`, decision "restarting: config
+    /// changed") and started with `spec`; one in backoff starts with `spec` at once; a stopped
+    /// one stays stopped and uses `spec` at its next start. Replies once that is done.
+    Replace {
+        /// The new spec.
+        spec: Box<WorkerSpec>,
+        /// The snapshot afterwards, or why it failed.
+        reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
+    },
     /// Internal: something happened to the process of `generation`.
     Process {
         /// The generation the event belongs to.
@@ -158,6 +176,8 @@ enum StopCause {
     Shutdown,
     /// No heartbeat in time: restart per policy (reason `watchdog`).
     Watchdog,
+    /// A reload changed what runs: start again at once with the new spec.
+    Reload,
 }
 
 impl StopCause {
@@ -168,6 +188,7 @@ impl StopCause {
             StopCause::Restart => "restart",
             StopCause::Shutdown => "shutdown",
             StopCause::Watchdog => "watchdog",
+            StopCause::Reload => "reload",
         }
     }
 }
@@ -254,6 +275,10 @@ pub struct SupervisorState {
     last_exit: Option<ExitRecord>,
     /// Once true, nothing is restarted again (a shutdown was requested).
     terminating: bool,
+    /// Set by [`WorkerMsg::Remove`]: the stop is for good because the config dropped it.
+    removed: bool,
+    /// A reload's new spec, taken once the process being stopped has exited.
+    next_spec: Option<Box<WorkerSpec>>,
     /// Reaped → exit handled, for the dump's `exit_notify_us`.
     notify_latency: LatencyWindow,
     /// A significant end to report once linked to the root (it happened in `pre_start`).
@@ -297,6 +322,8 @@ impl Actor for WorkerSupervisor {
             status_text: None,
             last_exit: args.carry.last_exit,
             terminating: false,
+            next_spec: None,
+            removed: false,
             notify_latency: LatencyWindow::default(),
             significant_pending: false,
         };
@@ -348,6 +375,12 @@ impl Actor for WorkerSupervisor {
             }
             WorkerMsg::Act { action, reply } => state.act(&myself, action, reply)?,
             WorkerMsg::Shutdown(reply) => state.shutdown(&myself, reply),
+            WorkerMsg::Remove(reply) => {
+                state.removed = true;
+                state.shutdown(&myself, reply)
+            }
+            WorkerMsg::Update(spec) => state.update(&myself, *spec),
+            WorkerMsg::Replace { spec, reply } => state.replace(&myself, spec, reply)?,
             WorkerMsg::Process { generation, event } => match event {
                 ProcessEvent::Exited(report) => state.on_exit(&myself, generation, report)?,
                 ProcessEvent::Notify(ev) => state.on_notify(generation, ev),
@@ -604,7 +637,12 @@ impl SupervisorState {
         let final_end = matches!(decision, Decision::Stop(_))
             && !self.terminating
             && matches!(ended.cause, None | Some(StopCause::Watchdog));
+        let reloaded = matches!(ended.cause, Some(StopCause::Reload));
         let (restart_delay, text) = match &decision {
+            Decision::Restart { .. } if reloaded => (
+                Some(Duration::ZERO),
+                "restarting: config changed".to_string(),
+            ),
             Decision::Restart { delay } => {
                 (Some(*delay), format!("restarting in {}", fmt_ms(*delay)))
             }
@@ -670,6 +708,9 @@ impl SupervisorState {
             ));
         }
         self.record_exit(record, ended.reaped);
+        if let Some(spec) = self.next_spec.take() {
+            self.set_spec(*spec);
+        }
         // Apply.
         match decision {
             Decision::Restart { delay } => {
@@ -728,6 +769,9 @@ impl SupervisorState {
         let policy = self.spec.policy;
         match ended.cause {
             Some(StopCause::Operator) => return Decision::Stop("stopped by operator".into()),
+            Some(StopCause::Shutdown) if self.removed => {
+                return Decision::Stop("removed from the config".into());
+            }
             Some(StopCause::Shutdown) => return Decision::Stop("server shutting down".into()),
             Some(StopCause::Restart) if !self.terminating => {
                 self.counter.reset();
@@ -736,6 +780,13 @@ impl SupervisorState {
                 };
             }
             Some(StopCause::Restart) => return Decision::Stop("server shutting down".into()),
+            Some(StopCause::Reload) if !self.terminating => {
+                self.counter.reset();
+                return Decision::Restart {
+                    delay: Duration::ZERO,
+                };
+            }
+            Some(StopCause::Reload) => return Decision::Stop("server shutting down".into()),
             Some(StopCause::Watchdog) | None => {}
         }
         if self.terminating {
@@ -978,9 +1029,10 @@ impl SupervisorState {
                     (WorkerAction::Start | WorkerAction::Restart, StopCause::Operator) => {
                         *cause = StopCause::Restart
                     }
-                    (WorkerAction::Stop, StopCause::Restart | StopCause::Watchdog) => {
-                        *cause = StopCause::Operator
-                    }
+                    (
+                        WorkerAction::Stop,
+                        StopCause::Restart | StopCause::Watchdog | StopCause::Reload,
+                    ) => *cause = StopCause::Operator,
                     _ => {}
                 }
                 waiters.push(Waiter::Act(reply));
@@ -1036,6 +1088,78 @@ impl SupervisorState {
                 let _ = reply.send(());
             }
         }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Reload.
+    // -----------------------------------------------------------------------------------------
+
+    /// Take a new spec: its policy for every later decision, its log rotation from now on.
+    fn set_spec(&mut self, spec: WorkerSpec) {
+        if let Some(log) = &self.log {
+            log.set_rotation(spec.log.max_bytes, spec.log.max_files);
+        }
+        self.spec = spec;
+    }
+
+    /// New supervision settings; the process (if any) is not touched.
+    fn update(&mut self, myself: &ActorRef<WorkerMsg>, spec: WorkerSpec) {
+        if let Some(next) = &mut self.next_spec {
+            // A replace is under way: the new settings are for the process it starts.
+            **next = spec;
+            return;
+        }
+        let heartbeat = spec.policy.heartbeat_timeout;
+        let rearm = heartbeat != self.spec.policy.heartbeat_timeout
+            && matches!(self.phase, Phase::Starting { .. } | Phase::Running { .. });
+        tracing::info!(worker = %self.spec.name, "reload: new supervision settings");
+        self.set_spec(spec);
+        if rearm {
+            let ticket = heartbeat.map(|t| self.arm(myself, t));
+            if let Some(live) = self.phase.live_mut() {
+                live.heartbeat_ticket = ticket;
+            }
+        }
+    }
+
+    /// What runs changed: restart with `spec` (see [`WorkerMsg::Replace`]).
+    fn replace(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        spec: Box<WorkerSpec>,
+        reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
+    ) -> Result<(), ActorProcessingErr> {
+        if self.terminating {
+            let _ = reply.send(Err(ControlError::ShuttingDown));
+            return Ok(());
+        }
+        let signal = self.spec.policy.shutdown.signal;
+        match &mut self.phase {
+            Phase::Starting { .. } | Phase::Running { .. } => {
+                self.next_spec = Some(spec);
+                self.begin_stop(myself, StopCause::Reload, signal, vec![Waiter::Act(reply)]);
+            }
+            Phase::Stopping { cause, waiters, .. } => {
+                // An operator's stop stays a stop; a restart or a watchdog kill comes back
+                // with the new spec.
+                if matches!(cause, StopCause::Restart | StopCause::Watchdog) {
+                    *cause = StopCause::Reload;
+                }
+                waiters.push(Waiter::Act(reply));
+                self.next_spec = Some(spec);
+            }
+            Phase::Backoff { .. } => {
+                self.set_spec(*spec);
+                self.counter.reset();
+                self.start(myself)?;
+                let _ = reply.send(self.started_or_error(myself));
+            }
+            Phase::Stopped => {
+                self.set_spec(*spec);
+                let _ = reply.send(Ok(self.snapshot(myself)));
+            }
+        }
+        Ok(())
     }
 
     /// Reply to everyone waiting for the stop that just ended.

@@ -5,6 +5,7 @@
 //! method: a type cannot exist without one), and may classify exits or veto a start. It must not
 //! spawn processes or keep runtime state: the WorkerSupervisor does both.
 
+use std::any::Any;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -39,7 +40,7 @@ pub enum ExitVerdict {
 ///
 /// Implement it and register the type with the tree builder (or name it in config). Only
 /// [`launch`](WorkerType::launch) and [`policy`](WorkerType::policy) are required.
-pub trait WorkerType: fmt::Debug + Send + Sync + 'static {
+pub trait WorkerType: Any + fmt::Debug + Send + Sync + 'static {
     /// A short name for the type, shown in dumps (`"command"`, `"indexing"`).
     fn kind(&self) -> &str;
 
@@ -60,10 +61,26 @@ pub trait WorkerType: fmt::Debug + Send + Sync + 'static {
     fn before_start(&self, _ctx: &LaunchContext) -> Result<(), String> {
         Ok(())
     }
+
+    /// Whether `other` is the same type with the same settings, so that it runs the very same
+    /// thing: a reload leaves such a worker running ([`crate::reload::diff`]). Compare with
+    /// [`downcast`]: `downcast::<Self>(other).is_some_and(|o| o == self)`.
+    ///
+    /// Default: `false`, never the same; a reload then restarts the worker whenever its config
+    /// is reloaded, which is safe but not minimal.
+    fn same_settings(&self, _other: &dyn WorkerType) -> bool {
+        false
+    }
+}
+
+/// `other` as the concrete type `T`, when it is one (for [`WorkerType::same_settings`]).
+pub fn downcast<T: WorkerType>(other: &dyn WorkerType) -> Option<&T> {
+    let any: &dyn Any = other;
+    any.downcast_ref::<T>()
 }
 
 /// The built-in `Command` type: runs any argv, never through a shell unless argv says so.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandWorker {
     /// What to run.
     pub launch: Launch,
@@ -80,5 +97,9 @@ impl WorkerType for CommandWorker {
 
     fn policy(&self) -> RestartPolicy {
         RestartPolicy::permanent()
+    }
+
+    fn same_settings(&self, other: &dyn WorkerType) -> bool {
+        downcast::<CommandWorker>(other).is_some_and(|o| o == self)
     }
 }

@@ -180,9 +180,15 @@ impl Actor for FixedRoot {
                 });
             }
             // The root's internal timers: a stand-in has none.
+            RootMsg::Reload { reply, .. } => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(Default::default()));
+                }
+            }
             RootMsg::RestartSupervisor { .. }
             | RootMsg::ShutdownComplete
-            | RootMsg::SignificantEnded { .. } => {}
+            | RootMsg::SignificantEnded { .. }
+            | RootMsg::ReloadStopped => {}
         }
         Ok(())
     }
@@ -283,6 +289,7 @@ fn short_timeouts() -> Timeouts {
         query: Duration::from_secs(2),
         act: Duration::from_millis(300),
         shutdown: Duration::from_secs(2),
+        reload: Duration::from_secs(2),
     }
 }
 

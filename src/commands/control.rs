@@ -1,4 +1,4 @@
-//! `vigil dump|status|restart|stop|start|shutdown`: one request to the running server each.
+//! `vigil dump|status|restart|stop|start|shutdown|reload`: one request to the running server each.
 //!
 //! Owns what these commands print: the text tree or table (through `vigil_actors::render`),
 //! the JSON forms of the contract, and the one-line confirmations of actions. It must not
@@ -15,17 +15,18 @@ use vigil_actors::render;
 use vigil_actors::root::WorkerAction;
 use vigil_actors::snapshot::{Dump, WorkerSnapshot};
 
-use crate::cli::{DumpArgs, StatusArgs, WorkerArg};
+use crate::cli::{DumpArgs, ReloadArgs, StatusArgs, WorkerArg};
 use crate::config;
 use crate::control_client::{ClientError, Connection};
 use crate::error::CliError;
+use crate::server_record;
 
 /// How long `shutdown` waits, after the server's reply, for the server process to go away.
 const EXIT_WAIT: Duration = Duration::from_secs(15);
 
 /// `vigil dump [--json]`.
-pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
-    let server = Server::from_config(config)?;
+pub fn dump(config: &Path, socket: Option<&Path>, args: &DumpArgs) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config, socket)?;
     let data = server.ask(&Request::Dump, server.timeouts.query)?;
     if args.json {
         print_json::<Dump>(&data)?;
@@ -37,8 +38,12 @@ pub fn dump(config: &Path, args: &DumpArgs) -> Result<ExitCode, CliError> {
 }
 
 /// `vigil status [WORKER] [--json]`.
-pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
-    let server = Server::from_config(config)?;
+pub fn status(
+    config: &Path,
+    socket: Option<&Path>,
+    args: &StatusArgs,
+) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config, socket)?;
     let request = Request::Status {
         worker: args.worker.clone(),
     };
@@ -53,8 +58,13 @@ pub fn status(config: &Path, args: &StatusArgs) -> Result<ExitCode, CliError> {
 }
 
 /// `vigil restart|stop|start WORKER`: returns once the server says the action is done.
-pub fn act(config: &Path, action: WorkerAction, args: &WorkerArg) -> Result<ExitCode, CliError> {
-    let server = Server::from_config(config)?;
+pub fn act(
+    config: &Path,
+    socket: Option<&Path>,
+    action: WorkerAction,
+    args: &WorkerArg,
+) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config, socket)?;
     let request = Request::Act {
         worker: args.worker.clone(),
         action,
@@ -66,8 +76,8 @@ pub fn act(config: &Path, action: WorkerAction, args: &WorkerArg) -> Result<Exit
 }
 
 /// `vigil shutdown`: returns once every worker is down and the server has exited.
-pub fn shutdown(config: &Path) -> Result<ExitCode, CliError> {
-    let server = Server::from_config(config)?;
+pub fn shutdown(config: &Path, socket: Option<&Path>) -> Result<ExitCode, CliError> {
+    let server = Server::from_config(config, socket)?;
     let started = Instant::now();
     let mut connection = Connection::open(&server.socket).map_err(client_error)?;
     connection
@@ -89,6 +99,58 @@ pub fn shutdown(config: &Path) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vigil reload [--dry-run] [--json]`: returns once the server has applied the new config
+/// (or, with `--dry-run`, said what it would do). The server's config error exits 2, printed
+/// as `vigil check` prints it.
+pub fn reload(
+    config: &Path,
+    socket: Option<&Path>,
+    args: &ReloadArgs,
+) -> Result<ExitCode, CliError> {
+    use vigil_actors::protocol::ErrorKind;
+    use vigil_actors::reload::ReloadReport;
+    let server = Server::from_config(config, socket)?;
+    let request = Request::Reload {
+        dry_run: args.dry_run,
+    };
+    let mut connection = Connection::open(&server.socket).map_err(client_error)?;
+    let data = match connection.request(&request, server.timeouts.reload) {
+        Ok(data) => data,
+        Err(ClientError::Remote(e)) if e.kind == ErrorKind::InvalidConfig => {
+            return Err(CliError::ServerConfig(e.message));
+        }
+        Err(e) => return Err(client_error(e)),
+    };
+    if args.json {
+        return print_json::<ReloadReport>(&data).map(|()| ExitCode::SUCCESS);
+    }
+    let report: ReloadReport = decode(&data)?;
+    let mut text = String::new();
+    if report.dry_run {
+        text.push_str("dry run: nothing was changed; a reload would do this:\n");
+    }
+    for (class, names) in [
+        ("added", &report.added),
+        ("removed", &report.removed),
+        ("restarted", &report.restarted),
+        ("updated", &report.updated),
+        ("unchanged", &report.unchanged),
+        ("root", &report.root),
+    ] {
+        if class == "root" && names.is_empty() {
+            continue;
+        }
+        let list = if names.is_empty() {
+            "-".to_string()
+        } else {
+            names.join(", ")
+        };
+        text.push_str(&format!("{class}: {list}\n"));
+    }
+    print(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The running server a command talks to, as the config describes it.
 struct Server {
     socket: PathBuf,
@@ -97,16 +159,34 @@ struct Server {
 }
 
 impl Server {
-    fn from_config(config: &Path) -> Result<Server, CliError> {
-        let loaded = config::load(config)?;
-        let server = Timeouts::for_tree(&loaded.tree);
+    /// The server to talk to, found without parsing the config when possible: `--socket`
+    /// first, then the record a live server started with this config left
+    /// ([`server_record`]), and only then the socket the config names. So a config that no
+    /// longer parses does not lock the operator out of the running server.
+    fn from_config(config: &Path, socket: Option<&Path>) -> Result<Server, CliError> {
+        let record = server_record::find(config);
+        let (socket, server) = match (socket, record) {
+            (Some(socket), Some(r)) if r.socket == socket => (socket.to_path_buf(), r.timeouts()),
+            (Some(socket), _) => {
+                let timeouts = config::load(config)
+                    .map(|l| Timeouts::for_tree(&l.tree))
+                    .unwrap_or_default();
+                (socket.to_path_buf(), timeouts)
+            }
+            (None, Some(r)) => (r.socket.clone(), r.timeouts()),
+            (None, None) => {
+                let loaded = config::load(config)?;
+                (loaded.tree.socket_path(), Timeouts::for_tree(&loaded.tree))
+            }
+        };
         let margin = Timeouts::client_margin();
         Ok(Server {
-            socket: loaded.tree.socket_path(),
+            socket,
             timeouts: Timeouts {
                 query: server.query + margin,
                 act: server.act + margin,
                 shutdown: server.shutdown + margin,
+                reload: server.reload + margin,
             },
         })
     }

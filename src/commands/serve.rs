@@ -106,7 +106,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         .build()
         .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
     let containment = tree.containment.clone();
-    let result = runtime.block_on(serve(tree));
+    let result = runtime.block_on(serve(tree, reload_source(config_path)));
     drop(runtime);
     containment.teardown();
     // Let the guardian go (it kills whatever is still registered) and wait for it: the lock
@@ -210,7 +210,21 @@ fn watch_guardian(g: guardian::Guardian) -> Option<std::sync::mpsc::Receiver<()>
     }
 }
 
-async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError> {
+/// How a reload reads the config: the same path, the same validation as at start (and as
+/// `vigil check`, whose message an invalid file gets).
+fn reload_source(config_path: &Path) -> vigil_actors::root::ReloadSource {
+    let path = config_path.to_path_buf();
+    std::sync::Arc::new(move || {
+        config::load(&path)
+            .map(|loaded| loaded.tree)
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn serve(
+    spec: vigil_actors::spec::TreeSpec,
+    reload: vigil_actors::root::ReloadSource,
+) -> Result<ExitCode, CliError> {
     let history =
         History::open(&spec.history_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
     match orphan::sweep(&history, &spec.history_path(), ORPHAN_GRACE).await {
@@ -231,14 +245,16 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(signal_error)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(signal_error)?;
 
     let socket = spec.socket_path();
+    let config_path = spec.config_path.clone();
     let workers = spec.workers.len();
     // The client derives the same bounds from the same config (see `protocol::Timeouts`).
     let timeouts = Timeouts::for_tree(&spec);
     // HTTP listens before the first worker starts: a bad address stops nothing.
     let (events, http) = start_http(&spec).await?;
-    let tree = Tree::start_with(spec, history.clone(), events)
+    let tree = Tree::start_with(spec, history.clone(), events, Some(reload))
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
     let control = match ControlServer::start_with(&socket, tree.root().clone(), timeouts) {
@@ -255,6 +271,11 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let _sd_watchdog = sd.as_ref().and_then(|sd| {
         sd.ready();
         sd.spawn_watchdog()
+    });
+    let _record = config_path.and_then(|config| {
+        crate::server_record::write(&config, &socket, timeouts)
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot leave the server record: control commands need a parsable config or --socket"))
+            .ok()
     });
     tracing::info!(pid = std::process::id(), workers, socket = %socket.display(), "vigil is up");
 
@@ -275,6 +296,10 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
                 if let Some(sd) = &sd { sd.stopping(); }
 
                 let _ = root.cast(RootMsg::Shutdown(None));
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = root.cast(RootMsg::Reload { dry_run: false, reply: None });
             }
             _ = sigusr1.recv() => {
                 match root.call(RootMsg::Dump, Some(Duration::from_secs(2))).await {

@@ -115,15 +115,12 @@ pub fn resolve(
             KindFile::Indexing { roots, interval } => {
                 let settings = indexing_settings(src, &w.name, roots, interval.0, &data_dir)?;
                 check_disjoint_roots(src, &indexing, &settings)?;
-                indexing.push(settings);
+                indexing.push(settings.clone());
                 let exe = match &exe {
                     Some(exe) => PathBuf::clone(exe),
                     None => exe.insert(current_exe(src, &w.name)?).clone(),
                 };
-                Arc::new(IndexingWorker {
-                    exe,
-                    config_path: config_path.to_path_buf(),
-                })
+                Arc::new(IndexingWorker { exe, settings })
             }
         };
         let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;

@@ -132,9 +132,21 @@ fn indexing_defaults_and_launch() {
     let argv = argv(&l, 0);
     assert_eq!(argv[0], std::env::current_exe().unwrap().into_os_string());
     let rest: Vec<_> = argv[1..].iter().map(|a| a.to_str().unwrap()).collect();
+    // The resolved settings, not the config file: a running server never re-reads it.
     assert_eq!(
         rest,
-        ["worker", "indexing", "--config", FILE, "--name", "idx"]
+        [
+            "worker",
+            "indexing",
+            "--name",
+            "idx",
+            "--db",
+            "/cfg/var/index.sqlite",
+            "--interval",
+            "30s",
+            "--root",
+            "/cfg"
+        ]
     );
 }
 
@@ -686,4 +698,50 @@ fn significant_is_off_by_default() {
     assert!(worker(&ok(&one("significant: true"))).significant);
     let e = err(&one("significant: 1"));
     assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+}
+
+/// Two loads of config texts, diffed as a reload would: each worker's class.
+fn reload_classes(old: &str, new: &str) -> Vec<(String, &'static str)> {
+    let (old, new) = (ok(old), ok(new));
+    vigil_actors::reload::diff(&old.tree.workers, &new.tree.workers)
+        .into_iter()
+        .map(|c| (c.name, c.class.as_str()))
+        .collect()
+}
+
+#[test]
+fn reloading_the_same_text_changes_nothing_for_either_built_in_kind() {
+    let text = r#"(workers: [
+        (name: "idx", kind: Indexing(roots: ["src"], interval: "30s")),
+        (name: "cmd", kind: Command(argv: ["prog", "a"], env: {"K": "V"}, cwd: "run")),
+    ])"#;
+    assert_eq!(
+        reload_classes(text, text),
+        [("idx".into(), "unchanged"), ("cmd".into(), "unchanged")]
+    );
+}
+
+#[test]
+fn kind_fields_restart_policy_fields_update() {
+    let base = r#"(workers: [
+        (name: "idx", kind: Indexing(roots: ["src"], interval: "30s")),
+        (name: "cmd", kind: Command(argv: ["prog", "a"], env: {"K": "V"})),
+    ])"#;
+    let classes = |new: &str| reload_classes(base, new);
+    let idx_interval = base.replace("\"30s\"", "\"31s\"");
+    assert_eq!(classes(&idx_interval)[0].1, "restarted");
+    let idx_roots = base.replace("[\"src\"]", "[\"src\", \"lib\"]");
+    assert_eq!(classes(&idx_roots)[0].1, "restarted");
+    let cmd_env = base.replace("\"V\"", "\"W\"");
+    assert_eq!(classes(&cmd_env)[1].1, "restarted");
+    let cmd_restart = base.replace(
+        "env: {\"K\": \"V\"})",
+        "env: {\"K\": \"V\"}), restart: Temporary",
+    );
+    assert_eq!(classes(&cmd_restart)[1].1, "updated");
+    let idx_log = base.replace(
+        "interval: \"30s\")",
+        "interval: \"30s\"), log: (max_files: 2)",
+    );
+    assert_eq!(classes(&idx_log)[0].1, "updated");
 }
