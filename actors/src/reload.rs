@@ -303,6 +303,8 @@ mod tests {
                 max_bytes: LogSpec::DEFAULT_MAX_BYTES,
                 max_files: LogSpec::DEFAULT_MAX_FILES,
             },
+            limits: Default::default(),
+            significant: false,
         }
     }
 
@@ -313,6 +315,9 @@ mod tests {
             config_path: None,
             root: RootSpec::default(),
             workers,
+            cgroup: Default::default(),
+            containment: Default::default(),
+            http: None,
         }
     }
 
@@ -365,6 +370,12 @@ mod tests {
         });
         // Another type altogether, and a type that cannot say it is the same.
         restarted(|w| w.worker_type = Arc::new(Opaque));
+        for change in [
+            (|w: &mut WorkerSpec| w.limits.memory_max = Some(64 << 20)) as fn(&mut WorkerSpec),
+            |w| w.limits.nofile = Some(1024),
+        ] {
+            assert_eq!(class_of(change), (Class::Restarted, vec!["limits"]));
+        }
         let mut a = spec("w");
         a.worker_type = Arc::new(Opaque);
         let b = a.clone();
@@ -401,6 +412,7 @@ mod tests {
             }),
             ("log", |w| w.log.max_bytes = 4096),
             ("log", |w| w.log.max_files = 1),
+            ("significant", |w| w.significant = true),
         ];
         for (field, change) in cases {
             assert_eq!(class_of(change), (Class::Updated, vec![field]), "{field}");
@@ -415,7 +427,8 @@ mod tests {
                     "shutdown",
                     "start_secs",
                     "heartbeat_timeout",
-                    "log"
+                    "log",
+                    "significant"
                 ]
                 .contains(name)
             );
@@ -492,6 +505,12 @@ mod tests {
         new.log_dir = "/elsewhere/log".into();
         let refused = check_refused(&old, &new).unwrap_err();
         assert_eq!(refused.fields, ["data_dir", "log_dir"]);
+        new.cgroup = crate::spec::CgroupMode::Off;
+        assert_eq!(
+            check_refused(&old, &new).unwrap_err().fields,
+            ["data_dir", "log_dir", "cgroup"]
+        );
+        new.cgroup = old.cgroup;
         assert!(
             refused
                 .to_string()
