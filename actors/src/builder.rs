@@ -128,6 +128,7 @@ impl TreeBuilder {
             name,
             worker_type: Arc::new(worker_type),
             policy,
+            environment: Default::default(),
         });
         self
     }

@@ -53,6 +53,7 @@
 pub mod builder;
 pub mod cgroup;
 pub mod control;
+pub mod environ;
 pub mod exit;
 pub mod guardian;
 pub mod history;

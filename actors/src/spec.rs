@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::environ::EnvSpec;
 use crate::signal::Signal;
 use crate::worker_type::WorkerType;
 
@@ -227,6 +228,9 @@ pub struct WorkerSpec {
     pub policy: RestartPolicy,
     /// The log file and its rotation.
     pub log: LogSpec,
+    /// Who it runs as, its umask and nice value, its env file, whether it starts from an empty
+    /// environment.
+    pub environment: EnvSpec,
 }
 
 /// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
+use crate::environ;
 use crate::exit::{Exit, ExitReason, ExitRecord};
 use crate::history::History;
 use crate::latency::LatencyWindow;
@@ -133,6 +134,8 @@ pub struct Escalation {
 struct Live {
     group: ProcessGroup,
     generation: u64,
+    /// `VIGIL_RUN_ID` of this run.
+    run_id: String,
     /// The last `READY=1` or `WATCHDOG=1`; `None` before the first.
     last_heartbeat: Option<Instant>,
     heartbeat_ticket: Option<u64>,
@@ -325,12 +328,15 @@ impl SupervisorState {
         self.generation += 1;
         let generation = self.generation;
         let attempted_at = SystemTime::now();
-        match self.try_spawn(myself) {
+        let run_id = environ::new_run_id();
+        match self.try_spawn(myself, &run_id) {
             Ok(group) => {
                 let pid = group.pid();
-                tracing::info!(worker = %self.spec.name, generation, pid, "worker started");
+                tracing::info!(worker = %self.spec.name, generation, pid, run_id, "worker started");
                 if let Some(log) = &self.log {
-                    log.note(&format!("started generation {generation}, pid {pid}"));
+                    log.note(&format!(
+                        "started generation {generation}, pid {pid}, run {run_id}"
+                    ));
                 }
                 // Without a start time the row could never be verified: do not write one.
                 if let Some(identity) = group.identity() {
@@ -342,6 +348,7 @@ impl SupervisorState {
                     last_heartbeat: None,
                     group,
                     generation,
+                    run_id,
                     heartbeat_ticket: None,
                 };
                 if let Some(timeout) = policy.heartbeat_timeout {
@@ -370,6 +377,7 @@ impl SupervisorState {
                         exit: Exit::spawn_failed(),
                         pid: None,
                         generation,
+                        run_id: Some(run_id),
                         started_at: attempted_at,
                         exited_at,
                         uptime: Duration::ZERO,
@@ -382,7 +390,11 @@ impl SupervisorState {
         }
     }
 
-    fn try_spawn(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<ProcessGroup, String> {
+    fn try_spawn(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        run_id: &str,
+    ) -> Result<ProcessGroup, String> {
         let log = match &self.log {
             Some(log) => log.clone(),
             None => {
@@ -402,6 +414,10 @@ impl SupervisorState {
             .before_start(&ctx)
             .map_err(|e| format!("start check failed: {e}"))?;
         let launch = self.spec.worker_type.launch(&ctx)?;
+        // Names and the env file are resolved again at each spawn: a user deleted since the
+        // config was loaded is a failed start that says so.
+        let setup =
+            environ::prepare(&self.spec.environment, &launch.env).map_err(|e| e.to_string())?;
         let generation = self.generation;
         let me = myself.clone();
         let req = SpawnRequest {
@@ -409,6 +425,8 @@ impl SupervisorState {
             generation,
             launch: &launch,
             log: &log,
+            run_id,
+            setup: &setup,
         };
         process::spawn(&req, move |event| {
             let _ = me.cast(WorkerMsg::Process { generation, event });
@@ -467,6 +485,7 @@ impl SupervisorState {
             exit,
             pid: Some(live.group.pid()),
             generation,
+            run_id: Some(live.run_id.clone()),
             started_at: live.group.started_at(),
             exited_at: report.exited_at,
             uptime: report
@@ -515,6 +534,7 @@ impl SupervisorState {
             worker: self.spec.name.clone(),
             pid: ended.pid,
             generation: ended.generation,
+            run_id: ended.run_id,
             started_at: rfc3339(ended.started_at),
             exited_at: rfc3339(ended.exited_at),
             uptime_ms: millis(ended.uptime),
@@ -927,6 +947,7 @@ struct Ended {
     exit: Exit,
     pid: Option<u32>,
     generation: u64,
+    run_id: Option<String>,
     started_at: SystemTime,
     exited_at: SystemTime,
     uptime: Duration,

@@ -11,6 +11,7 @@ use vigil_actors::history::{
 
 fn record(worker: &str, n: u64) -> ExitRecord {
     ExitRecord {
+        run_id: Some(format!("0190b3c4-{n:04}-7000-8000-000000000000")),
         oom_kills: Some(n % 2),
         memory_peak_bytes: Some(64 << 20),
         worker: worker.to_string(),
@@ -47,6 +48,7 @@ async fn every_field_round_trips() {
     let h = History::open(&db).unwrap();
     let full = record("indexing", 4);
     let sparse = ExitRecord {
+        run_id: None,
         oom_kills: None,
         memory_peak_bytes: None,
         worker: "echo".into(),
@@ -70,6 +72,7 @@ async fn every_field_round_trips() {
     let got = query_exits(&db, None, 10).unwrap();
     // u64::MAX does not fit SQLite's i64: it saturates.
     let sparse_back = ExitRecord {
+        run_id: None,
         generation: i64::MAX as u64,
         ..sparse
     };

@@ -28,6 +28,7 @@ fn worker(dir: &std::path::Path, name: &str, script: &str) -> WorkerSpec {
             max_bytes: 1 << 20,
             max_files: 2,
         },
+        environment: Default::default(),
     }
 }
 

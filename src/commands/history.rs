@@ -239,6 +239,7 @@ mod tests {
     #[test]
     fn reasons_and_durations_in_words() {
         let spawn = ExitRecord {
+            run_id: None,
             pid: None,
             signal: None,
             signal_name: None,
@@ -258,6 +259,7 @@ mod tests {
             "{line}"
         );
         let code = ExitRecord {
+            run_id: None,
             code: Some(3),
             signal: None,
             signal_name: None,
@@ -265,6 +267,7 @@ mod tests {
         };
         assert_eq!(what_happened(&code), "exited with code 3");
         let orphan = ExitRecord {
+            run_id: None,
             signal: None,
             reason: ExitReason::Orphan,
             ..rec()

@@ -3,7 +3,9 @@
 //! Owns every rule that a well-typed file can still break (unique, file-safe names; non-empty
 //! argv; multiplier >= 1; 0 <= jitter <= 1; initial <= max; ...), the merge of a worker type's
 //! default policy with what the file overrides, and the resolution of relative paths against the
-//! config file's folder. It must not read files or touch the OS beyond `current_exe`.
+//! config file's folder. It must not read files or touch the OS beyond `current_exe`, the
+//! passwd and group databases (a worker's `user` and `group` must exist) and a worker's
+//! `env_file` (it must exist and parse).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -11,6 +13,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use vigil_actors::environ::{self, EnvSpec};
 use vigil_actors::spec::{
     BackoffSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec, ShutdownSpec, TreeSpec,
     WorkerSpec, check_worker_name,
@@ -127,11 +130,13 @@ pub fn resolve(
         };
         let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
         let log = log_spec(&log_dir, &w.name, &w.log).map_err(|m| src.worker_error(&w.name, m))?;
+        let environment = environment(src, w)?;
         workers.push(WorkerSpec {
             name: w.name.clone(),
             worker_type,
             policy,
             log,
+            environment,
         });
     }
 
@@ -263,6 +268,51 @@ fn launch(
     })
 }
 
+/// The worker's identity and environment, checked as a spawn would: the user and group exist,
+/// the env file is there and parses. Errors point at the field (or at the env file's line).
+fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
+    let at = |key: &str| locate_field(src.text, &w.name, key);
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: src.shown.to_path_buf(),
+        at: at(key),
+        message: format!("worker {:?}: {key}: {message}", w.name),
+    };
+    match (&w.user, &w.group) {
+        (Some(user), group) => {
+            environ::find_account(user, group.as_deref()).map_err(|e| match e {
+                environ::EnvError::UnknownGroup(_) => invalid("group", e.to_string()),
+                _ => invalid("user", e.to_string()),
+            })?;
+        }
+        (None, Some(group)) => {
+            environ::find_group(group).map_err(|e| invalid("group", e.to_string()))?;
+        }
+        (None, None) => {}
+    }
+    let env_file = w.env_file.as_deref().map(|p| src.path(p));
+    if let Some(path) = &env_file {
+        environ::read_env_file(path).map_err(|e| match e {
+            environ::EnvError::BadEnvFile { path, error } => ConfigError::Parse {
+                path,
+                at: Position {
+                    line: error.line,
+                    col: error.col,
+                },
+                message: format!("env_file of worker {:?}: {}", w.name, error.message),
+            },
+            other => invalid("env_file", other.to_string()),
+        })?;
+    }
+    Ok(EnvSpec {
+        user: w.user.clone(),
+        group: w.group.clone(),
+        umask: w.umask.map(|u| u.0),
+        nice: w.nice.map(|n| n.0),
+        env_file,
+        clear_env: w.clear_env,
+    })
+}
+
 /// The type's policy with the file's fields laid over it.
 fn policy(base: RestartPolicy, w: &WorkerFile) -> Result<RestartPolicy, String> {
     let heartbeat_timeout = match w.heartbeat_timeout {
@@ -356,6 +406,37 @@ fn locate_key(text: &str, key: &str) -> Option<Position> {
             col: line.len() - trimmed.len() + 1,
         })
     })
+}
+
+/// The position of the first `KEY:` after worker `name`'s `name: "NAME"` (a cheap scan: the
+/// worker's own field when it follows its name, as written in every example), else the name's.
+fn locate_field(text: &str, name: &str, key: &str) -> Option<Position> {
+    let start = locate_name(text, name)?;
+    for (i, line) in text.lines().enumerate().skip(start.line - 1) {
+        let from = if i + 1 == start.line {
+            line.char_indices()
+                .nth(start.col - 1)
+                .map_or(line.len(), |(b, _)| b)
+        } else {
+            0
+        };
+        let mut search = from;
+        while let Some(off) = line[search..].find(key) {
+            let col = search + off;
+            let before_ok = line[..col]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if before_ok && line[col + key.len()..].trim_start().starts_with(':') {
+                return Some(Position {
+                    line: i + 1,
+                    col: line[..col].chars().count() + 1,
+                });
+            }
+            search = col + key.len();
+        }
+    }
+    Some(start)
 }
 
 /// The position of the first `name: "NAME"` in `text`, if any.
