@@ -199,6 +199,7 @@ mod tests {
 
     fn rec() -> ExitRecord {
         ExitRecord {
+            run_id: None,
             oom_kills: None,
             memory_peak_bytes: None,
             worker: "indexing".into(),
@@ -239,7 +240,6 @@ mod tests {
     #[test]
     fn reasons_and_durations_in_words() {
         let spawn = ExitRecord {
-            run_id: None,
             pid: None,
             signal: None,
             signal_name: None,
@@ -259,7 +259,6 @@ mod tests {
             "{line}"
         );
         let code = ExitRecord {
-            run_id: None,
             code: Some(3),
             signal: None,
             signal_name: None,
@@ -267,7 +266,6 @@ mod tests {
         };
         assert_eq!(what_happened(&code), "exited with code 3");
         let orphan = ExitRecord {
-            run_id: None,
             signal: None,
             reason: ExitReason::Orphan,
             ..rec()
