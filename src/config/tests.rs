@@ -653,3 +653,37 @@ fn indexing_workers_must_not_overlap() {
     ])"#;
     assert_eq!(ok(separate).indexing.len(), 2);
 }
+
+// ---------------------------------------------------------------- the worker's environment
+
+#[test]
+fn environment_fields_default_to_the_servers() {
+    let l = ok(&one(""));
+    assert_eq!(
+        worker(&l).environment,
+        vigil_actors::environ::EnvSpec::default()
+    );
+}
+
+#[test]
+fn environment_fields_resolve_with_the_env_file_beside_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/w.env"), "A=1\n").unwrap();
+    let path = dir.path().join("config.ron");
+    std::fs::write(
+        &path,
+        one(r#"user: "root", group: "0", umask: "0027", nice: -3, env_file: "sub/w.env", clear_env: true"#),
+    )
+    .unwrap();
+    let l = load(&path).unwrap();
+    let e = &worker(&l).environment;
+    assert_eq!(e.user.as_deref(), Some("root"));
+    assert_eq!(e.group.as_deref(), Some("0"));
+    assert_eq!(
+        (e.umask, e.nice, e.clear_env),
+        (Some(0o027), Some(-3), true)
+    );
+    let expected = std::fs::canonicalize(dir.path()).unwrap().join("sub/w.env");
+    assert_eq!(e.env_file.as_deref(), Some(expected.as_path()));
+}
