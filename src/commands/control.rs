@@ -98,7 +98,7 @@ struct Server {
 
 impl Server {
     fn from_config(config: &Path) -> Result<Server, CliError> {
-        let loaded = config::load(config)?;
+        let loaded = config::load_for_client(config)?;
         let server = Timeouts::for_tree(&loaded.tree);
         let margin = Timeouts::client_margin();
         Ok(Server {

@@ -16,7 +16,7 @@ use crate::workers::indexing::{self, EXIT_CONFIG, progress};
 /// are logged as the last line and exit 2; see `workers::indexing` for the other codes.
 pub fn indexing(config: &Path, args: &IndexingArgs) -> Result<ExitCode, CliError> {
     progress::init_logging();
-    let settings = match config::load(config)
+    let settings = match config::load_for_client(config)
         .and_then(|loaded| loaded.indexing_settings(args.name.as_deref()))
     {
         Ok(settings) => settings,

@@ -45,6 +45,8 @@ pub struct Source<'a> {
     pub base: &'a Path,
     /// The file's text, to find a worker's `name:` line.
     pub text: &'a str,
+    /// Check users, groups and env files against this host (`vigil check`, `vigil serve`).
+    pub check_host: bool,
 }
 
 impl Source<'_> {
@@ -271,6 +273,18 @@ fn launch(
 /// The worker's identity and environment, checked as a spawn would: the user and group exist,
 /// the env file is there and parses. Errors point at the field (or at the env file's line).
 fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
+    let env_file = w.env_file.as_deref().map(|p| src.path(p));
+    let spec = EnvSpec {
+        user: w.user.clone(),
+        group: w.group.clone(),
+        umask: w.umask.map(|u| u.0),
+        nice: w.nice.map(|n| n.0),
+        env_file,
+        clear_env: w.clear_env,
+    };
+    if !src.check_host {
+        return Ok(spec);
+    }
     let at = |key: &str| locate_field(src.text, &w.name, key);
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         path: src.shown.to_path_buf(),
@@ -289,8 +303,7 @@ fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
         }
         (None, None) => {}
     }
-    let env_file = w.env_file.as_deref().map(|p| src.path(p));
-    if let Some(path) = &env_file {
+    if let Some(path) = &spec.env_file {
         environ::read_env_file(path).map_err(|e| match e {
             environ::EnvError::BadEnvFile { path, error } => ConfigError::Parse {
                 path,
@@ -303,14 +316,7 @@ fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
             other => invalid("env_file", other.to_string()),
         })?;
     }
-    Ok(EnvSpec {
-        user: w.user.clone(),
-        group: w.group.clone(),
-        umask: w.umask.map(|u| u.0),
-        nice: w.nice.map(|n| n.0),
-        env_file,
-        clear_env: w.clear_env,
-    })
+    Ok(spec)
 }
 
 /// The type's policy with the file's fields laid over it.

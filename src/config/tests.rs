@@ -13,7 +13,13 @@ use super::*;
 const FILE: &str = "/cfg/config.ron";
 
 fn parse(text: &str) -> Result<Loaded, ConfigError> {
-    parse_text(text, Path::new(FILE), Path::new(FILE), Path::new("/cfg"))
+    parse_text(
+        text,
+        Path::new(FILE),
+        Path::new(FILE),
+        Path::new("/cfg"),
+        true,
+    )
 }
 
 fn ok(text: &str) -> Loaded {
@@ -686,4 +692,22 @@ fn environment_fields_resolve_with_the_env_file_beside_the_config() {
     );
     let expected = std::fs::canonicalize(dir.path()).unwrap().join("sub/w.env");
     assert_eq!(e.env_file.as_deref(), Some(expected.as_path()));
+}
+
+#[test]
+fn clients_load_without_checking_users_or_env_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.ron");
+    std::fs::write(
+        &path,
+        one(r#"user: "no-such-user-vigil", env_file: "missing.env""#),
+    )
+    .unwrap();
+    let e = load(&path).unwrap_err().to_string();
+    assert!(e.contains("unknown user"), "{e}");
+    let l = load_for_client(&path).unwrap();
+    assert_eq!(
+        worker(&l).environment.user.as_deref(),
+        Some("no-such-user-vigil")
+    );
 }
