@@ -427,7 +427,8 @@ fn a_worker_running_as_nobody_is_refused_by_the_control_socket() {
         return;
     };
     let script = format!(
-        "{} status --config {{cfg}}; echo status-exit=$?; exec /bin/sleep 1000",
+        "while [ ! -S var/vigil.sock ]; do sleep 0.02; done; \
+         {} status --config {{cfg}}; echo status-exit=$?; exec /bin/sleep 1000",
         vigil_bin()
     );
     let home = open_home("");
@@ -455,6 +456,7 @@ fn a_worker_running_as_nobody_is_refused_by_the_control_socket() {
     // As set up, the socket file (0600, the server's) already keeps the worker out.
     let (line, log) = exit_line(&home, 0);
     assert!(!line.ends_with("status-exit=0"), "{log}");
+    assert!(log.contains("Permission denied"), "{log}");
     // Even with the file opened to everyone, the peer-credential check refuses uid 65534.
     let socket = home.path().join("var/vigil.sock");
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
