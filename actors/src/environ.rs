@@ -11,7 +11,7 @@
 //!    `WATCHDOG_PID`) — or, with `clear_env`, nothing but `PATH` (the server's, or
 //!    [`SAFE_PATH`] when the server has none);
 //! 2. with `user`: `HOME`, `USER`, `LOGNAME` and `SHELL` from the passwd entry;
-//! 3. the `env_file`'s variables;
+//! 3. the `env_file`'s variables, as read when the config was loaded (`check`, `serve`, reload);
 //! 4. the config's `env`;
 //! 5. `VIGIL_WORKER`, `VIGIL_GENERATION`, `VIGIL_RUN_ID`, `VIGIL_NOTIFY_FD` (set by
 //!    [`crate::process`], they always win).
@@ -52,8 +52,11 @@ pub struct EnvSpec {
     pub umask: Option<u32>,
     /// The nice value, within [`NICE_RANGE`]; `None`: the server's.
     pub nice: Option<i32>,
-    /// An absolute path to a file of `KEY=VALUE` lines, read at each spawn.
+    /// An absolute path to a file of `KEY=VALUE` lines (where `file_vars` came from).
     pub env_file: Option<PathBuf>,
+    /// The `env_file`'s variables in file order, read when the config was loaded: a running
+    /// server uses what it validated (edit the file, then reload), as for the config itself.
+    pub file_vars: Vec<(String, String)>,
     /// Start from an empty environment (plus `PATH`) instead of the server's.
     pub clear_env: bool,
 }
@@ -384,8 +387,8 @@ pub struct Prepared {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// Resolve `spec` for one spawn: look the user and group up again and read the env file again
-/// (a user deleted since the config was loaded is a failed start), then lay `env` over it.
+/// Resolve `spec` for one spawn: look the user and group up again (a user deleted since the
+/// config was loaded is a failed start), then lay the env file's variables and `env` over it.
 pub fn prepare(spec: &EnvSpec, env: &BTreeMap<String, String>) -> Result<Prepared, EnvError> {
     let mut vars: Vec<(OsString, OsString)> = Vec::new();
     if spec.clear_env {
@@ -416,12 +419,7 @@ pub fn prepare(spec: &EnvSpec, env: &BTreeMap<String, String>) -> Result<Prepare
         (None, None) => {}
     }
     drop_needless_switch(&mut credentials);
-    if let Some(path) = &spec.env_file {
-        for (k, v) in read_env_file(path)? {
-            vars.push((k.into(), v.into()));
-        }
-    }
-    for (k, v) in env {
+    for (k, v) in spec.file_vars.iter().map(|(k, v)| (k, v)).chain(env) {
         vars.push((k.into(), v.into()));
     }
     Ok(Prepared {
@@ -569,6 +567,7 @@ SP="  spaces kept  "
         std::fs::write(&file, "HOME=/from-file\nFROM_FILE=1\nBOTH=file\n").unwrap();
         let spec = EnvSpec {
             user: Some("root".into()),
+            file_vars: read_env_file(&file).unwrap(),
             env_file: Some(file.clone()),
             clear_env: true,
             ..EnvSpec::default()
@@ -591,8 +590,15 @@ SP="  spaces kept  "
             ]
         );
         assert_eq!(p.env.last().unwrap().1, "env");
+        assert_eq!(p.credentials.uid, Some(0));
         std::fs::remove_file(&file).unwrap();
-        let err = prepare(&spec, &env).unwrap_err();
+        let err = read_env_file(&file).unwrap_err();
         assert!(err.to_string().contains("cannot read env_file"), "{err}");
+        let gone = EnvSpec {
+            user: Some("no-such-user-vigil".into()),
+            ..EnvSpec::default()
+        };
+        let err = prepare(&gone, &env).unwrap_err();
+        assert!(err.to_string().contains("unknown user"), "{err}");
     }
 }

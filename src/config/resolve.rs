@@ -5,7 +5,7 @@
 //! default policy with what the file overrides, and the resolution of relative paths against the
 //! config file's folder. It must not read files or touch the OS beyond `current_exe`, the
 //! passwd and group databases (a worker's `user` and `group` must exist) and a worker's
-//! `env_file` (it must exist and parse).
+//! `env_file` (it must exist and parse; its variables are kept in the spec).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -274,12 +274,13 @@ fn launch(
 /// the env file is there and parses. Errors point at the field (or at the env file's line).
 fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
     let env_file = w.env_file.as_deref().map(|p| src.path(p));
-    let spec = EnvSpec {
+    let mut spec = EnvSpec {
         user: w.user.clone(),
         group: w.group.clone(),
         umask: w.umask.map(|u| u.0),
         nice: w.nice.map(|n| n.0),
         env_file,
+        file_vars: Vec::new(),
         clear_env: w.clear_env,
     };
     if !src.check_host {
@@ -304,7 +305,7 @@ fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
         (None, None) => {}
     }
     if let Some(path) = &spec.env_file {
-        environ::read_env_file(path).map_err(|e| match e {
+        spec.file_vars = environ::read_env_file(path).map_err(|e| match e {
             environ::EnvError::BadEnvFile { path, error } => ConfigError::Parse {
                 path,
                 at: Position {

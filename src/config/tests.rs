@@ -692,6 +692,7 @@ fn environment_fields_resolve_with_the_env_file_beside_the_config() {
     );
     let expected = std::fs::canonicalize(dir.path()).unwrap().join("sub/w.env");
     assert_eq!(e.env_file.as_deref(), Some(expected.as_path()));
+    assert_eq!(e.file_vars, [("A".to_string(), "1".to_string())]);
 }
 
 #[test]
