@@ -358,6 +358,74 @@ mod tests {
         assert_eq!(notify, "READY=1\n");
     }
 
+    /// A worker switched to another user still dies with the thread that spawned it when no
+    /// guardian watches (the uid change clears the parent-death signal; the child sets it again).
+    #[test]
+    fn the_parent_death_signal_survives_the_user_switch() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: the_parent_death_signal_survives_the_user_switch: not root");
+            return;
+        }
+        let (_r, w) = crate::process::pipe_cloexec().unwrap();
+        let out = w.as_raw_fd();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // PDEATHSIG fires when the forking *thread* exits: spawn from a thread that then ends.
+        let pid = std::thread::spawn(move || {
+            spawn_in_place(SpawnJob {
+                program: "/bin/sleep".into(),
+                args: vec!["1000".into()],
+                env: vec![],
+                env_remove: vec![],
+                cwd: None,
+                stdout: out,
+                stderr: out,
+                notify: out,
+                pdeathsig_parent: Some(me),
+                clear_env: true,
+                cgroup_procs: vec![],
+                nofile: None,
+                credentials: Credentials {
+                    uid: Some(65534),
+                    gid: Some(65534),
+                    groups: Some(vec![65534]),
+                    ..Credentials::default()
+                },
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        let pidfd = crate::procfs::pidfd_open(pid as libc::pid_t).unwrap();
+        // SAFETY: an all-zero siginfo_t is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // Bounded wait: poll the pidfd for up to 10 s, then kill it so nothing is left behind.
+        let mut poll = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
+        if ready != 1 {
+            // SAFETY: kill on our own child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        // SAFETY: waitid on our own child's pidfd with a valid siginfo pointer.
+        unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        assert_eq!(ready, 1, "the worker outlived the thread that spawned it");
+        // SAFETY: si_status is valid for a CLD_KILLED siginfo.
+        assert_eq!(unsafe { info.si_status() }, libc::SIGKILL);
+    }
+
     #[test]
     fn a_missing_program_is_an_error_not_a_panic() {
         for how in [spawn as fn(SpawnJob) -> io::Result<u32>, spawn_in_place] {

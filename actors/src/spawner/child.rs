@@ -20,7 +20,8 @@
 //!    and everything it forks is contained — before any code of the worker runs;
 //! 2. a new process group (`setpgid(0, 0)`), optionally `PR_SET_PDEATHSIG`;
 //! 3. stdin (`/dev/null`), stdout/stderr (the log pipe), fd 3 (the notify pipe);
-//! 4. working directory, `RLIMIT_NOFILE`, nice, umask, supplementary groups, gid, uid;
+//! 4. working directory, `RLIMIT_NOFILE`, nice, umask, supplementary groups, gid, uid (then
+//!    `PR_SET_PDEATHSIG` again: a credential change clears it);
 //! 5. default signal dispositions and an empty signal mask; `execve`.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -353,6 +354,19 @@ unsafe fn run_child(plan: &Plan) -> Result<std::convert::Infallible, (Step, i32)
         }
         if let Some(uid) = plan.uid {
             check(libc::syscall(libc::SYS_setuid, uid) == 0, Step::Uid)?;
+        }
+        // A change of credentials clears the parent-death signal (the kernel's commit_creds):
+        // set it again for the new user.
+        if let Some(parent) = plan.pdeathsig_parent {
+            if plan.uid.is_some() || plan.gid.is_some() {
+                check(
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0,
+                    Step::DeathSignal,
+                )?;
+                if libc::getppid() != parent {
+                    return Err((Step::DeathSignal, libc::ESRCH));
+                }
+            }
         }
         // 5. Default dispositions for caught signals (and SIGPIPE, which Rust ignores), then
         //    an empty mask, then exec.
