@@ -476,3 +476,30 @@ fn a_worker_running_as_nobody_is_refused_by_the_control_socket() {
     server.track(second);
     drop(server);
 }
+
+#[test]
+fn a_working_directory_the_user_may_not_enter_is_a_failed_start() {
+    if need_root_and_nobody("a_working_directory_the_user_may_not_enter_is_a_failed_start")
+        .is_none()
+    {
+        return;
+    }
+    let home = open_home(&format!(
+        "        (name: \"locked\", kind: Command(argv: [\"/bin/sleep\", \"1000\"], \
+         cwd: \"private\"), user: \"nobody\", restart: Temporary, {FAST}),"
+    ));
+    let private = home.file("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _server = home.serve();
+    let failed = wait_for(LONG, "a spawn_failed record", || {
+        home.history(Some("locked"))
+            .into_iter()
+            .find(|r| r["reason"] == "spawn_failed")
+    });
+    let tail = failed["log_tail"].to_string();
+    assert!(
+        tail.contains("cannot change to the working directory") && tail.contains("ermission"),
+        "{failed}"
+    );
+}

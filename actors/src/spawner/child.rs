@@ -20,8 +20,8 @@
 //!    and everything it forks is contained — before any code of the worker runs;
 //! 2. a new process group (`setpgid(0, 0)`), optionally `PR_SET_PDEATHSIG`;
 //! 3. stdin (`/dev/null`), stdout/stderr (the log pipe), fd 3 (the notify pipe);
-//! 4. working directory, `RLIMIT_NOFILE`, nice, umask, supplementary groups, gid, uid (then
-//!    `PR_SET_PDEATHSIG` again: a credential change clears it);
+//! 4. `RLIMIT_NOFILE`, nice, umask, supplementary groups, gid, uid (then `PR_SET_PDEATHSIG`
+//!    again: a credential change clears it), working directory (as the worker's user);
 //! 5. default signal dispositions and an empty signal mask; `execve`.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -324,10 +324,7 @@ unsafe fn run_child(plan: &Plan) -> Result<std::convert::Infallible, (Step, i32)
                 Step::Descriptors,
             )?;
         }
-        // 4. Directory, limits, priority, mask, credentials (groups, then gid, then uid).
-        if let Some(cwd) = &plan.cwd {
-            check(libc::chdir(cwd.as_ptr()) == 0, Step::Directory)?;
-        }
+        // 4. Limits, priority, mask, credentials (groups, then gid, then uid), directory.
         if let Some(limit) = &plan.nofile {
             check(
                 libc::setrlimit(libc::RLIMIT_NOFILE, limit) == 0,
@@ -367,6 +364,10 @@ unsafe fn run_child(plan: &Plan) -> Result<std::convert::Infallible, (Step, i32)
                     return Err((Step::DeathSignal, libc::ESRCH));
                 }
             }
+        }
+        // As the worker's user: a folder it may not enter is a failed start, not a way in.
+        if let Some(cwd) = &plan.cwd {
+            check(libc::chdir(cwd.as_ptr()) == 0, Step::Directory)?;
         }
         // 5. Default dispositions for caught signals (and SIGPIPE, which Rust ignores), then
         //    an empty mask, then exec.
