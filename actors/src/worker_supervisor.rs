@@ -414,7 +414,7 @@ impl SupervisorState {
             .before_start(&ctx)
             .map_err(|e| format!("start check failed: {e}"))?;
         let launch = self.spec.worker_type.launch(&ctx)?;
-        // Names and the env file are resolved again at each spawn: a user deleted since the
+        // The user and group are looked up again at each spawn: a user deleted since the
         // config was loaded is a failed start that says so.
         let setup =
             environ::prepare(&self.spec.environment, &launch.env).map_err(|e| e.to_string())?;
