@@ -101,6 +101,7 @@ async fn every_field_round_trips() {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
     assert_eq!(json["reason"], "killed");
+    assert_eq!(json["run_id"], full.run_id.as_deref().unwrap());
     assert_eq!(json["code"], serde_json::Value::Null);
     // log_tail is stored as JSON text.
     let c = Connection::open(&db).unwrap();
@@ -119,7 +120,7 @@ async fn every_field_round_trips() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(schema_version(&db).unwrap(), Some(2));
+    assert_eq!(schema_version(&db).unwrap(), Some(3));
     h.close();
 }
 
