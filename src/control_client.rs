@@ -94,9 +94,17 @@ impl Connection {
         stream
             .set_write_timeout(Some(timeout))
             .map_err(ClientError::Io)?;
-        stream
-            .write_all(line.as_bytes())
-            .map_err(|err| self.io_error(err, timeout))?;
+        match stream.write_all(line.as_bytes()) {
+            Ok(()) => {}
+            // A server that refuses a client (another user, too many connections) answers
+            // and closes at once, maybe before our request is written: read that answer.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(err) => return Err(self.io_error(err, timeout)),
+        }
 
         let mut reply = Vec::with_capacity(READ_BUFFER);
         loop {

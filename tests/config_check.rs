@@ -121,3 +121,110 @@ fn a_missing_file_exits_2() {
     assert!(err.starts_with("nope.ron: cannot read config: "), "{err}");
     assert_eq!(err.lines().count(), 1, "{err:?}");
 }
+
+// ---------------------------------------------------------------- the worker's environment
+
+/// `vigil check` on a config of one worker with `fields` on its own lines (line 3 onwards);
+/// the exit code and stderr.
+fn check_worker_fields(dir: &Path, fields: &str) -> (Option<i32>, String) {
+    let text = format!(
+        "(workers: [(\n    name: \"web\",\n{fields}\n    kind: Command(argv: [\"/bin/true\"]),\n)])\n"
+    );
+    std::fs::write(dir.join("config.ron"), text).unwrap();
+    let o = vigil(dir, &["check"]);
+    (o.status.code(), stderr(&o))
+}
+
+#[test]
+fn environment_fields_are_checked_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.env"), "# ok\nexport A=1\nB='two'\n").unwrap();
+    std::fs::write(dir.path().join("bad.env"), "A=1\n\n  B C\n").unwrap();
+    let (code, err) = check_worker_fields(
+        dir.path(),
+        "    user: \"nobody\",\n    group: \"root\",\n    umask: \"027\",\n    nice: 5,\n    \
+         env_file: \"good.env\",\n    clear_env: true,",
+    );
+    assert_eq!(code, Some(0), "{err}");
+
+    // (fields, file in the message, line, col, what the message says)
+    let cases: &[(&str, &str, usize, usize, &str)] = &[
+        (
+            "    user: \"no-such-user-vigil\",",
+            "config.ron",
+            3,
+            5,
+            "unknown user \"no-such-user-vigil\"",
+        ),
+        (
+            "    user: \"nobody\",\n    group: \"no-such-group-vigil\",",
+            "config.ron",
+            4,
+            5,
+            "unknown group \"no-such-group-vigil\"",
+        ),
+        (
+            "    group: \"no-such-group-vigil\",",
+            "config.ron",
+            3,
+            5,
+            "unknown group",
+        ),
+        (
+            "    umask: \"0999\",",
+            "config.ron",
+            3,
+            13,
+            "invalid umask \"0999\"",
+        ),
+        ("    umask: \"rwx\",", "config.ron", 3, 13, "invalid umask"),
+        (
+            "    nice: 20,",
+            "config.ron",
+            3,
+            11,
+            "nice 20 is out of range",
+        ),
+        (
+            "    nice: -21,",
+            "config.ron",
+            3,
+            12,
+            "nice -21 is out of range",
+        ),
+        (
+            "    env_file: \"missing.env\",",
+            "config.ron",
+            3,
+            5,
+            "cannot read env_file",
+        ),
+        (
+            "    env_file: \"bad.env\",",
+            "bad.env",
+            3,
+            5,
+            "env_file of worker \"web\": expected '=' after B",
+        ),
+    ];
+    for (fields, file, line, col, what) in cases {
+        let (code, err) = check_worker_fields(dir.path(), fields);
+        assert_eq!(code, Some(2), "{fields}: {err}");
+        let shown = if *file == "config.ron" {
+            "config.ron".to_string()
+        } else {
+            dir.path()
+                .join(file)
+                .canonicalize()
+                .unwrap()
+                .display()
+                .to_string()
+        };
+        assert_eq!(
+            position_prefix(err.trim_end(), &shown),
+            Some((*line, *col)),
+            "{fields}: {err}"
+        );
+        assert!(err.contains(what), "{fields}: {err:?} lacks {what:?}");
+    }
+}

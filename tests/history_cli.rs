@@ -32,6 +32,7 @@ fn setup() -> tempfile::TempDir {
 
 fn record(worker: &str, generation: u64, reason: ExitReason) -> ExitRecord {
     ExitRecord {
+        run_id: None,
         oom_kills: None,
         memory_peak_bytes: None,
         worker: worker.into(),

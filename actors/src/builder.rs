@@ -130,6 +130,7 @@ impl TreeBuilder {
             policy,
             limits: crate::cgroup::Limits::default(),
             significant: false,
+            environment: Default::default(),
         });
         self
     }

@@ -147,6 +147,10 @@ pub struct ExitRecord {
     pub pid: Option<u32>,
     /// The generation that ended.
     pub generation: u64,
+    /// The run's `VIGIL_RUN_ID` (also in the log's `started generation` marker); `null` for an
+    /// orphan and for records written before run ids existed.
+    #[serde(default)]
+    pub run_id: Option<String>,
     /// RFC 3339 start time (the spawn attempt's time for a failed spawn).
     pub started_at: String,
     /// RFC 3339 exit time.

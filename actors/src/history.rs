@@ -100,6 +100,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: OOM evidence of each run (cgroup containment).
     "ALTER TABLE exits ADD COLUMN oom_kills INTEGER;
      ALTER TABLE exits ADD COLUMN memory_peak_bytes INTEGER;",
+    // 3: each run's VIGIL_RUN_ID (the worker's environment).
+    "ALTER TABLE exits ADD COLUMN run_id TEXT;",
 ];
 
 /// The schema version this build writes.
@@ -608,8 +610,9 @@ fn write_batch(conn: &mut Connection, pending: &VecDeque<Write>) -> Result<(), r
         let mut exit_stmt = tx.prepare_cached(
             "INSERT INTO exits (worker, pid, generation, started_at, exited_at, uptime_ms,
                      code, signal, signal_name, core_dumped, reason, restart_delay_ms, log_tail,
-                     decision, oom_kills, memory_peak_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                     decision, oom_kills, memory_peak_bytes, run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17)",
         )?;
         for w in pending {
             match w {
@@ -633,6 +636,7 @@ fn write_batch(conn: &mut Connection, pending: &VecDeque<Write>) -> Result<(), r
                         r.decision,
                         r.oom_kills.map(to_i64),
                         r.memory_peak_bytes.map(to_i64),
+                        r.run_id,
                     ])?;
                 }
                 Write::Event(e) => {
@@ -785,7 +789,7 @@ pub fn query_exits(
         .prepare(
             "SELECT worker, pid, generation, started_at, exited_at, uptime_ms, code, signal,
                     signal_name, core_dumped, reason, restart_delay_ms, log_tail, decision,
-                    oom_kills, memory_peak_bytes
+                    oom_kills, memory_peak_bytes, run_id
              FROM exits
              WHERE ?1 IS NULL OR worker = ?1
              ORDER BY id DESC
@@ -815,6 +819,7 @@ pub fn query_exits(
                 decision: row.get(13)?,
                 oom_kills: row.get::<_, Option<i64>>(14)?.map(to_u64),
                 memory_peak_bytes: row.get::<_, Option<i64>>(15)?.map(to_u64),
+                run_id: row.get(16)?,
             })
         })
         .map_err(&err)?;

@@ -713,6 +713,7 @@ mod tests {
 
     fn exited(worker: &str, reason: ExitReason, restart: bool) -> Event {
         let record = ExitRecord {
+            run_id: None,
             worker: worker.into(),
             pid: Some(42),
             generation: 1,

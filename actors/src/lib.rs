@@ -61,6 +61,7 @@ pub mod builder;
 pub mod cgroup;
 pub mod containment;
 pub mod control;
+pub mod environ;
 pub mod events;
 pub mod exit;
 pub mod guardian;

@@ -312,6 +312,7 @@ fn orphan_record(k: &KilledGroup, by: Sweeper) -> ExitRecord {
         log_tail.push(format!("still alive after SIGKILL: {:?}", k.survivors));
     }
     ExitRecord {
+        run_id: None,
         oom_kills: None,
         memory_peak_bytes: None,
         worker: k.row.worker.clone(),

@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cgroup::{CgroupError, Evidence, Limits, OomWatch, WorkerCgroup};
+use crate::environ;
 use crate::guardian;
 use crate::history::LiveProcess;
 use crate::logfile::{self, LogFile};
@@ -133,6 +134,10 @@ pub struct SpawnRequest<'a> {
     pub cgroup: Option<&'a WorkerCgroup>,
     /// Its resource limits.
     pub limits: &'a Limits,
+    /// This run's identifier (`VIGIL_RUN_ID`).
+    pub run_id: &'a str,
+    /// Credentials and the variables below the `VIGIL_*` ones (the launch's `env` included).
+    pub setup: &'a environ::Prepared,
 }
 
 /// A live process group led by a worker. Dropping it kills the group unless it was reaped.
@@ -289,14 +294,10 @@ pub fn spawn(
     } else {
         0
     };
-    let mut env: Vec<(OsString, OsString)> = req
-        .launch
-        .env
-        .iter()
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-        .collect();
+    let mut env: Vec<(OsString, OsString)> = req.setup.env.clone();
     env.push(("VIGIL_WORKER".into(), req.name.into()));
     env.push(("VIGIL_GENERATION".into(), req.generation.to_string().into()));
+    env.push(("VIGIL_RUN_ID".into(), req.run_id.into()));
     env.push(("VIGIL_NOTIFY_FD".into(), NOTIFY_FD.to_string().into()));
     let job = SpawnJob {
         program: program.clone(),
@@ -314,14 +315,14 @@ pub fn spawn(
         // Without a guardian, the leader must die with the server by itself.
         // SAFETY: getpid has no preconditions.
         pdeathsig_parent: (!guarded).then(|| unsafe { libc::getpid() }),
-        clear_env: false,
+        clear_env: req.setup.clear_env,
         cgroup_v2: req.cgroup.and_then(|cg| cg.v2_dir().map(PathBuf::from)),
         cgroup_procs: req
             .cgroup
             .map(|cg| cg.v1_procs_files(req.limits))
             .unwrap_or_default(),
         nofile: req.limits.nofile,
-        credentials: spawner::Credentials::default(),
+        credentials: req.setup.credentials.clone(),
     };
     if guarded {
         guardian::spawning(pipe_inode, req.generation, req.name);

@@ -30,6 +30,8 @@ pub const RUN_FIELDS: &[(&str, FieldEq)] = &[
     // worker type itself.
     ("kind", |a, b| a.worker_type.same_settings(&*b.worker_type)),
     ("limits", |a, b| a.limits == b.limits),
+    // user, group, umask, nice, env_file (and the variables read from it), clear_env.
+    ("environment", |a, b| a.environment == b.environment),
 ];
 
 /// Settings that decide only how the worker is supervised: applied to the running worker.
@@ -305,6 +307,7 @@ mod tests {
             },
             limits: Default::default(),
             significant: false,
+            environment: Default::default(),
         }
     }
 
@@ -375,6 +378,16 @@ mod tests {
             |w| w.limits.nofile = Some(1024),
         ] {
             assert_eq!(class_of(change), (Class::Restarted, vec!["limits"]));
+        }
+        for change in [
+            (|w: &mut WorkerSpec| w.environment.user = Some("nobody".into()))
+                as fn(&mut WorkerSpec),
+            |w| w.environment.umask = Some(0o027),
+            |w| w.environment.nice = Some(5),
+            |w| w.environment.clear_env = true,
+            |w| w.environment.file_vars = vec![("A".into(), "1".into())],
+        ] {
+            assert_eq!(class_of(change), (Class::Restarted, vec!["environment"]));
         }
         let mut a = spec("w");
         a.worker_type = Arc::new(Opaque);

@@ -466,6 +466,7 @@ mod tests {
 
     fn segv() -> ExitRecord {
         ExitRecord {
+            run_id: None,
             oom_kills: None,
             memory_peak_bytes: None,
             worker: "indexing".into(),
@@ -506,6 +507,7 @@ mod tests {
         looping.backoff_ms = Some(800);
         looping.next_start_in_ms = Some(450);
         looping.last_exit = Some(ExitRecord {
+            run_id: None,
             oom_kills: None,
             memory_peak_bytes: None,
             worker: "crashy".into(),

@@ -338,7 +338,7 @@ mod tests {
     }
 
     const SCRIPT: &str = "echo \"out $SPAWNER_TEST pgid-is-pid:$(test $(cut -d' ' -f5 /proc/$$/stat) -eq $$ && echo y)\"; \
-                          echo READY=1 >&3; ls /proc/$$/fd | sort -n | tr '\\n' ' '";
+                          echo READY=1 >&3; ls /proc/$$/fd";
 
     #[test]
     fn the_spawner_thread_gives_stdio_and_fd_3_and_nothing_else() {
@@ -346,14 +346,14 @@ mod tests {
         assert!(out.starts_with("out yes pgid-is-pid:y\n"), "{out}");
         assert_eq!(notify, "READY=1\n");
         // The shell's own fds only: 0-3 (and a copy of its own at 10+ while it redirects).
-        let fds: Vec<u32> = out
+        // No pipeline: the shell would hold its pipes while `ls` reads its fd table.
+        let mut fds: Vec<u32> = out
             .lines()
-            .nth(1)
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
+            .skip(1)
+            .filter_map(|f| f.trim().parse().ok())
             .filter(|&f| f < 10)
             .collect();
+        fds.sort_unstable();
         assert_eq!(fds, [0, 1, 2, 3], "{out}");
     }
 
@@ -362,6 +362,75 @@ mod tests {
         let (out, notify) = run(spawn_in_place, SCRIPT);
         assert!(out.starts_with("out yes pgid-is-pid:y\n"), "{out}");
         assert_eq!(notify, "READY=1\n");
+    }
+
+    /// A worker switched to another user still dies with the thread that spawned it when no
+    /// guardian watches (the uid change clears the parent-death signal; the child sets it again).
+    #[test]
+    fn the_parent_death_signal_survives_the_user_switch() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP: the_parent_death_signal_survives_the_user_switch: not root");
+            return;
+        }
+        let (_r, w) = crate::process::pipe_cloexec().unwrap();
+        let out = w.as_raw_fd();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // PDEATHSIG fires when the forking *thread* exits: spawn from a thread that then ends.
+        let pid = std::thread::spawn(move || {
+            spawn_in_place(SpawnJob {
+                program: "/bin/sleep".into(),
+                args: vec!["1000".into()],
+                env: vec![],
+                env_remove: vec![],
+                cwd: None,
+                stdout: out,
+                stderr: out,
+                notify: out,
+                pdeathsig_parent: Some(me),
+                clear_env: true,
+                cgroup_v2: None,
+                cgroup_procs: vec![],
+                nofile: None,
+                credentials: Credentials {
+                    uid: Some(65534),
+                    gid: Some(65534),
+                    groups: Some(vec![65534]),
+                    ..Credentials::default()
+                },
+            })
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        let pidfd = crate::procfs::pidfd_open(pid as libc::pid_t).unwrap();
+        // SAFETY: an all-zero siginfo_t is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // Bounded wait: poll the pidfd for up to 10 s, then kill it so nothing is left behind.
+        let mut poll = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one valid pollfd.
+        let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
+        if ready != 1 {
+            // SAFETY: kill on our own child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        // SAFETY: waitid on our own child's pidfd with a valid siginfo pointer.
+        unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED,
+            )
+        };
+        assert_eq!(ready, 1, "the worker outlived the thread that spawned it");
+        // SAFETY: si_status is valid for a CLD_KILLED siginfo.
+        assert_eq!(unsafe { info.si_status() }, libc::SIGKILL);
     }
 
     #[test]

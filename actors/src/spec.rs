@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::cgroup::Limits;
 use crate::containment::Containment;
+use crate::environ::EnvSpec;
 use crate::signal::Signal;
 use crate::worker_type::WorkerType;
 
@@ -235,6 +236,9 @@ pub struct WorkerSpec {
     /// its policy does not restart, or its supervisor gave up), the whole tree shuts down
     /// ([`crate::root::TreeOutcome::Significant`]).
     pub significant: bool,
+    /// Who it runs as, its umask and nice value, its env file, whether it starts from an empty
+    /// environment.
+    pub environment: EnvSpec,
 }
 
 /// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.

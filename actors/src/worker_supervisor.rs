@@ -28,6 +28,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use crate::cgroup::{Evidence, WorkerCgroup};
 use crate::containment::Containment;
+use crate::environ;
 use crate::events::{Event, EventBus, EventKind};
 use crate::exit::{Exit, ExitReason, ExitRecord};
 use crate::history::History;
@@ -160,6 +161,8 @@ pub struct Escalation {
 struct Live {
     group: ProcessGroup,
     generation: u64,
+    /// `VIGIL_RUN_ID` of this run.
+    run_id: String,
     /// The last `READY=1` or `WATCHDOG=1`; `None` before the first.
     last_heartbeat: Option<Instant>,
     heartbeat_ticket: Option<u64>,
@@ -443,13 +446,14 @@ impl SupervisorState {
         self.generation += 1;
         let generation = self.generation;
         let attempted_at = SystemTime::now();
-        match self.try_spawn(myself) {
+        let run_id = environ::new_run_id();
+        match self.try_spawn(myself, &run_id) {
             Ok(group) => {
                 let pid = group.pid();
-                tracing::info!(worker = %self.spec.name, generation, pid, "worker started");
+                tracing::info!(worker = %self.spec.name, generation, pid, run_id, "worker started");
                 if let Some(log) = &self.log {
                     log.note(&format!(
-                        "{}{generation}, pid {pid}",
+                        "{}{generation}, pid {pid}, run {run_id}",
                         crate::logfile::START_MARKER
                     ));
                 }
@@ -463,6 +467,7 @@ impl SupervisorState {
                     last_heartbeat: None,
                     group,
                     generation,
+                    run_id,
                     heartbeat_ticket: None,
                 };
                 if let Some(timeout) = policy.heartbeat_timeout {
@@ -493,6 +498,7 @@ impl SupervisorState {
                         exit: Exit::spawn_failed(),
                         pid: None,
                         generation,
+                        run_id: Some(run_id),
                         started_at: attempted_at,
                         exited_at,
                         uptime: Duration::ZERO,
@@ -507,7 +513,11 @@ impl SupervisorState {
         }
     }
 
-    fn try_spawn(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<ProcessGroup, String> {
+    fn try_spawn(
+        &mut self,
+        myself: &ActorRef<WorkerMsg>,
+        run_id: &str,
+    ) -> Result<ProcessGroup, String> {
         let log = match &self.log {
             Some(log) => log.clone(),
             None => {
@@ -527,6 +537,10 @@ impl SupervisorState {
             .before_start(&ctx)
             .map_err(|e| format!("start check failed: {e}"))?;
         let launch = self.spec.worker_type.launch(&ctx)?;
+        // The user and group are looked up again at each spawn: a user deleted since the
+        // config was loaded is a failed start that says so.
+        let setup =
+            environ::prepare(&self.spec.environment, &launch.env).map_err(|e| e.to_string())?;
         let generation = self.generation;
         let me = myself.clone();
         let req = SpawnRequest {
@@ -536,6 +550,8 @@ impl SupervisorState {
             log: &log,
             cgroup: self.cgroup.as_ref(),
             limits: &self.spec.limits,
+            run_id,
+            setup: &setup,
         };
         process::spawn(&req, move |event| {
             let _ = me.cast(WorkerMsg::Process { generation, event });
@@ -609,6 +625,7 @@ impl SupervisorState {
             exit,
             pid: Some(live.group.pid()),
             generation,
+            run_id: Some(live.run_id.clone()),
             started_at: live.group.started_at(),
             exited_at: report.exited_at,
             uptime: report
@@ -680,6 +697,7 @@ impl SupervisorState {
             worker: self.spec.name.clone(),
             pid: ended.pid,
             generation: ended.generation,
+            run_id: ended.run_id,
             started_at: rfc3339(ended.started_at),
             exited_at: rfc3339(ended.exited_at),
             uptime_ms: millis(ended.uptime),
@@ -1248,6 +1266,7 @@ struct Ended {
     exit: Exit,
     pid: Option<u32>,
     generation: u64,
+    run_id: Option<String>,
     started_at: SystemTime,
     exited_at: SystemTime,
     uptime: Duration,

@@ -11,6 +11,7 @@ use vigil_actors::history::{
 
 fn record(worker: &str, n: u64) -> ExitRecord {
     ExitRecord {
+        run_id: Some(format!("0190b3c4-{n:04}-7000-8000-000000000000")),
         oom_kills: Some(n % 2),
         memory_peak_bytes: Some(64 << 20),
         worker: worker.to_string(),
@@ -47,6 +48,7 @@ async fn every_field_round_trips() {
     let h = History::open(&db).unwrap();
     let full = record("indexing", 4);
     let sparse = ExitRecord {
+        run_id: None,
         oom_kills: None,
         memory_peak_bytes: None,
         worker: "echo".into(),
@@ -70,6 +72,7 @@ async fn every_field_round_trips() {
     let got = query_exits(&db, None, 10).unwrap();
     // u64::MAX does not fit SQLite's i64: it saturates.
     let sparse_back = ExitRecord {
+        run_id: None,
         generation: i64::MAX as u64,
         ..sparse
     };
@@ -98,6 +101,7 @@ async fn every_field_round_trips() {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
     assert_eq!(json["reason"], "killed");
+    assert_eq!(json["run_id"], full.run_id.as_deref().unwrap());
     assert_eq!(json["code"], serde_json::Value::Null);
     // log_tail is stored as JSON text.
     let c = Connection::open(&db).unwrap();
@@ -116,7 +120,7 @@ async fn every_field_round_trips() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    assert_eq!(schema_version(&db).unwrap(), Some(2));
+    assert_eq!(schema_version(&db).unwrap(), Some(3));
     h.close();
 }
 

@@ -30,6 +30,7 @@ fn worker(dir: &std::path::Path, name: &str, script: &str) -> WorkerSpec {
         },
         limits: Default::default(),
         significant: false,
+        environment: Default::default(),
     }
 }
 

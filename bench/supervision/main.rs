@@ -10,7 +10,7 @@
 //! not be made; missed goals are reported, not fatal.
 //!
 //! Options (after `--`): `--trials N` (100), `--settle-ms N` (150), `--scale 100,1000`,
-//! `--idle-secs N` (10), `--dump-runs N` (30), `--only restart|scale`, `--keep` (keep the
+//! `--idle-secs N` (10), `--dump-runs N` (30), `--only restart|restart-user|scale`, `--keep` (keep the
 //! scratch directory). It owns nothing of the server: it drives it only from the outside
 //! (config, signals, CLI), as a user would.
 
@@ -200,16 +200,18 @@ impl Supervised {
     }
 
     fn vigil(worker: &Path, dir: &Path, n: usize) -> Res<Supervised> {
-        Self::vigil_with(worker, dir, n, "vigil", "")
+        Self::vigil_with(worker, dir, n, "vigil", "", "")
     }
 
-    /// vigil with extra top-level config fields (e.g. `cgroup: Off,`).
+    /// vigil with extra top-level config fields (e.g. `cgroup: Off,`) and extra fields on
+    /// every worker (e.g. `user: "nobody",`).
     fn vigil_with(
         worker: &Path,
         dir: &Path,
         n: usize,
         label: &'static str,
         extra: &str,
+        fields: &str,
     ) -> Res<Supervised> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let file = dir.join("starts");
@@ -217,7 +219,7 @@ impl Supervised {
         for id in 0..n {
             let _ = writeln!(
                 workers,
-                "        (name: \"w{id}\", kind: Command(argv: [{:?}, {:?}, \"{id}\"]), {FAST_POLICY}),",
+                "        (name: \"w{id}\", kind: Command(argv: [{:?}, {:?}, \"{id}\"]), {fields} {FAST_POLICY}),",
                 worker.display().to_string(),
                 file.display().to_string(),
             );
@@ -517,6 +519,9 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
     if opts.wants("restart") {
         restart_latency(opts, root, &worker, &mut r, &mut goals)?;
     }
+    if opts.wants("restart-user") {
+        restart_user_cost(opts, root, &worker, &mut r, &mut goals)?;
+    }
     if opts.wants("scale") {
         for &n in &opts.scales {
             scale(
@@ -609,6 +614,7 @@ fn restart_latency(
         1,
         "vigil-pgroup",
         "cgroup: Off,",
+        "",
     )?;
     floor.all_up(Duration::from_secs(10))?;
     vigil.all_up(Duration::from_secs(30))?;
@@ -708,6 +714,99 @@ fn restart_latency(
     floor.stop(Duration::from_secs(5)).ok();
     plain.stop(Duration::from_secs(30)).ok();
     vigil.stop(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// What running the worker as another user costs a restart: vigil with `user: "nobody"`
+/// against vigil without, interleaved (the user switch is three system calls in the spawn's
+/// child, and the passwd/group lookups of each start). Needs root; otherwise reported as not
+/// measured.
+fn restart_user_cost(
+    opts: &Opts,
+    root: &Path,
+    worker: &Path,
+    r: &mut String,
+    goals: &mut Vec<(String, String, bool)>,
+) -> Res<()> {
+    let _ = writeln!(
+        r,
+        "## Restart latency with `user`: kill -9 → the new worker's first instruction (ms)\n"
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        log("restart-user: not root; skipped");
+        let _ = writeln!(r, "Not measured: switching users needs root.\n");
+        return Ok(());
+    }
+    log(&format!(
+        "restart latency with user: {} trials each, without and with user interleaved",
+        opts.trials
+    ));
+    // The worker (as nobody) must reach its binary and append to its starts file.
+    let open = |dir: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", dir.display()))
+    };
+    open(root, 0o755)?;
+    let plain_dir = root.join("restart-plain");
+    let user_dir = root.join("restart-user");
+    let mut plain = Supervised::vigil_with(worker, &plain_dir, 1, "vigil", "", "")?;
+    std::fs::create_dir_all(&user_dir).map_err(|e| e.to_string())?;
+    open(&user_dir, 0o777)?;
+    let mut user = Supervised::vigil_with(
+        worker,
+        &user_dir,
+        1,
+        "vigil (user: nobody)",
+        "",
+        r#"user: "nobody","#,
+    )?;
+    plain.all_up(Duration::from_secs(30))?;
+    user.all_up(Duration::from_secs(30))?;
+    std::thread::sleep(opts.settle);
+    let (mut p, mut u) = (Vec::new(), Vec::new());
+    for i in 0..opts.trials {
+        let order: [&mut Supervised; 2] = if i % 2 == 0 {
+            [&mut plain, &mut user]
+        } else {
+            [&mut user, &mut plain]
+        };
+        for s in order {
+            let ms = s.restart_trial(0)?;
+            std::thread::sleep(opts.settle);
+            if s.label == "vigil" {
+                p.push(ms)
+            } else {
+                u.push(ms)
+            }
+        }
+        if (i + 1) % 25 == 0 {
+            log(&format!("  {} trials", i + 1));
+        }
+    }
+    let (ps, us) = (stats(&p), stats(&u));
+    let _ = writeln!(r, "| server | n | min | **median** | p95 | max |");
+    let _ = writeln!(r, "|---|---|---|---|---|---|");
+    for (name, s) in [("vigil serve", ps), ("vigil serve, `user: \"nobody\"`", us)] {
+        let _ = writeln!(
+            r,
+            "| {name} | {} | {:.2} | **{:.2}** | {:.2} | {:.2} |",
+            s.n, s.min, s.median, s.p95, s.max
+        );
+    }
+    let delta = us.median - ps.median;
+    let _ = writeln!(r, "\nMedian difference: {delta:+.3} ms.\n");
+    goals.push((
+        "restart with `user` within 0.1 ms of without (issue 15)".into(),
+        format!(
+            "{:.2} ms vs {:.2} ms = {delta:+.3} ms",
+            us.median, ps.median
+        ),
+        delta <= 0.1,
+    ));
+    plain.stop(Duration::from_secs(30))?;
+    user.stop(Duration::from_secs(30))?;
     Ok(())
 }
 

@@ -168,14 +168,14 @@ impl Server {
         let (socket, server) = match (socket, record) {
             (Some(socket), Some(r)) if r.socket == socket => (socket.to_path_buf(), r.timeouts()),
             (Some(socket), _) => {
-                let timeouts = config::load(config)
+                let timeouts = config::load_for_client(config)
                     .map(|l| Timeouts::for_tree(&l.tree))
                     .unwrap_or_default();
                 (socket.to_path_buf(), timeouts)
             }
             (None, Some(r)) => (r.socket.clone(), r.timeouts()),
             (None, None) => {
-                let loaded = config::load(config)?;
+                let loaded = config::load_for_client(config)?;
                 (loaded.tree.socket_path(), Timeouts::for_tree(&loaded.tree))
             }
         };

@@ -22,7 +22,7 @@ const TAIL_LINES: usize = 3;
 
 /// Reads the history database of `config`'s data dir and prints it.
 pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
-    let loaded = config::load(config)?;
+    let loaded = config::load_for_client(config)?;
     let db = loaded.tree.history_path();
     if args.events {
         let events = query_events(&db, args.worker.as_deref(), args.limit)
@@ -199,6 +199,7 @@ mod tests {
 
     fn rec() -> ExitRecord {
         ExitRecord {
+            run_id: None,
             oom_kills: None,
             memory_peak_bytes: None,
             worker: "indexing".into(),

@@ -24,7 +24,7 @@ pub fn indexing(config: &Path, args: &IndexingArgs) -> Result<ExitCode, CliError
             Err(message) => indexing::fatal(EXIT_CONFIG, &message),
         });
     }
-    let settings = match config::load(config)
+    let settings = match config::load_for_client(config)
         .and_then(|loaded| loaded.indexing_settings(args.name.as_deref()))
     {
         Ok(settings) => settings,

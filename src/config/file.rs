@@ -8,7 +8,8 @@
 //! Defaults, in one place:
 //! - file level (here): `data_dir` `"var"`, `log_dir` `"<data_dir>/log"`, `workers` `[]`,
 //!   `log: (max_bytes: 10485760, max_files: 5)` ([`LogSpec`]'s constants), Indexing `roots`
-//!   `["."]` and `interval` `"30s"`, Command `env` `{}` and `cwd` `None`;
+//!   `["."]` and `interval` `"30s"`, Command `env` `{}` and `cwd` `None`; a worker's `user`,
+//!   `group`, `umask`, `nice` and `env_file` `None` (the server's), `clear_env` `false`;
 //! - restart policy: an omitted field keeps the worker type's
 //!   [`policy()`](vigil_actors::worker_type::WorkerType::policy) (for the built-in types:
 //!   Permanent; backoff 100ms..30s ×2 ±0.1 reset after 60s; intensity 5 within 60s;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use vigil_actors::environ;
 use vigil_actors::signal::Signal;
 use vigil_actors::spec::{CgroupMode, LogSpec, RestartType};
 
@@ -97,6 +99,24 @@ pub struct WorkerFile {
     /// `true`: this worker's final end shuts the server down, and `serve` exits with its code.
     #[serde(default)]
     pub significant: bool,
+    /// Run as this user (name or uid); `None`: the server's.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Primary group (name or gid); `None`: the user's primary group.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// File creation mask, an octal string (`"027"`); `None`: the server's.
+    #[serde(default)]
+    pub umask: Option<Umask>,
+    /// Nice value, -20..19; `None`: the server's.
+    #[serde(default)]
+    pub nice: Option<Nice>,
+    /// A file of `KEY=VALUE` lines, relative to the config's folder; `env` wins over it.
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
+    /// Only PATH, the `VIGIL_*` variables, `env_file` and `env`.
+    #[serde(default)]
+    pub clear_env: bool,
 }
 
 /// `limits: (memory_max, pids_max, cpu_max, nofile)`, each optional (default: unlimited).
@@ -345,5 +365,49 @@ impl<'de> Deserialize<'de> for SignalName {
             }
         }
         d.deserialize_any(SignalVisitor)
+    }
+}
+
+/// A umask written as an octal string: `"027"`, `"0022"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Umask(pub u32);
+
+impl<'de> Deserialize<'de> for Umask {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UmaskVisitor;
+        impl Visitor<'_> for UmaskVisitor {
+            type Value = Umask;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an octal umask string such as \"027\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Umask, E> {
+                environ::parse_umask(s).map(Umask).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(UmaskVisitor)
+    }
+}
+
+/// A nice value, checked to be within -20..19 where RON still knows its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nice(pub i32);
+
+impl<'de> Deserialize<'de> for Nice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct NiceVisitor;
+        impl Visitor<'_> for NiceVisitor {
+            type Value = Nice;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a nice value from -20 to 19")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Nice, E> {
+                let n = i32::try_from(n).unwrap_or(if n < 0 { i32::MIN } else { i32::MAX });
+                environ::check_nice(n).map(Nice).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Nice, E> {
+                self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+        }
+        d.deserialize_any(NiceVisitor)
     }
 }

@@ -40,7 +40,23 @@ pub struct Loaded {
 ///
 /// Relative paths inside the file resolve against the file's folder; every error names the
 /// file, and the line and column when one applies.
+///
+/// This is the full check of `vigil check` and `vigil serve`: it also looks each worker's
+/// `user` and `group` up and reads its `env_file`. A client of a running server uses
+/// [`load_for_client`].
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with(path, true)
+}
+
+/// [`load`] without the checks against this host (users, groups, env files): what the control
+/// commands, `vigil history` and the workers' own commands need. A user deleted since the
+/// server started must not lock its operator out of `vigil status`, and a worker running as
+/// another user may not be able to read the env files.
+pub fn load_for_client(path: &Path) -> Result<Loaded, ConfigError> {
+    load_with(path, false)
+}
+
+fn load_with(path: &Path, check_host: bool) -> Result<Loaded, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -50,7 +66,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         .or_else(|_| std::path::absolute(path))
         .map_err(read_error)?;
     let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
-    parse_text(&text, path, &absolute, &base)
+    parse_text(&text, path, &absolute, &base, check_host)
 }
 
 /// [`load`] after the read: `shown` names the file in messages, `base` resolves relative paths.
@@ -59,6 +75,7 @@ fn parse_text(
     shown: &Path,
     absolute: &Path,
     base: &Path,
+    check_host: bool,
 ) -> Result<Loaded, ConfigError> {
     let options = ron::Options::default().with_default_extension(Extensions::IMPLICIT_SOME);
     let parsed: file::ConfigFile = options.from_str(text).map_err(|e| ConfigError::Parse {
@@ -69,7 +86,12 @@ fn parse_text(
         },
         message: e.code.to_string(),
     })?;
-    let src = resolve::Source { shown, base, text };
+    let src = resolve::Source {
+        shown,
+        base,
+        text,
+        check_host,
+    };
     let resolved = resolve::resolve(parsed, &src, absolute)?;
     Ok(Loaded {
         shown: shown.to_path_buf(),

@@ -3,7 +3,9 @@
 //! Owns every rule that a well-typed file can still break (unique, file-safe names; non-empty
 //! argv; multiplier >= 1; 0 <= jitter <= 1; initial <= max; ...), the merge of a worker type's
 //! default policy with what the file overrides, and the resolution of relative paths against the
-//! config file's folder. It must not read files or touch the OS beyond `current_exe`.
+//! config file's folder. It must not read files or touch the OS beyond `current_exe`, the
+//! passwd and group databases (a worker's `user` and `group` must exist) and a worker's
+//! `env_file` (it must exist and parse; its variables are kept in the spec).
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vigil_actors::cgroup::Limits;
+use vigil_actors::environ::{self, EnvSpec};
 use vigil_actors::spec::{
     BackoffSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec, ShutdownSpec, TreeSpec,
     WorkerSpec, check_worker_name,
@@ -43,6 +46,8 @@ pub struct Source<'a> {
     pub base: &'a Path,
     /// The file's text, to find a worker's `name:` line.
     pub text: &'a str,
+    /// Check users, groups and env files against this host (`vigil check`, `vigil serve`).
+    pub check_host: bool,
 }
 
 impl Source<'_> {
@@ -126,6 +131,7 @@ pub fn resolve(
         let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
         let log = log_spec(&log_dir, &w.name, &w.log).map_err(|m| src.worker_error(&w.name, m))?;
         let limits = limits(&w.limits).map_err(|m| src.worker_error(&w.name, m))?;
+        let environment = environment(src, w)?;
         workers.push(WorkerSpec {
             name: w.name.clone(),
             worker_type,
@@ -133,6 +139,7 @@ pub fn resolve(
             log,
             limits,
             significant: w.significant,
+            environment,
         });
     }
 
@@ -265,6 +272,56 @@ fn launch(
         env: env.clone(),
         cwd: cwd.map(|c| src.path(c)),
     })
+}
+
+/// The worker's identity and environment, checked as a spawn would: the user and group exist,
+/// the env file is there and parses. Errors point at the field (or at the env file's line).
+fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
+    let env_file = w.env_file.as_deref().map(|p| src.path(p));
+    let mut spec = EnvSpec {
+        user: w.user.clone(),
+        group: w.group.clone(),
+        umask: w.umask.map(|u| u.0),
+        nice: w.nice.map(|n| n.0),
+        env_file,
+        file_vars: Vec::new(),
+        clear_env: w.clear_env,
+    };
+    if !src.check_host {
+        return Ok(spec);
+    }
+    let at = |key: &str| locate_field(src.text, &w.name, key);
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        path: src.shown.to_path_buf(),
+        at: at(key),
+        message: format!("worker {:?}: {key}: {message}", w.name),
+    };
+    match (&w.user, &w.group) {
+        (Some(user), group) => {
+            environ::find_account(user, group.as_deref()).map_err(|e| match e {
+                environ::EnvError::UnknownGroup(_) => invalid("group", e.to_string()),
+                _ => invalid("user", e.to_string()),
+            })?;
+        }
+        (None, Some(group)) => {
+            environ::find_group(group).map_err(|e| invalid("group", e.to_string()))?;
+        }
+        (None, None) => {}
+    }
+    if let Some(path) = &spec.env_file {
+        spec.file_vars = environ::read_env_file(path).map_err(|e| match e {
+            environ::EnvError::BadEnvFile { path, error } => ConfigError::Parse {
+                path,
+                at: Position {
+                    line: error.line,
+                    col: error.col,
+                },
+                message: format!("env_file of worker {:?}: {}", w.name, error.message),
+            },
+            other => invalid("env_file", other.to_string()),
+        })?;
+    }
+    Ok(spec)
 }
 
 /// The type's policy with the file's fields laid over it.
@@ -401,6 +458,37 @@ fn locate_key(text: &str, key: &str) -> Option<Position> {
             col: line.len() - trimmed.len() + 1,
         })
     })
+}
+
+/// The position of the first `KEY:` after worker `name`'s `name: "NAME"` (a cheap scan: the
+/// worker's own field when it follows its name, as written in every example), else the name's.
+fn locate_field(text: &str, name: &str, key: &str) -> Option<Position> {
+    let start = locate_name(text, name)?;
+    for (i, line) in text.lines().enumerate().skip(start.line - 1) {
+        let from = if i + 1 == start.line {
+            line.char_indices()
+                .nth(start.col - 1)
+                .map_or(line.len(), |(b, _)| b)
+        } else {
+            0
+        };
+        let mut search = from;
+        while let Some(off) = line[search..].find(key) {
+            let col = search + off;
+            let before_ok = line[..col]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if before_ok && line[col + key.len()..].trim_start().starts_with(':') {
+                return Some(Position {
+                    line: i + 1,
+                    col: line[..col].chars().count() + 1,
+                });
+            }
+            search = col + key.len();
+        }
+    }
+    Some(start)
 }
 
 /// The position of the first `name: "NAME"` in `text`, if any.

@@ -13,7 +13,13 @@ use super::*;
 const FILE: &str = "/cfg/config.ron";
 
 fn parse(text: &str) -> Result<Loaded, ConfigError> {
-    parse_text(text, Path::new(FILE), Path::new(FILE), Path::new("/cfg"))
+    parse_text(
+        text,
+        Path::new(FILE),
+        Path::new(FILE),
+        Path::new("/cfg"),
+        true,
+    )
 }
 
 fn ok(text: &str) -> Loaded {
@@ -744,4 +750,56 @@ fn kind_fields_restart_policy_fields_update() {
         "interval: \"30s\"), log: (max_files: 2)",
     );
     assert_eq!(classes(&idx_log)[0].1, "updated");
+}
+// ---------------------------------------------------------------- the worker's environment
+
+#[test]
+fn environment_fields_default_to_the_servers() {
+    let l = ok(&one(""));
+    assert_eq!(
+        worker(&l).environment,
+        vigil_actors::environ::EnvSpec::default()
+    );
+}
+
+#[test]
+fn environment_fields_resolve_with_the_env_file_beside_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/w.env"), "A=1\n").unwrap();
+    let path = dir.path().join("config.ron");
+    std::fs::write(
+        &path,
+        one(r#"user: "root", group: "0", umask: "0027", nice: -3, env_file: "sub/w.env", clear_env: true"#),
+    )
+    .unwrap();
+    let l = load(&path).unwrap();
+    let e = &worker(&l).environment;
+    assert_eq!(e.user.as_deref(), Some("root"));
+    assert_eq!(e.group.as_deref(), Some("0"));
+    assert_eq!(
+        (e.umask, e.nice, e.clear_env),
+        (Some(0o027), Some(-3), true)
+    );
+    let expected = std::fs::canonicalize(dir.path()).unwrap().join("sub/w.env");
+    assert_eq!(e.env_file.as_deref(), Some(expected.as_path()));
+    assert_eq!(e.file_vars, [("A".to_string(), "1".to_string())]);
+}
+
+#[test]
+fn clients_load_without_checking_users_or_env_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.ron");
+    std::fs::write(
+        &path,
+        one(r#"user: "no-such-user-vigil", env_file: "missing.env""#),
+    )
+    .unwrap();
+    let e = load(&path).unwrap_err().to_string();
+    assert!(e.contains("unknown user"), "{e}");
+    let l = load_for_client(&path).unwrap();
+    assert_eq!(
+        worker(&l).environment.user.as_deref(),
+        Some("no-such-user-vigil")
+    );
 }

@@ -20,7 +20,8 @@
 //!    and everything it forks is contained — before any code of the worker runs;
 //! 2. a new process group (`setpgid(0, 0)`), optionally `PR_SET_PDEATHSIG`;
 //! 3. stdin (`/dev/null`), stdout/stderr (the log pipe), fd 3 (the notify pipe);
-//! 4. working directory, `RLIMIT_NOFILE`, nice, umask, supplementary groups, gid, uid;
+//! 4. `RLIMIT_NOFILE`, nice, umask, supplementary groups, gid, uid (then `PR_SET_PDEATHSIG`
+//!    again: a credential change clears it), working directory (as the worker's user);
 //! 5. default signal dispositions and an empty signal mask; `execve`.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -372,10 +373,7 @@ unsafe fn run_child(plan: &Plan) -> Result<std::convert::Infallible, (Step, i32)
                 Step::Descriptors,
             )?;
         }
-        // 4. Directory, limits, priority, mask, credentials (groups, then gid, then uid).
-        if let Some(cwd) = &plan.cwd {
-            check(libc::chdir(cwd.as_ptr()) == 0, Step::Directory)?;
-        }
+        // 4. Limits, priority, mask, credentials (groups, then gid, then uid), directory.
         if let Some(limit) = &plan.nofile {
             check(
                 libc::setrlimit(libc::RLIMIT_NOFILE, limit) == 0,
@@ -402,6 +400,23 @@ unsafe fn run_child(plan: &Plan) -> Result<std::convert::Infallible, (Step, i32)
         }
         if let Some(uid) = plan.uid {
             check(libc::syscall(libc::SYS_setuid, uid) == 0, Step::Uid)?;
+        }
+        // A change of credentials clears the parent-death signal (the kernel's commit_creds):
+        // set it again for the new user.
+        if let Some(parent) = plan.pdeathsig_parent {
+            if plan.uid.is_some() || plan.gid.is_some() {
+                check(
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0,
+                    Step::DeathSignal,
+                )?;
+                if libc::getppid() != parent {
+                    return Err((Step::DeathSignal, libc::ESRCH));
+                }
+            }
+        }
+        // As the worker's user: a folder it may not enter is a failed start, not a way in.
+        if let Some(cwd) = &plan.cwd {
+            check(libc::chdir(cwd.as_ptr()) == 0, Step::Directory)?;
         }
         // 5. Default dispositions for caught signals (and SIGPIPE, which Rust ignores), then
         //    an empty mask, then exec.
