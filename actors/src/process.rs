@@ -392,6 +392,15 @@ pub fn spawn(
     let on_event = Arc::new(on_event);
 
     let log = req.log.clone();
+    // The generation's marker goes first: the worker's output waits in the pipe until the
+    // capture task below reads it, so nothing of this run can land before its marker
+    // (`vigil logs --previous` splits generations on it).
+    req.log.note(&format!(
+        "{}{}, pid {pid}, run {}",
+        logfile::START_MARKER,
+        req.generation,
+        req.run_id
+    ));
     let capture = match tokio::net::unix::pipe::Receiver::from_owned_fd(out_read) {
         Ok(rx) => Some(tokio::spawn(logfile::capture(rx, log))),
         Err(e) => {

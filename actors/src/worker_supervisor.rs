@@ -451,12 +451,8 @@ impl SupervisorState {
             Ok(group) => {
                 let pid = group.pid();
                 tracing::info!(worker = %self.spec.name, generation, pid, run_id, "worker started");
-                if let Some(log) = &self.log {
-                    log.note(&format!(
-                        "{}{generation}, pid {pid}, run {run_id}",
-                        crate::logfile::START_MARKER
-                    ));
-                }
+                // The `[vigil] started generation …` marker was written by the spawn, before
+                // any output of the worker could be.
                 // Without a start time the row could never be verified: do not write one.
                 if let Some(identity) = group.identity() {
                     self.history.process_started(identity.clone());
