@@ -55,7 +55,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::History(args) => commands::history::run(config, &args),
         Command::Worker(WorkerCommand::Indexing(args)) => commands::worker::indexing(config, &args),
         Command::Logs(args) => commands::logs::run(config, &args),
-        Command::Events(args) => commands::events::run(config, &args),
+        Command::Events(args) => commands::events::run(config, socket, &args),
         Command::Completions(args) => commands::completions::run(&args),
     }
 }

@@ -152,10 +152,10 @@ pub fn reload(
 }
 
 /// The running server a command talks to, as the config describes it.
-struct Server {
-    socket: PathBuf,
+pub(crate) struct Server {
+    pub(crate) socket: PathBuf,
     /// The server's bounds plus a margin, so the server's own timeout sentence arrives first.
-    timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
 }
 
 impl Server {
@@ -163,7 +163,7 @@ impl Server {
     /// first, then the record a live server started with this config left
     /// ([`server_record`]), and only then the socket the config names. So a config that no
     /// longer parses does not lock the operator out of the running server.
-    fn from_config(config: &Path, socket: Option<&Path>) -> Result<Server, CliError> {
+    pub(crate) fn from_config(config: &Path, socket: Option<&Path>) -> Result<Server, CliError> {
         let record = server_record::find(config);
         let (socket, server) = match (socket, record) {
             (Some(socket), Some(r)) if r.socket == socket => (socket.to_path_buf(), r.timeouts()),

@@ -12,19 +12,21 @@ use std::process::ExitCode;
 
 use vigil_actors::events::{Event, EventKind};
 use vigil_actors::exit::Exit;
-use vigil_actors::protocol::{Request, Subscribed, Timeouts};
+use vigil_actors::protocol::{Request, Subscribed};
 use vigil_actors::render;
 
 use crate::cli::EventsArgs;
-use crate::config;
 use crate::control_client::Connection;
 use crate::error::CliError;
 
 /// Subscribe and print every event until the server stops.
-pub fn run(config: &Path, args: &EventsArgs) -> Result<ExitCode, CliError> {
-    let loaded = config::load(config)?;
-    let socket = loaded.tree.socket_path();
-    let timeout = Timeouts::default().query + Timeouts::client_margin();
+///
+/// The server is found as the control commands find it (`--socket`, the server's record,
+/// then the config), so a config that no longer parses does not hide the stream.
+pub fn run(config: &Path, socket: Option<&Path>, args: &EventsArgs) -> Result<ExitCode, CliError> {
+    let server = super::control::Server::from_config(config, socket)?;
+    let socket = server.socket;
+    let timeout = server.timeouts.query;
     let runtime = |e: crate::control_client::ClientError| CliError::Runtime(e.to_string());
     let mut connection = Connection::open(&socket).map_err(runtime)?;
     let ack = connection
