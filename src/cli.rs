@@ -59,6 +59,8 @@ pub enum Command {
     Events(EventsArgs),
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout: `vigil manpage > /usr/local/share/man/man1/vigil.1`.
+    Manpage,
 }
 
 /// `vigil logs WORKER [-n N] [-f] [--previous]`.

@@ -57,5 +57,6 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Logs(args) => commands::logs::run(config, &args),
         Command::Events(args) => commands::events::run(config, socket, &args),
         Command::Completions(args) => commands::completions::run(&args),
+        Command::Manpage => commands::manpage::run(),
     }
 }

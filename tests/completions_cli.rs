@@ -80,3 +80,51 @@ fn an_unknown_shell_is_a_usage_error() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn the_man_page_names_every_command_and_renders() {
+    let out = vigil(&["manpage"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(page.contains(".TH vigil 1"), "{page}");
+    for command in [
+        "serve",
+        "check",
+        "dump",
+        "status",
+        "reload",
+        "logs",
+        "events",
+        "completions",
+    ] {
+        assert!(
+            page.contains(command),
+            "the man page does not name {command}"
+        );
+    }
+    if !installed("groff") {
+        eprintln!("SKIP: groff is missing: the man page is not rendered");
+        return;
+    }
+    let mut child = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn groff");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(page.as_bytes())
+        .expect("write page");
+    let rendered = child.wait_with_output().expect("groff");
+    assert!(rendered.status.success(), "groff failed");
+    let warnings = String::from_utf8_lossy(&rendered.stderr);
+    assert!(warnings.trim().is_empty(), "groff warns:\n{warnings}");
+}

@@ -10,5 +10,6 @@ pub mod control;
 pub mod events;
 pub mod history;
 pub mod logs;
+pub mod manpage;
 pub mod serve;
 pub mod worker;
