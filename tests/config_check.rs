@@ -228,3 +228,40 @@ fn environment_fields_are_checked_with_their_position() {
         assert!(err.contains(what), "{fields}: {err:?} lacks {what:?}");
     }
 }
+
+/// The container files: the ConfigMap carries exactly `contrib/k8s/config.ron`, which passes
+/// `vigil check`; the manifests pass a Kubernetes schema validator where one is installed.
+#[test]
+fn the_kubernetes_manifests_carry_a_valid_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = std::fs::read_to_string(root.join("contrib/k8s/config.ron")).expect("config");
+    let manifest = std::fs::read_to_string(root.join("contrib/k8s/vigil.yaml")).expect("yaml");
+    let mut lines = manifest.lines().skip_while(|l| *l != "  config.ron: |");
+    assert!(lines.next().is_some(), "no config.ron in the ConfigMap");
+    let embedded: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(""))
+        .collect();
+    assert_eq!(
+        embedded.join("\n").trim_end(),
+        config.trim_end(),
+        "contrib/k8s/vigil.yaml's ConfigMap differs from contrib/k8s/config.ron"
+    );
+    let out = vigil(root, &["check", "--config", "contrib/k8s/config.ron"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    match Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .arg(root.join("contrib/k8s/vigil.yaml"))
+        .output()
+    {
+        Ok(v) => assert!(
+            v.status.success(),
+            "kubernetes-validate: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        ),
+        Err(_) => eprintln!(
+            "SKIP: kubernetes-validate is not installed: the manifests' schema is not checked"
+        ),
+    }
+}
