@@ -16,7 +16,13 @@ const BROKEN: &str =
 /// Wait until `worker` is `running` with a pid other than `not`; its node.
 fn running_with_new_pid(home: &Home, worker: &str, not: Option<u64>) -> Value {
     wait_for(LONG, &format!("{worker} running with a new pid"), || {
-        let w = control_worker(home, worker);
+        // Not there yet (a SIGHUP reload is applied asynchronously): ask again.
+        let out = home.run(&["status", worker, "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let w = list.get(0)?.clone();
         (w["state"] == "running" && w["pid"].as_u64().is_some() && w["pid"].as_u64() != not)
             .then_some(w)
     })
