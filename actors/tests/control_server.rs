@@ -533,10 +533,13 @@ async fn a_dead_root_gives_an_unavailable_reply() {
 }
 
 /// Run by `other_users_are_refused` in a child process with another uid: connect, send a ping,
-/// print the reply line. Does nothing in a normal test run.
+/// print the reply line. Ignored in a normal run (it is not a test of its own: it would pass
+/// without checking anything); `other_users_are_refused` runs it with `--ignored`.
 #[test]
+#[ignore = "a helper process of other_users_are_refused, which runs it"]
 fn peer_client_helper() {
     let Ok(path) = std::env::var("VIGIL_TEST_PEER_SOCKET") else {
+        eprintln!("SKIP: peer_client_helper runs only as other_users_are_refused's child");
         return;
     };
     use std::io::{BufRead, Write};
@@ -559,7 +562,9 @@ async fn other_users_are_refused() {
     // Our own uid passes (every other test); to try another uid we need to be root.
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: cannot connect as another user; checked only our own uid");
+        eprintln!(
+            "SKIP: other_users_are_refused needs root to connect as another user; only our own uid was checked"
+        );
         return;
     }
     let f = fixture(Timeouts::default()).await;
@@ -575,6 +580,7 @@ async fn other_users_are_refused() {
             .args([
                 "peer_client_helper",
                 "--exact",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
