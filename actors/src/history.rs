@@ -678,10 +678,7 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// Now, as RFC 3339 in UTC.
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().to_string()
-}
+pub use crate::timefmt::now_rfc3339;
 
 fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> HistoryError + '_ {
     move |source| HistoryError::Sqlite {

@@ -87,6 +87,7 @@ pub mod signal;
 pub mod snapshot;
 pub mod spawner;
 pub mod spec;
+pub mod timefmt;
 pub mod tree;
 pub mod worker_supervisor;
 pub mod worker_type;

@@ -379,7 +379,7 @@ pub fn spawn(
         pgid: pid,
         start_ticks,
         generation: req.generation,
-        started_at: crate::worker_supervisor::rfc3339(started_at),
+        started_at: crate::timefmt::rfc3339(started_at),
     });
     if guarded {
         match &identity {

@@ -656,9 +656,10 @@ impl SupervisorState {
                 Some(Duration::ZERO),
                 "restarting: config changed".to_string(),
             ),
-            Decision::Restart { delay } => {
-                (Some(*delay), format!("restarting in {}", fmt_ms(*delay)))
-            }
+            Decision::Restart { delay } => (
+                Some(*delay),
+                format!("restarting in {}", crate::render::duration(*delay)),
+            ),
             Decision::Stop(why) => (None, format!("not restarted: {why}")),
             Decision::Escalate(e) => (None, format!("escalated: {e}")),
         };
@@ -1286,18 +1287,4 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn fmt_ms(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
-/// RFC 3339 in UTC with milliseconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    match jiff::Timestamp::try_from(t) {
-        Ok(ts) => format!("{ts:.3}"),
-        Err(_) => "1970-01-01T00:00:00Z".to_string(),
-    }
-}
+pub use crate::timefmt::rfc3339;

@@ -106,7 +106,7 @@ fn render_text(records: &[ExitRecord], worker: Option<&str>, verbose: bool) -> S
             r.generation,
             r.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
             what_happened(r),
-            human_duration(r.uptime_ms),
+            vigil_actors::render::ms(r.uptime_ms),
         ));
         let next = next_step(r);
         if !next.is_empty() {
@@ -176,20 +176,8 @@ fn next_step(r: &ExitRecord) -> String {
         return r.decision.clone();
     }
     match r.restart_delay_ms {
-        Some(ms) => format!("restarting in {}", human_duration(ms)),
+        Some(ms) => format!("restarting in {}", vigil_actors::render::ms(ms)),
         None => String::new(),
-    }
-}
-
-/// `400ms`, `12.3s`, `4m12s`, `2h03m`, `3d04h`.
-fn human_duration(ms: u64) -> String {
-    let secs = ms / 1000;
-    match ms {
-        0..1_000 => format!("{ms}ms"),
-        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{}m{:02}s", secs / 60, secs % 60),
-        3_600_000..86_400_000 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
-        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
     }
 }
 
@@ -274,10 +262,10 @@ mod tests {
             what_happened(&orphan),
             "orphan of a dead server, killed at startup"
         );
-        assert_eq!(human_duration(999), "999ms");
-        assert_eq!(human_duration(252_000), "4m12s");
-        assert_eq!(human_duration(7_380_000), "2h03m");
-        assert_eq!(human_duration(u64::MAX), "213503982334d14h");
+        assert_eq!(vigil_actors::render::ms(999), "999ms");
+        assert_eq!(vigil_actors::render::ms(252_000), "4m12s");
+        assert_eq!(vigil_actors::render::ms(7_380_000), "2h3m");
+        assert_eq!(vigil_actors::render::ms(u64::MAX), "213503982334d14h");
         assert_eq!(
             render_text(&[], Some("x"), false),
             "no exits recorded for x\n"

@@ -1,0 +1,35 @@
+//! Timestamps as vigil writes them everywhere (history, events, the dump): RFC 3339 in UTC with
+//! milliseconds, `2026-12-02T16:24:54.982Z`.
+//!
+//! A leaf: imports nothing of the tree, so every module may use it without a cycle.
+
+use std::time::SystemTime;
+
+/// `t` as RFC 3339 in UTC with milliseconds (the epoch for a time jiff cannot represent).
+pub fn rfc3339(t: SystemTime) -> String {
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => format!("{ts:.3}"),
+        Err(_) => "1970-01-01T00:00:00.000Z".to_string(),
+    }
+}
+
+/// Now, as [`rfc3339`].
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn milliseconds_always() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_764_692_694_982)),
+            "2025-12-02T16:24:54.982Z"
+        );
+        assert!(now_rfc3339().ends_with('Z'));
+    }
+}
