@@ -257,7 +257,11 @@ impl Actor for RootSupervisor {
                         }
                         slot.state = SlotState::Down;
                     }
-                    state.history.flush().await;
+                    // Bounded: a corrupt database or a full disk must not hang the exit.
+                    state
+                        .history
+                        .flush_within(crate::history::FLUSH_BOUND)
+                        .await;
                     if let Some(tx) = state.outcome.take() {
                         let _ = tx.send(outcome);
                     }

@@ -4,7 +4,9 @@
 //! lock → guardian forked (while there is one thread) → server log →
 //! file-descriptor limit → history → orphan sweep → tree → control socket →
 //! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
-//! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
+//! order and the process exits 0 (3 when the root intensity was exceeded); history gets at most
+//! [`FLUSH_BOUND`](vigil_actors::history::FLUSH_BOUND) to flush, and a second signal exits at
+//! once (status 1). It must not make
 //! supervision decisions: the actors do.
 
 use std::path::Path;
@@ -256,16 +258,21 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let root = tree.root().clone();
     let wait = tree.wait();
     tokio::pin!(wait);
+    let mut stopping = false;
     let outcome = loop {
         tokio::select! {
             outcome = &mut wait => break outcome,
             _ = sigterm.recv() => {
+                if stopping { exit_now("SIGTERM"); }
+                stopping = true;
                 tracing::info!("SIGTERM: shutting down");
                 if let Some(sd) = &sd { sd.stopping(); }
 
                 let _ = root.cast(RootMsg::Shutdown(None));
             }
             _ = sigint.recv() => {
+                if stopping { exit_now("SIGINT"); }
+                stopping = true;
                 tracing::info!("SIGINT: shutting down");
                 if let Some(sd) = &sd { sd.stopping(); }
 
@@ -282,7 +289,11 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
         }
     };
     control.close().await;
-    history.flush().await;
+    tokio::select! {
+        _ = history.flush_within(vigil_actors::history::FLUSH_BOUND) => {}
+        _ = sigterm.recv() => exit_now("SIGTERM"),
+        _ = sigint.recv() => exit_now("SIGINT"),
+    }
     // Killed processes that had left their groups were adopted by us: reap the last ones.
     vigil_actors::reaper::reap_orphans();
     match outcome {
@@ -297,6 +308,14 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
             "the root supervisor died unexpectedly; every worker was stopped".into(),
         )),
     }
+}
+
+/// A second SIGTERM/SIGINT during shutdown: exit now (status 1). The guardian kills whatever
+/// workers are left; unwritten history is lost.
+fn exit_now(signal: &str) -> ! {
+    tracing::warn!("second {signal} during shutdown: exiting now");
+    eprintln!("vigil: second {signal} during shutdown: exiting now");
+    std::process::exit(1);
 }
 
 fn signal_error(e: std::io::Error) -> CliError {
