@@ -121,3 +121,179 @@ fn a_second_sigterm_exits_at_once() {
         (!alive(pid)).then_some(())
     });
 }
+
+// ------------------------------------------------------------------ 2. a removed log directory
+
+#[test]
+fn a_removed_log_directory_is_recreated_with_one_warning() {
+    let chatty = sh_worker(
+        "chatty",
+        "while :; do echo a line of output from the chatty worker; sleep 0.01; done",
+        &format!("{FAST}, log: (max_bytes: 4096, max_files: 2)"),
+    );
+    let quiet = sh_worker("quiet", "echo $$ >> pids; exec sleep 1000", FAST);
+    let home = Home::new("", &format!("{chatty}\n{quiet}"));
+    let mut server = home.serve();
+    let pid = wait_for(LONG, "quiet worker", || home.pids("pids").first().copied());
+    server.track(pid);
+    wait_for(LONG, "a rotation of chatty's log", || {
+        home.path()
+            .join("var/log/chatty.log.1")
+            .exists()
+            .then_some(())
+    });
+    std::fs::remove_dir_all(home.path().join("var/log")).unwrap();
+    // The next failed rotation recreates the directory and the file.
+    wait_for(LONG, "chatty.log recreated", || {
+        std::fs::read_to_string(home.log("chatty"))
+            .ok()
+            .filter(|t| t.contains("chatty worker"))
+    });
+    // A restart of the quiet worker reopens its (removed) file.
+    // SAFETY: plain kill(2) of the worker's leader.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let text = wait_for(LONG, "quiet.log recreated by the restart", || {
+        std::fs::read_to_string(home.log("quiet"))
+            .ok()
+            .filter(|t| t.contains("started generation 2"))
+    });
+    assert!(text.contains("[vigil] "), "{text}");
+    // Let chatty rotate a few more times in the new directory, then count warnings.
+    wait_for(LONG, "chatty rotating again", || {
+        home.path()
+            .join("var/log/chatty.log.2")
+            .exists()
+            .then_some(())
+    });
+    let stderr = server.stderr();
+    let warnings = stderr.matches("log rotation failed").count();
+    assert!(warnings <= 1, "{warnings} rotation warnings:\n{stderr}");
+    let proc_fd = format!("/proc/{}/fd", server.pid);
+    let deleted: Vec<String> = std::fs::read_dir(&proc_fd)
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|p| p.display().to_string())
+                .filter(|p| p.contains("chatty.log") && p.ends_with("(deleted)"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        deleted.is_empty(),
+        "still writing deleted files: {deleted:?}"
+    );
+}
+
+// ------------------------------------------------------------------ 3. disk full
+
+/// A small tmpfs mounted on a temporary directory, unmounted on drop; `None` with a loud
+/// `SKIP:` when mounting is not possible (not root).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str, test: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: {test}: cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    /// A file taking every free byte.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        while f.write_all(&[0u8; 1]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_warns_once_and_counts_the_lost_lines() {
+    let Some(fs) = Tmpfs::mount("1m", "a_full_disk_warns_once") else {
+        return;
+    };
+    let logs = fs.dir.path().join("log");
+    let home = Home::new(
+        &format!("log_dir: {:?},", logs.display().to_string()),
+        &sh_worker(
+            "chatty",
+            "while :; do echo a line of output from the chatty worker; sleep 0.005; done",
+            FAST,
+        ),
+    );
+    let mut server = home.serve();
+    control_wait_ready(&home);
+    let worker_log = logs.join("chatty.log");
+    wait_for(LONG, "chatty writing", || {
+        std::fs::read_to_string(&worker_log)
+            .ok()
+            .filter(|t| t.contains("chatty worker"))
+    });
+    let filler = fs.fill();
+    wait_for(LONG, "the one warning", || {
+        server
+            .stderr()
+            .contains("log writing stopped")
+            .then_some(())
+    });
+    // Lines keep coming while the disk is full: wait until several were surely lost.
+    let full_since = std::fs::metadata(&worker_log).unwrap().len();
+    wait_for(LONG, "the worker to write on", || {
+        let out = home.run(&["status", "chatty", "--json"]);
+        out.status.success().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300)); // lines are lost meanwhile (not a negative check)
+    std::fs::remove_file(filler).unwrap();
+    let text = wait_for(LONG, "the lost-lines marker", || {
+        std::fs::read_to_string(&worker_log)
+            .ok()
+            .filter(|t| t.contains("lines lost: disk full"))
+    });
+    let marker = text
+        .lines()
+        .find(|l| l.contains("lines lost: disk full"))
+        .unwrap();
+    let n: u64 = marker
+        .split("[vigil] ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("marker without a count: {marker}"));
+    assert!(n >= 2, "{marker} (file was {full_since} bytes)");
+    let stderr = server.stderr();
+    assert_eq!(
+        stderr.matches("log writing stopped").count(),
+        1,
+        "one warning for the whole outage:\n{stderr}"
+    );
+    // vigil.log either took the warning (room left in its last page) or marks what it lost.
+    wait_for(LONG, "vigil.log's warning or its lost-lines marker", || {
+        std::fs::read_to_string(logs.join("vigil.log"))
+            .ok()
+            .filter(|t| {
+                t.contains("lines lost: disk full")
+                    || (t.contains("log writing stopped") && t.contains("log writing resumed"))
+            })
+    });
+    let status = server.terminate(LONG).expect("server exits");
+    assert_eq!(status.code(), Some(0));
+}

@@ -439,7 +439,10 @@ impl SupervisorState {
 
     fn try_spawn(&mut self, myself: &ActorRef<WorkerMsg>) -> Result<ProcessGroup, String> {
         let log = match &self.log {
-            Some(log) => log.clone(),
+            Some(log) => {
+                log.reopen_if_replaced();
+                log.clone()
+            }
             None => {
                 let log = LogFile::open(&self.spec.log).map_err(|e| {
                     format!(

@@ -62,3 +62,79 @@ fn a_database_corrupt_past_its_first_page_is_moved_aside() {
         "{events:?}"
     );
 }
+
+/// A small tmpfs mounted on a temporary directory, unmounted on drop. `None` (with a loud
+/// `SKIP:`) when mounting is not possible here (not root, no mount namespace rights).
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str, test: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIP: {test}: cannot mount a tmpfs (needs root)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    /// Fill the file system: a file taking every free byte.
+    pub fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.dir.path().join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 4096];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(&[0u8; 1]);
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_loses_lines_with_a_count_written_when_space_returns() {
+    use vigil_actors::logfile::LogFile;
+    use vigil_actors::spec::LogSpec;
+    let Some(fs) = Tmpfs::mount("256k", "a_full_disk_loses_lines") else {
+        return;
+    };
+    let spec = LogSpec {
+        path: fs.dir.path().join("w.log"),
+        max_bytes: 1 << 30,
+        max_files: 1,
+    };
+    let log = LogFile::open(&spec).unwrap();
+    // Fill the file's first page exactly: tmpfs would take later writes into it without
+    // needing a free block.
+    let pad = 4096 - "2026-12-02T15:48:56.836Z [vigil] before \n".len();
+    log.note(&format!("before {}", "b".repeat(pad)));
+    assert_eq!(std::fs::metadata(&spec.path).unwrap().len(), 4096);
+    let filler = fs.fill();
+    for i in 0..25 {
+        log.note(&format!("lost {i}"));
+    }
+    std::fs::remove_file(filler).unwrap();
+    log.note("after");
+    let text = std::fs::read_to_string(&spec.path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("[vigil] before"), "{text}");
+    let marker = lines
+        .iter()
+        .position(|l| l.ends_with("[vigil] 25 lines lost: disk full"))
+        .unwrap_or_else(|| panic!("no lost-lines marker: {text}"));
+    assert!(lines[marker + 1].ends_with("[vigil] after"), "{text}");
+}

@@ -343,7 +343,11 @@ fn init_server_log(
     // never wait for a slow terminal or disk (lines are dropped if the queue fills).
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_LINES_BUFFERED)
-        .finish(Tee { file });
+        .finish(Tee {
+            file,
+            lost: 0,
+            why: String::new(),
+        });
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
         .with(filter)
@@ -353,20 +357,50 @@ fn init_server_log(
 }
 
 /// Every server log line goes to `vigil.log` and to stderr (the journal, or a terminal).
+/// When the file cannot be written (disk full), the lines are counted, and the first line that
+/// can be written again is preceded by `[vigil] N lines lost: disk full`.
 struct Tee {
     file: std::fs::File,
+    lost: u64,
+    why: String,
 }
 
 impl std::io::Write for Tee {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // stderr is best effort (it may be closed); the file is the record.
         let _ = std::io::stderr().write_all(buf);
-        self.file.write_all(buf)?;
+        if self.lost > 0 {
+            let marker = format!(
+                "{} [vigil] {} lines lost: {}\n",
+                jiff::Timestamp::now(),
+                self.lost,
+                self.why
+            );
+            if self.file.write_all(marker.as_bytes()).is_err() {
+                self.lost += 1;
+                return Ok(buf.len());
+            }
+            self.lost = 0;
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            // Said once on stderr; the count goes into the file when it works again.
+            self.why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                "disk full".into()
+            } else {
+                e.to_string()
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "vigil: cannot write vigil.log ({e}); counting lost lines until it works again"
+            );
+            self.lost = 1;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        let _ = self.file.flush();
+        Ok(())
     }
 }
 
