@@ -297,3 +297,44 @@ fn a_full_disk_warns_once_and_counts_the_lost_lines() {
     let status = server.terminate(LONG).expect("server exits");
     assert_eq!(status.code(), Some(0));
 }
+
+// ------------------------------------------------------------------ 4. watchdog after a pause
+
+#[test]
+fn a_paused_server_does_not_watchdog_kill_a_heartbeating_worker() {
+    let script = "echo $$ >> pids; while :; do echo WATCHDOG=1 >&$VIGIL_NOTIFY_FD; sleep 0.1; done";
+    let home = Home::new(
+        "",
+        &sh_worker(
+            "w",
+            script,
+            &format!("{FAST}, heartbeat_timeout: Some(\"1s\")"),
+        ),
+    );
+    let mut server = home.serve();
+    let pid = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    server.track(pid);
+    control_wait_ready(&home);
+    for _ in 0..3 {
+        server.signal(libc::SIGSTOP);
+        // The fault itself: the server is paused for longer than the heartbeat timeout.
+        std::thread::sleep(Duration::from_millis(2500));
+        server.signal(libc::SIGCONT);
+        // Wait until the server has read the heartbeats queued while it was paused.
+        wait_for(LONG, "a fresh heartbeat after SIGCONT", || {
+            let node = control_worker(&home, "w");
+            node["heartbeat_age_ms"]
+                .as_u64()
+                .filter(|age| *age < 1000)
+                .map(|_| node)
+        });
+    }
+    let node = control_worker(&home, "w");
+    assert_eq!(node["pid"], pid, "the worker was replaced: {node}");
+    assert!(alive(pid));
+    let exits = home.history(Some("w"));
+    assert!(
+        exits.iter().all(|e| e["reason"] != "watchdog"),
+        "watchdog kill after the pause: {exits:?}"
+    );
+}

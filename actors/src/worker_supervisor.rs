@@ -145,7 +145,13 @@ struct Live {
     /// The last `READY=1` or `WATCHDOG=1`; `None` before the first.
     last_heartbeat: Option<Instant>,
     heartbeat_ticket: Option<u64>,
+    /// The deadline passed once: confirmed after [`NOTIFY_DRAIN`], so that heartbeats still
+    /// queued in the notify pipe (a paused or starved server) are read before the kill.
+    heartbeat_overdue: bool,
 }
+
+/// How long a passed heartbeat deadline waits for queued notify lines before the watchdog kills.
+const NOTIFY_DRAIN: Duration = Duration::from_millis(200);
 
 /// Why a stop was requested, and what happens after the group has exited.
 #[derive(Debug)]
@@ -395,6 +401,7 @@ impl SupervisorState {
                     group,
                     generation,
                     heartbeat_ticket: None,
+                    heartbeat_overdue: false,
                 };
                 if let Some(timeout) = policy.heartbeat_timeout {
                     live.heartbeat_ticket = Some(self.arm(myself, timeout));
@@ -803,10 +810,19 @@ impl SupervisorState {
         if matches!(self.phase, Phase::Stopping { .. }) {
             return Ok(());
         }
-        if age < timeout {
-            let ticket = self.arm(myself, timeout - age);
+        let overdue = live.heartbeat_overdue;
+        if age < timeout || !overdue {
+            // Not due yet, or due for the first time: look again once the notify lines queued
+            // meanwhile (a server paused by SIGSTOP wakes to a full pipe) have been read.
+            let after = if age < timeout {
+                timeout - age
+            } else {
+                NOTIFY_DRAIN
+            };
+            let ticket = self.arm(myself, after);
             if let Some(live) = self.phase.live_mut() {
                 live.heartbeat_ticket = Some(ticket);
+                live.heartbeat_overdue = age >= timeout;
             }
             return Ok(());
         }
