@@ -338,3 +338,126 @@ fn a_paused_server_does_not_watchdog_kill_a_heartbeating_worker() {
         "watchdog kill after the pause: {exits:?}"
     );
 }
+
+// ------------------------------------------------------------------ 5, 7, 10. config bounds
+
+/// `vigil check` on a config with `workers`: (exit code, stderr).
+fn check(workers: &str) -> (Option<i32>, String) {
+    let home = Home::new("", workers);
+    let out = home.run(&["check"]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_refused(workers: &str, needle: &str) -> String {
+    let (code, stderr) = check(workers);
+    assert_eq!(code, Some(2), "accepted: {workers}\n{stderr}");
+    assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("config.ron:"),
+        "the error names the file: {stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn unbounded_numbers_are_refused_by_check() {
+    let w = |extra: &str| sh_worker("w", "exit 0", extra);
+    assert_refused(
+        &w("log: (max_files: 4294967295)"),
+        "log.max_files must be at most 1000",
+    );
+    assert_refused(
+        &w("log: (max_files: 100000)"),
+        "log.max_files must be at most 1000",
+    );
+    assert_refused(
+        &w("log: (max_bytes: 18446744073709551615)"),
+        "log.max_bytes must be at most",
+    );
+    assert_refused(
+        &w("shutdown: (grace: \"2600000000000000h\")"),
+        "longer than the most vigil accepts",
+    );
+    assert_refused(
+        &w("backoff: (max: \"2600000000000000h\")"),
+        "longer than the most vigil accepts",
+    );
+    assert_refused(
+        &w("intensity: (max_restarts: 4294967295, within: \"1s\")"),
+        "intensity.max_restarts must be at most",
+    );
+    assert_refused(
+        &w("backoff: (multiplier: 1e300)"),
+        "backoff.multiplier must be at most",
+    );
+    // The bounds themselves pass.
+    let (code, stderr) = check(&w(
+        "log: (max_files: 1000), shutdown: (grace: \"365days\"), backoff: (max: \"365days\")",
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn the_longest_grace_does_not_panic_the_client() {
+    let home = Home::new(
+        "",
+        &sh_worker(
+            "w",
+            "echo $$ >> pids; exec sleep 1000",
+            &format!("{FAST}, shutdown: (grace: \"365days\")"),
+        ),
+    );
+    let mut server = home.serve();
+    let pid = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    server.track(pid);
+    control_wait_ready(&home);
+    // sleep dies of SIGTERM at once: the long grace is only a bound.
+    let out = home.run(&["restart", "w"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = home.run(&["shutdown"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.wait(LONG).expect("the server exits");
+}
+
+#[test]
+fn names_that_collide_or_cannot_be_typed_are_refused_and_quoted_short() {
+    let e = assert_refused(&sh_worker("vigil", "exit 0", ""), "is reserved");
+    assert!(e.contains("vigil.log"), "{e}");
+    assert_refused(&sh_worker("-x", "exit 0", ""), "must not start with '-'");
+    let long = "n".repeat(10_000);
+    let e = assert_refused(&sh_worker(&long, "exit 0", ""), "longer than 128");
+    assert!(
+        e.len() < 400,
+        "the bad name is quoted whole: {} bytes",
+        e.len()
+    );
+    assert!(e.contains("10000 characters"), "{e}");
+    // Still accepted: names that merely contain the reserved word.
+    let (code, stderr) = check(&sh_worker("vigil-web", "exit 0", ""));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn nul_bytes_in_argv_and_env_are_refused() {
+    let nul_argv =
+        "        (name: \"w\", kind: Command(argv: [\"/bin/echo\", \"a\\u{0}b\"])),".to_string();
+    assert_refused(&nul_argv, "kind.argv[1]");
+    let nul_env =
+        "        (name: \"w\", kind: Command(argv: [\"/bin/true\"], env: {\"K\": \"a\\u{0}b\"})),"
+            .to_string();
+    assert_refused(&nul_env, "NUL");
+}
