@@ -461,3 +461,51 @@ fn nul_bytes_in_argv_and_env_are_refused() {
             .to_string();
     assert_refused(&nul_env, "NUL");
 }
+
+// ------------------------------------------------------------------ 6. records after a crash
+
+#[test]
+fn every_worker_has_exactly_one_record_after_the_server_is_killed() {
+    for round in 0..3 {
+        let chatty = sh_worker(
+            "chatty",
+            "echo $$ >> chatty.pid; while :; do echo x; sleep 0.01; done",
+            FAST,
+        );
+        let quiet = sh_worker("quiet", "echo $$ >> quiet.pid; exec sleep 1000", FAST);
+        let home = Home::new("", &format!("{chatty}\n{quiet}"));
+        let mut server = home.serve();
+        let c = wait_for(LONG, "chatty", || home.pids("chatty.pid").first().copied());
+        let q = wait_for(LONG, "quiet", || home.pids("quiet.pid").first().copied());
+        server.track(c);
+        server.track(q);
+        // Both live-process rows are committed once status answers with both pids.
+        wait_for(LONG, "both rows", || {
+            let rows = vigil_actors::history::query_live_processes(
+                &home.path().join("var/history.sqlite"),
+            )
+            .ok()?;
+            (rows.len() == 2).then_some(())
+        });
+        let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
+        server.signal(libc::SIGKILL);
+        server.wait(LONG).expect("server died");
+        wait_for(LONG, "the guardian's cleanup", || {
+            (!alive(guardian)).then_some(())
+        });
+        for (worker, pid) in [("chatty", c), ("quiet", q)] {
+            let exits = home.history(Some(worker));
+            let mine: Vec<_> = exits.iter().filter(|e| e["pid"] == pid).collect();
+            assert_eq!(
+                mine.len(),
+                1,
+                "round {round}: {worker} pid {pid} needs exactly one record: {exits:?}"
+            );
+            assert!(!alive(pid));
+        }
+        let rows =
+            vigil_actors::history::query_live_processes(&home.path().join("var/history.sqlite"))
+                .unwrap();
+        assert!(rows.is_empty(), "{rows:?}");
+    }
+}

@@ -897,6 +897,24 @@ fn open_reader(db: &Path) -> Result<Option<Connection>, HistoryError> {
     Ok(Some(conn))
 }
 
+/// Whether an exit record of `worker`'s process `pid` in `generation` exists.
+pub fn exit_recorded(
+    db: &Path,
+    worker: &str,
+    pid: u32,
+    generation: u64,
+) -> Result<bool, HistoryError> {
+    let Some(conn) = open_reader(db)? else {
+        return Ok(false);
+    };
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM exits WHERE worker = ?1 AND pid = ?2 AND generation = ?3)",
+        params![worker, pid, to_i64(generation)],
+        |r| r.get(0),
+    )
+    .map_err(sqlite_err(db))
+}
+
 /// Exit records, newest first, optionally of one worker, at most `limit`.
 ///
 /// Uses its own read-only connection, so it works with or without a running server. A database
