@@ -509,3 +509,41 @@ fn every_worker_has_exactly_one_record_after_the_server_is_killed() {
         assert!(rows.is_empty(), "{rows:?}");
     }
 }
+
+// ------------------------------------------------------------------ 8. start of a failed worker
+
+#[test]
+fn a_worker_that_fails_at_once_keeps_its_generations_and_says_why() {
+    let home = Home::new(
+        "root: (backoff: (initial: \"30s\", max: \"60s\", jitter: 0.0)),",
+        "        (name: \"w\", kind: Command(argv: [\"/nonexistent/program\"]), backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), start_secs: \"0s\", intensity: (max_restarts: 2, within: \"60s\")),",
+    );
+    let _server = home.serve();
+    control_wait_ready(&home);
+    wait_for(LONG, "three failed starts", || {
+        (home.history(Some("w")).len() == 3).then_some(())
+    });
+    let node = control_worker(&home, "w");
+    assert_eq!(node["generation"], 3, "{node}");
+    assert_eq!(node["restarts"], 2, "{node}");
+    assert_eq!(node["last_exit"]["reason"], "spawn_failed", "{node}");
+    let out = home.run(&["stop", "w"]);
+    assert!(out.status.success());
+    let node = control_worker(&home, "w");
+    assert_eq!(node["generation"], 3, "after stop: {node}");
+    assert_eq!(node["last_exit"]["generation"], 3, "after stop: {node}");
+    let out = home.run(&["start", "w"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("restarts within"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let exits = home.history(Some("w"));
+    let mut gens: Vec<u64> = exits
+        .iter()
+        .map(|e| e["generation"].as_u64().unwrap())
+        .collect();
+    gens.sort();
+    assert_eq!(gens, vec![1, 2, 3, 4, 5, 6], "{exits:?}");
+    let log = server_log(&home);
+    assert!(!log.contains("panicked during startup"), "{log}");
+}

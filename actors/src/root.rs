@@ -337,6 +337,16 @@ impl RootState {
         };
         match Actor::spawn_linked(None, WorkerSupervisor, args, myself.get_cell()).await {
             Ok((child, _join)) => self.slots[i].state = SlotState::Live(child),
+            // The first spawns run inside the supervisor's start: a worker that fails at once
+            // (spawn_failed with no backoff) escalates before its supervisor is up. That is an
+            // escalation like any other: keep its counters and say what happened.
+            Err(ractor::SpawnErr::StartupFailed(err)) if err.is::<Escalation>() => {
+                if let Ok(escalation) = err.downcast::<Escalation>() {
+                    let text = escalation.to_string();
+                    self.slots[i].carry = escalation.carry;
+                    self.escalate(myself, i, text);
+                }
+            }
             Err(e) => {
                 let name = self.slots[i].spec.name.clone();
                 tracing::error!(worker = %name, error = %e, "cannot start the worker's supervisor");
@@ -502,6 +512,11 @@ impl RootState {
                             action: WorkerAction::Start,
                             reply,
                         });
+                    }
+                    SlotState::Failed { reason, .. } => {
+                        let _ = reply.send(Err(ControlError::Failed(format!(
+                            "{worker} failed again at once: {reason}"
+                        ))));
                     }
                     _ => {
                         let _ = reply.send(Err(ControlError::Failed(format!(
