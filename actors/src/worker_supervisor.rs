@@ -630,7 +630,10 @@ impl SupervisorState {
         match decision {
             Decision::Restart { delay } => {
                 self.restarts += 1;
-                if delay.is_zero() {
+                // A failed spawn is handled inside `start`: restarting it at once from here
+                // would recurse (a thousand failed spawns overflowed the stack). It goes
+                // through a 0 ms timer, one message per attempt.
+                if delay.is_zero() && ended.pid.is_some() {
                     self.start(myself)?;
                 } else {
                     self.events.publish(|| Event {
@@ -726,6 +729,7 @@ impl SupervisorState {
         match event {
             NotifyEvent::Ready => {
                 live.last_heartbeat = Some(Instant::now());
+                live.heartbeat_overdue = false;
                 if let Phase::Starting { .. } = self.phase {
                     if let Phase::Starting { live, .. } =
                         std::mem::replace(&mut self.phase, Phase::Stopped)
@@ -737,7 +741,12 @@ impl SupervisorState {
                     }
                 }
             }
-            NotifyEvent::Watchdog => live.last_heartbeat = Some(Instant::now()),
+            NotifyEvent::Watchdog => {
+                live.last_heartbeat = Some(Instant::now());
+                // A confirmation already armed must not act on a deadline this heartbeat met
+                // (it may fire only after the next pause of the server).
+                live.heartbeat_overdue = false;
+            }
             NotifyEvent::Status(text) => self.status_text = Some(text),
             NotifyEvent::Stopping => {
                 tracing::info!(worker = %self.spec.name, generation, "worker says it is stopping");

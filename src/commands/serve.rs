@@ -235,6 +235,8 @@ async fn serve(spec: vigil_actors::spec::TreeSpec) -> Result<ExitCode, CliError>
     let workers = spec.workers.len();
     // The client derives the same bounds from the same config (see `protocol::Timeouts`).
     let timeouts = Timeouts::for_tree(&spec);
+    // Before the workers take descriptors: the control socket's spare one (EMFILE).
+    vigil_actors::control::reserve_descriptor();
     let tree = Tree::start(spec, history.clone())
         .await
         .map_err(|e| CliError::Runtime(e.to_string()))?;
