@@ -125,4 +125,6 @@ impl Loaded {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
