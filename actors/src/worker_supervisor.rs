@@ -34,13 +34,13 @@ use crate::history::History;
 use crate::latency::LatencyWindow;
 use crate::logfile::LogFile;
 use crate::notify::NotifyEvent;
-use crate::policy::{BackoffCounter, RestartWindow, should_restart};
+use crate::policy::{BackoffCounter, RestartWindow};
 use crate::process::{self, ExitReport, ProcessEvent, ProcessGroup, SpawnRequest};
 use crate::root::{ControlError, WorkerAction};
 use crate::signal::Signal;
 use crate::snapshot::{WorkerSnapshot, WorkerState};
 use crate::spec::WorkerSpec;
-use crate::worker_type::{ExitVerdict, LaunchContext};
+use crate::worker_type::LaunchContext;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -662,45 +662,39 @@ impl SupervisorState {
         }
     }
 
-    /// The restart decision for one ended run (pure but for the jitter sample and the clock).
+    /// The restart decision for one ended run: [`crate::policy::decide`] over this worker's
+    /// policy, window and counter, now, with a fresh jitter sample.
     fn decide(&mut self, ended: &Ended) -> Decision {
-        let policy = self.spec.policy;
-        match ended.cause {
-            Some(StopCause::Operator) => return Decision::Stop("stopped by operator".into()),
-            Some(StopCause::Shutdown) => return Decision::Stop("server shutting down".into()),
-            Some(StopCause::Restart) if !self.terminating => {
-                self.counter.reset();
-                return Decision::Restart {
-                    delay: Duration::ZERO,
-                };
-            }
-            Some(StopCause::Restart) => return Decision::Stop("server shutting down".into()),
-            Some(StopCause::Watchdog) | None => {}
-        }
-        if self.terminating {
-            return Decision::Stop("server shutting down".into());
-        }
-        let verdict = self.spec.worker_type.classify_exit(&ended.exit);
-        let floor = match verdict {
-            ExitVerdict::DoNotRestart => {
-                return Decision::Stop(format!(
-                    "{} says do not restart",
-                    self.spec.worker_type.kind()
-                ));
-            }
-            ExitVerdict::RetryAfter(d) => d,
-            ExitVerdict::UsePolicy => {
-                if !should_restart(policy.restart, &ended.exit) {
-                    return Decision::Stop(format!("{:?} worker", policy.restart).to_lowercase());
-                }
-                Duration::ZERO
-            }
+        use crate::policy::{self, Cause};
+        let cause = match ended.cause {
+            None => Cause::Own,
+            Some(StopCause::Operator) => Cause::Operator,
+            Some(StopCause::Restart) => Cause::Restart,
+            Some(StopCause::Shutdown) => Cause::Shutdown,
+            Some(StopCause::Watchdog) => Cause::Watchdog,
         };
-        let in_window = self.window.add(Instant::now(), policy.intensity.within);
-        if in_window > policy.intensity.max_restarts {
-            return Decision::Escalate(Box::new(Escalation {
+        let input = policy::Ended {
+            exit: &ended.exit,
+            verdict: self.spec.worker_type.classify_exit(&ended.exit),
+            cause,
+            uptime: ended.uptime,
+            terminating: self.terminating,
+        };
+        let policy = self.spec.policy;
+        match policy::decide(
+            &policy,
+            self.spec.worker_type.kind(),
+            input,
+            &mut self.window,
+            &mut self.counter,
+            Instant::now(),
+            fastrand::f64(),
+        ) {
+            policy::Decision::Restart { delay } => Decision::Restart { delay },
+            policy::Decision::Stop(why) => Decision::Stop(why),
+            policy::Decision::Escalate { restarts } => Decision::Escalate(Box::new(Escalation {
                 worker: self.spec.name.clone(),
-                restarts: in_window,
+                restarts,
                 max_restarts: policy.intensity.max_restarts,
                 within: policy.intensity.within,
                 carry: Carry {
@@ -709,13 +703,8 @@ impl SupervisorState {
                     last_exit: None,
                     oom_kills: self.oom_kills,
                 },
-            }));
+            })),
         }
-        let attempt = self
-            .counter
-            .next_attempt(ended.uptime, policy.backoff.reset_after);
-        let delay = policy.backoff.delay(attempt, fastrand::f64()).max(floor);
-        Decision::Restart { delay }
     }
 
     // -----------------------------------------------------------------------------------------
