@@ -27,7 +27,7 @@
 //!   `error` level): the newest exits and the live-process rows are what the next decision needs.
 //! - At shutdown the writer keeps retrying for at most [`SHUTDOWN_RETRY`]; what still cannot be
 //!   written then is logged as lost, so a broken disk cannot hang the server's exit.
-//! - A database SQLite calls corrupt at open (`PRAGMA quick_check`) is renamed to
+//! - A database SQLite calls corrupt at open (`PRAGMA quick_check`) or on a write is renamed to
 //!   `history.sqlite.corrupt-<time>` and a fresh one is started, with a `history_corrupt` event:
 //!   supervision matters more than history.
 //! - A [`History::flush`] issued while the database is unwritable waits until the retry succeeds
@@ -642,6 +642,32 @@ impl Writer {
                 if !busy {
                     // Reopen on the next attempt: the file may have been replaced or repaired.
                     self.conn = None;
+                }
+                if is_corruption(&e) {
+                    // Corrupt under a running server: the same as at open, the file is moved
+                    // aside and the pending records go into a fresh one on the next attempt.
+                    match move_aside(&self.path) {
+                        Ok(aside) => {
+                            tracing::error!(
+                                db = %self.path.display(),
+                                moved_to = %aside.display(),
+                                error = %e,
+                                "history database is corrupt: moved aside, starting a fresh one"
+                            );
+                            self.pending.push_front(Write::Event(EventRecord {
+                                at: now_rfc3339(),
+                                worker: "vigil".into(),
+                                kind: "history_corrupt".into(),
+                                detail: format!(
+                                    "the history database became corrupt; moved aside to {}",
+                                    aside.display()
+                                ),
+                            }));
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "history database is corrupt and cannot be moved aside")
+                        }
+                    }
                 }
                 tracing::warn!(
                     db = %self.path.display(),
