@@ -555,6 +555,13 @@ fn a_worker_that_fails_at_once_keeps_its_generations_and_says_why() {
     assert_eq!(gens, vec![1, 2, 3, 4, 5, 6], "{exits:?}");
     let log = server_log(&home);
     assert!(!log.contains("panicked during startup"), "{log}");
+    // The operator's start began the root backoff again: 30 s, not doubled to 60 s.
+    let node = wait_for(LONG, "the second escalation", || {
+        let node = control_worker(&home, "w");
+        (node["state"] == "failed").then_some(node)
+    });
+    let next = node["next_start_in_ms"].as_u64().unwrap_or(0);
+    assert!(next <= 30_000, "root backoff doubled: {node}");
 }
 
 // ------------------------------------------------------------------ 9. EMFILE on the socket

@@ -505,6 +505,8 @@ impl RootState {
                 SlotState::Failed { .. } | SlotState::Held | SlotState::Down,
                 WorkerAction::Start | WorkerAction::Restart,
             ) => {
+                // The operator asks for a fresh try: the root backoff starts again too.
+                self.counter.reset();
                 self.spawn_supervisor(myself, i, InitialState::Start).await;
                 match &self.slots[i].state {
                     SlotState::Live(child) => {
