@@ -642,3 +642,62 @@ fn a_thousand_failed_spawns_in_a_row_do_not_crash_the_server() {
     let status = server.terminate(LONG).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", server.stderr());
 }
+
+// ------------------------------------------------------------------ the control protocol
+
+/// Random bytes, line after line, to a real server: each line gets one error reply, and the
+/// server is unharmed (the seed is printed).
+#[test]
+fn garbage_on_the_control_socket_gets_error_replies_and_harms_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    let home = Home::new(
+        "",
+        &sh_worker("w", "echo $$ >> pids; exec sleep 1000", FAST),
+    );
+    let mut server = home.serve();
+    let pid = wait_for(LONG, "worker", || home.pids("pids").first().copied());
+    server.track(pid);
+    control_wait_ready(&home);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    eprintln!("control garbage: seed {seed}");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let socket = home.path().join("var/vigil.sock");
+    for conn in 0..5 {
+        let stream = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        for i in 0..100 {
+            let len = rng.usize(0..300);
+            let mut line: Vec<u8> = (0..len)
+                .map(|_| rng.u8(..))
+                .filter(|b| *b != b'\n')
+                .collect();
+            if rng.bool() {
+                // JSON-shaped garbage reaches the field checks.
+                line = format!("{{\"cmd\":\"{}\",\"x\":{}}}", rng.u32(..), rng.u8(..)).into_bytes();
+            }
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            line.push(b'\n');
+            writer.write_all(&line).expect("write");
+            let mut reply = String::new();
+            reader
+                .read_line(&mut reply)
+                .unwrap_or_else(|e| panic!("seed {seed}: conn {conn} line {i}: no reply: {e}"));
+            let v: serde_json::Value = serde_json::from_str(&reply)
+                .unwrap_or_else(|e| panic!("seed {seed}: reply is not JSON ({e}): {reply:?}"));
+            assert_eq!(v["ok"], false, "seed {seed}: {line:?} -> {v}");
+        }
+    }
+    let node = control_worker(&home, "w");
+    assert_eq!(node["pid"], pid, "seed {seed}: {node}");
+    let status = server.terminate(LONG).expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
