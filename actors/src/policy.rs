@@ -367,8 +367,18 @@ mod tests {
         let retry = ExitVerdict::RetryAfter(ms(5000));
         let no = ExitVerdict::DoNotRestart;
         let usep = ExitVerdict::UsePolicy;
+        type Row = (
+            RestartType,
+            ExitVerdict,
+            Cause,
+            bool,
+            Option<i32>,
+            Option<i32>,
+            usize,
+            Decision,
+        );
         #[rustfmt::skip]
-        let rows: &[(RestartType, ExitVerdict, Cause, bool, Option<i32>, Option<i32>, usize, Decision)] = &[
+        let rows: &[Row] = &[
             // Restart types on an exit of its own.
             (Permanent, usep, Own, false, Some(0), None, 0, restart(100)),
             (Permanent, usep, Own, false, Some(1), None, 0, restart(100)),
