@@ -1,6 +1,6 @@
 //! The storm harness (issue 16): N workers and a seeded random mix of `kill -9`, `stop`,
-//! `start` and `restart` against a real server, then the invariants: every spawned pid has
-//! exactly one EXIT record, nothing of the tree outlives the server, no zombie, and the server's
+//! `start` and `restart` against a real server, then the invariants: every spawn (pid, worker,
+//! generation) has exactly one EXIT record, nothing of the tree outlives the server, no zombie, and the server's
 //! descriptors and memory are back within a small bound.
 //!
 //! `cargo test --test storm -- --ignored --nocapture`; `VIGIL_STORM_SECS` (default 60),
@@ -77,19 +77,22 @@ fn storm() {
     eprintln!("storm: seed {seed}, {n} workers, {secs} s (replay with VIGIL_STORM_SEED={seed})");
     let mut rng = fastrand::Rng::with_seed(seed);
 
+    // Every process of this storm carries the token in its environment: pids wrap around in a
+    // long run (pid_max is often 32768), the token tells ours from a stranger with a reused pid.
+    let token = format!("{seed}-{}", std::process::id());
     let workers: Vec<String> = (0..n)
         .map(|i| {
             // Some exit on their own now and then, some chatter: every path of the exit code.
             let script = match i % 4 {
-                0 => "echo $$ >> pids; exec sleep 1000",
-                1 => "echo $$ >> pids; sleep 0.$((RANDOM % 9 + 1)); exit 3",
-                2 => "echo $$ >> pids; while :; do echo chatter; sleep 0.05; done",
-                _ => "echo $$ >> pids; trap 'exit 0' TERM; while :; do sleep 0.1; done",
+                0 => "echo $$ $VIGIL_WORKER $VIGIL_GENERATION >> spawns; exec sleep 1000",
+                1 => "echo $$ $VIGIL_WORKER $VIGIL_GENERATION >> spawns; sleep 0.$((RANDOM % 9 + 1)); exit 3",
+                2 => "echo $$ $VIGIL_WORKER $VIGIL_GENERATION >> spawns; while :; do echo chatter; sleep 0.05; done",
+                _ => "echo $$ $VIGIL_WORKER $VIGIL_GENERATION >> spawns; trap 'exit 0' TERM; while :; do sleep 0.1; done",
             };
-            sh_worker(
-                &format!("s{i}"),
-                script,
-                "backoff: (initial: \"10ms\", max: \"200ms\", jitter: 0.2), start_secs: \"0s\", intensity: (max_restarts: 100000, within: \"60s\"), shutdown: (grace: \"2s\")",
+            format!(
+                "        (name: \"s{i}\", kind: Command(argv: [\"/bin/sh\", \"-c\", {script:?}], env: {{\"STORM_TOKEN\": \"{token}\"}}), \
+                 backoff: (initial: \"10ms\", max: \"200ms\", jitter: 0.2), start_secs: \"0s\", \
+                 intensity: (max_restarts: 100000, within: \"60s\"), shutdown: (grace: \"2s\")),"
             )
         })
         .collect();
@@ -97,7 +100,7 @@ fn storm() {
     let mut server = home.serve();
     control_wait_ready(&home);
     wait_for(LONG, "every worker up", || {
-        (home.pids("pids").len() >= n).then_some(())
+        (home.lines("spawns").len() >= n).then_some(())
     });
     let fds_before = fd_count(server.pid);
     let rss_before = rss_kib(server.pid);
@@ -163,38 +166,69 @@ fn storm() {
         "seed {seed}: zombies of the server: {zombies:?}"
     );
 
-    // Every spawned pid: dead, and exactly one EXIT record.
-    let spawned = home.pids("pids");
-    let exits = home.history(None);
-    let out = home.run(&["history", "--json", "--limit", "1000000"]);
-    let exits: Vec<serde_json::Value> = if out.status.success() {
-        serde_json::from_slice(&out.stdout).unwrap_or(exits)
-    } else {
-        exits
-    };
-    let mut records: BTreeMap<u64, usize> = BTreeMap::new();
+    // Every spawn (pid, worker, generation): exactly one EXIT record, with that pid.
+    let spawns: Vec<(u64, String, u64)> = home
+        .lines("spawns")
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((
+                f.next()?.parse().ok()?,
+                f.next()?.to_string(),
+                f.next()?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let out = home.run(&["history", "--json", "--limit", "10000000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exits: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("history JSON");
+    let mut records: BTreeMap<(String, u64), Vec<u64>> = BTreeMap::new();
     for e in &exits {
-        if let Some(pid) = e["pid"].as_u64() {
-            *records.entry(pid).or_default() += 1;
+        if let (Some(w), Some(g), Some(pid)) = (
+            e["worker"].as_str(),
+            e["generation"].as_u64(),
+            e["pid"].as_u64(),
+        ) {
+            records.entry((w.to_string(), g)).or_default().push(pid);
         }
     }
-    let alive_left: Vec<u32> = spawned.iter().copied().filter(|p| alive(*p)).collect();
-    assert!(
-        alive_left.is_empty(),
-        "seed {seed}: outlived the server: {alive_left:?}"
-    );
-    let missing: Vec<u32> = spawned
-        .iter()
-        .copied()
-        .filter(|p| !records.contains_key(&u64::from(*p)))
-        .collect();
-    let doubled: Vec<(&u64, &usize)> = records.iter().filter(|(_, c)| **c > 1).collect();
+    let mut missing = Vec::new();
+    let mut doubled = Vec::new();
+    for (pid, w, g) in &spawns {
+        match records.get(&(w.clone(), *g)).map(Vec::as_slice) {
+            Some([p]) if p == pid => {}
+            None | Some([]) => missing.push((w.clone(), *g, *pid)),
+            Some(other) => doubled.push((w.clone(), *g, other.to_vec())),
+        }
+    }
+    // Nothing of the storm is left: no process carries its token.
+    let needle = format!("STORM_TOKEN={token}");
+    let left: Vec<u32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|p| alive(*p))
+                .filter(|p| {
+                    std::fs::read(format!("/proc/{p}/environ"))
+                        .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     eprintln!(
-        "storm: {} spawns, {} exit records, {} missing, {} doubled",
-        spawned.len(),
+        "storm: {} spawns, {} exit records, {} missing, {} doubled, {} left running",
+        spawns.len(),
         exits.len(),
         missing.len(),
-        doubled.len()
+        doubled.len(),
+        left.len()
+    );
+    assert!(
+        left.is_empty(),
+        "seed {seed}: outlived the server: {left:?}"
     );
     assert!(
         missing.is_empty(),
