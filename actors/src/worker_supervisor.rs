@@ -385,7 +385,7 @@ impl SupervisorState {
                 let pid = group.pid();
                 tracing::info!(worker = %self.spec.name, generation, pid, "worker started");
                 if let Some(log) = &self.log {
-                    log.note(&format!(
+                    log.note_start(&format!(
                         "{}{generation}, pid {pid}",
                         crate::logfile::START_MARKER
                     ));
@@ -419,6 +419,7 @@ impl SupervisorState {
             Err(message) => {
                 tracing::warn!(worker = %self.spec.name, generation, error = %message, "spawn failed");
                 if let Some(log) = &self.log {
+                    log.release();
                     log.note(&format!(
                         "generation {generation} failed to start: {message}"
                     ));
@@ -469,6 +470,8 @@ impl SupervisorState {
         let launch = self.spec.worker_type.launch(&ctx)?;
         let generation = self.generation;
         let me = myself.clone();
+        // The new process's first lines come after its start marker.
+        log.hold();
         let req = SpawnRequest {
             name: &self.spec.name,
             generation,
