@@ -86,7 +86,7 @@ impl Connection {
         request: &Request,
         timeout: Duration,
     ) -> Result<Box<RawValue>, ClientError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut line =
             serde_json::to_string(request).map_err(|err| ClientError::Protocol(err.to_string()))?;
         line.push('\n');
@@ -160,7 +160,7 @@ impl Connection {
     /// Wait until the server closes the connection (it does when it exits), at most `timeout`.
     /// Returns whether it did.
     pub fn wait_closed(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut sink = [0u8; 512];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -189,4 +189,13 @@ impl Connection {
             _ => ClientError::Io(err),
         }
     }
+}
+
+/// `now + timeout`, saturating at a year from now instead of panicking on overflow (the
+/// config bounds every duration, but a client must not panic on any bound it derives).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
 }

@@ -18,6 +18,9 @@
 //!   connection gets a `busy` reply and is closed; a connection that sends no complete request
 //!   for `idle` is closed; a reply the client does not read within `write` is abandoned and the
 //!   connection closed.
+//! - Out of descriptors (`EMFILE`), the socket still answers: a descriptor held in reserve
+//!   ([`reserve_descriptor`]) is given up for the waiting client; accept failures are logged
+//!   once and backed off (up to 1 s), not logged 20 times a second.
 //! - [`ControlServer::close`] stops accepting, removes the socket file, lets requests already
 //!   being answered write their replies (bounded), and ends every connection. Dropping the
 //!   [`ControlServer`] does the same without waiting: in-flight replies are lost.
@@ -117,7 +120,12 @@ impl ControlServer {
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(ControlServerError::RemoveStale { path, source }),
         }
-        let listener = UnixListener::bind(&path).map_err(|source| ControlServerError::Bind {
+        // Out of descriptors (the workers took them): the reserve makes room for the socket.
+        let listener = match UnixListener::bind(&path) {
+            Err(err) if out_of_descriptors(&err) && release_reserve() => UnixListener::bind(&path),
+            other => other,
+        }
+        .map_err(|source| ControlServerError::Bind {
             path: path.clone(),
             source,
         })?;
@@ -226,28 +234,100 @@ async fn closed(closing: &mut watch::Receiver<bool>) {
     let _ = closing.wait_for(|&c| c).await;
 }
 
+/// A descriptor held in reserve (`/dev/null`), process-wide: when the server runs out of
+/// descriptors, it is closed so that the control socket can still accept (and answer) one
+/// connection; it is taken back as soon as a descriptor is free again.
+static RESERVE: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Put a descriptor in reserve for the control socket, if none is held yet. The server calls it
+/// before the tree starts (while descriptors are plentiful); the accept loop calls it again
+/// after the reserve was used. Returns whether one is held.
+pub fn reserve_descriptor() -> bool {
+    let mut held = RESERVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if held.is_none() {
+        *held = std::fs::File::open("/dev/null").ok();
+    }
+    held.is_some()
+}
+
+fn release_reserve() -> bool {
+    RESERVE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+        .is_some()
+}
+
+/// EMFILE or ENFILE: out of descriptors (the process's or the system's).
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The longest pause of the accept loop while descriptors are exhausted.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     let mut closing = shared.closing.clone();
+    // While accept fails: the next pause, and how many failures were not logged.
+    let mut backoff: Option<(Duration, u64)> = None;
+    reserve_descriptor();
     loop {
         tokio::select! {
             () = closed(&mut closing) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    if connections.len() >= shared.limits.max_connections {
-                        refuse_busy(&stream, shared.limits.max_connections);
-                    } else {
-                        connections.spawn(serve_connection(stream, shared.clone()));
+            accepted = listener.accept() => {
+                let accepted = match accepted {
+                    Err(err) if out_of_descriptors(&err) && release_reserve() => {
+                        // The spare descriptor is free now: the waiting client takes it.
+                        let retried = match tokio::time::timeout(
+                            Duration::from_millis(100),
+                            listener.accept(),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(err),
+                        };
+                        if retried.is_ok() {
+                            tracing::warn!("control socket: out of file descriptors; answering with the reserved one");
+                        }
+                        retried
+                    }
+                    other => other,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        if let Some((_, suppressed)) = backoff.take() {
+                            tracing::info!(suppressed, "control socket: accepting again");
+                        }
+                        if connections.len() >= shared.limits.max_connections {
+                            refuse_busy(&stream, shared.limits.max_connections);
+                        } else {
+                            connections.spawn(serve_connection(stream, shared.clone()));
+                        }
+                    }
+                    Err(err) => {
+                        // Said once; then back off (50 ms doubling to 1 s) instead of spinning.
+                        let (pause, suppressed) = match backoff {
+                            None => {
+                                tracing::warn!(error = %err, "control socket: accept failed; backing off (not logged again until it works)");
+                                (Duration::from_millis(50), 0)
+                            }
+                            Some((pause, n)) => ((pause * 2).min(ACCEPT_BACKOFF_MAX), n + 1),
+                        };
+                        backoff = Some((pause, suppressed));
+                        tokio::time::sleep(pause).await;
+                        reserve_descriptor();
                     }
                 }
-                Err(err) => {
-                    // EMFILE and friends: say so, and give the system a moment instead of spinning.
-                    tracing::warn!(error = %err, "control socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
             },
-            // Reap finished connection tasks so the set does not grow with the server's age.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            // Reap finished connection tasks so the set does not grow with the server's age;
+            // a closed connection frees a descriptor: take the reserve back first.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {
+                reserve_descriptor();
+            }
         }
     }
     drop(listener);

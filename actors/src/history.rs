@@ -27,6 +27,9 @@
 //!   `error` level): the newest exits and the live-process rows are what the next decision needs.
 //! - At shutdown the writer keeps retrying for at most [`SHUTDOWN_RETRY`]; what still cannot be
 //!   written then is logged as lost, so a broken disk cannot hang the server's exit.
+//! - A database SQLite calls corrupt at open (`PRAGMA quick_check`) or on a write is renamed to
+//!   `history.sqlite.corrupt-<time>` and a fresh one is started, with a `history_corrupt` event:
+//!   supervision matters more than history.
 //! - A [`History::flush`] issued while the database is unwritable waits until the retry succeeds
 //!   (or until shutdown gives up): callers that cannot wait should wrap it in a timeout.
 
@@ -48,6 +51,10 @@ pub const MAX_PENDING: usize = 100_000;
 
 /// How long the writer keeps retrying at shutdown before it declares the rest lost.
 pub const SHUTDOWN_RETRY: Duration = Duration::from_secs(10);
+
+/// How long the server waits for history at shutdown ([`History::flush_within`]) before it
+/// exits without it.
+pub const FLUSH_BOUND: Duration = SHUTDOWN_RETRY;
 
 /// How long the writer waits for a lock held by another connection before it counts a failure
 /// (and retries later). Short on purpose: the retry loop, not SQLite, does the long waiting.
@@ -139,6 +146,14 @@ pub enum HistoryError {
         /// The newest version this build knows.
         known: i64,
     },
+    /// A corrupt database could not be moved aside.
+    #[error("cannot move the corrupt history database {} aside: {source}", path.display())]
+    MoveAside {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The writer thread could not be started.
     #[error("cannot start the history writer thread: {0}")]
     Thread(std::io::Error),
@@ -196,6 +211,8 @@ struct Counters {
     commands_written: AtomicU64,
     failures: AtomicU64,
     dropped: AtomicU64,
+    /// Set when a bounded flush timed out: at shutdown, give up after one more failed attempt.
+    abandon: std::sync::atomic::AtomicBool,
 }
 
 /// One command to the writer thread.
@@ -219,6 +236,7 @@ struct Inner {
     thread: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     path: PathBuf,
+    moved_aside: Option<PathBuf>,
 }
 
 impl Inner {
@@ -271,7 +289,20 @@ impl History {
                 source,
             })?;
         }
-        let conn = open_writer(path)?;
+        let (conn, moved_aside) = match open_checked(path) {
+            Ok(conn) => (conn, None),
+            Err(e) if is_corruption(&e) => {
+                let aside = move_aside(path)?;
+                tracing::error!(
+                    db = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "history database is corrupt: moved aside, starting a fresh one"
+                );
+                (open_writer(path)?, Some(aside))
+            }
+            Err(e) => return Err(e),
+        };
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
         let writer = Writer {
@@ -286,14 +317,31 @@ impl History {
             .name("vigil-history".into())
             .spawn(move || writer.run())
             .map_err(HistoryError::Thread)?;
-        Ok(History {
+        let history = History {
             inner: Arc::new(Inner {
                 tx,
                 thread: Mutex::new(Some(thread)),
                 counters,
                 path: path.to_path_buf(),
+                moved_aside: moved_aside.clone(),
             }),
-        })
+        };
+        if let Some(aside) = moved_aside {
+            history.record_event(
+                "vigil",
+                "history_corrupt",
+                &format!(
+                    "the previous history database was corrupt; moved aside to {}",
+                    aside.display()
+                ),
+            );
+        }
+        Ok(history)
+    }
+
+    /// Where [`open`](History::open) moved a corrupt database before starting a fresh one.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.inner.moved_aside.as_deref()
     }
 
     /// The database file this handle writes.
@@ -347,6 +395,28 @@ impl History {
         self.send(Command::Flush(tx));
         // An error means the writer is gone: nothing more will ever be committed.
         let _ = rx.await;
+    }
+
+    /// [`flush`](History::flush), waiting at most `bound`; false when it timed out. A timeout
+    /// also tells the writer to give up at shutdown after its next failed attempt (rather than
+    /// retry for [`SHUTDOWN_RETRY`] more): the caller has already waited that long.
+    pub async fn flush_within(&self, bound: Duration) -> bool {
+        if self.inner.counters.abandon.load(Ordering::Relaxed) {
+            // Already waited once: a second full wait would only double the hang.
+            return tokio::time::timeout(Duration::from_millis(100), self.flush())
+                .await
+                .is_ok();
+        }
+        let done = tokio::time::timeout(bound, self.flush()).await.is_ok();
+        if !done {
+            self.inner.counters.abandon.store(true, Ordering::Relaxed);
+            tracing::error!(
+                db = %self.inner.path.display(),
+                waited_ms = bound.as_millis() as u64,
+                "history could not be flushed in time; going on without it"
+            );
+        }
+        done
     }
 
     /// Commit everything queued, then stop and join the writer thread.
@@ -448,7 +518,7 @@ impl Writer {
                     }
                 }
                 (Phase::Closing { deadline, delay }, false) => {
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= deadline || self.counters.abandon.load(Ordering::Relaxed) {
                         let lost = self.pending.len() as u64;
                         self.counters.dropped.fetch_add(lost, Ordering::Relaxed);
                         tracing::error!(
@@ -574,6 +644,32 @@ impl Writer {
                 if !busy {
                     // Reopen on the next attempt: the file may have been replaced or repaired.
                     self.conn = None;
+                }
+                if is_corruption(&e) {
+                    // Corrupt under a running server: the same as at open, the file is moved
+                    // aside and the pending records go into a fresh one on the next attempt.
+                    match move_aside(&self.path) {
+                        Ok(aside) => {
+                            tracing::error!(
+                                db = %self.path.display(),
+                                moved_to = %aside.display(),
+                                error = %e,
+                                "history database is corrupt: moved aside, starting a fresh one"
+                            );
+                            self.pending.push_front(Write::Event(EventRecord {
+                                at: now_rfc3339(),
+                                worker: "vigil".into(),
+                                kind: "history_corrupt".into(),
+                                detail: format!(
+                                    "the history database became corrupt; moved aside to {}",
+                                    aside.display()
+                                ),
+                            }));
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "history database is corrupt and cannot be moved aside")
+                        }
+                    }
                 }
                 tracing::warn!(
                     db = %self.path.display(),
@@ -702,6 +798,64 @@ fn open_writer(path: &Path) -> Result<Connection, HistoryError> {
     Ok(conn)
 }
 
+/// Open the writer and check the file's structure (`PRAGMA quick_check`): a database whose first
+/// page is intact but whose later pages are garbage opens fine and fails on the first query.
+fn open_checked(path: &Path) -> Result<Connection, HistoryError> {
+    let conn = open_writer(path)?;
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(sqlite_err(path))?;
+    if verdict != "ok" {
+        return Err(HistoryError::Sqlite {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+                Some(verdict),
+            ),
+        });
+    }
+    Ok(conn)
+}
+
+/// Whether SQLite said the file is not a (sound) database.
+fn is_corruption(e: &HistoryError) -> bool {
+    match e {
+        HistoryError::Sqlite { source, .. } => matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ),
+        _ => false,
+    }
+}
+
+/// Rename `path` (and its WAL and shared-memory files) to `<path>.corrupt-<UTC time>`.
+fn move_aside(path: &Path) -> Result<PathBuf, HistoryError> {
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{stamp}"));
+    let aside = PathBuf::from(aside);
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| HistoryError::MoveAside {
+            path: from.to_path_buf(),
+            source,
+        })
+    };
+    rename(path, &aside)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut from = path.as_os_str().to_owned();
+        from.push(suffix);
+        let from = PathBuf::from(from);
+        if from.exists() {
+            let mut to = aside.as_os_str().to_owned();
+            to.push(suffix);
+            rename(&from, Path::new(&to))?;
+        }
+    }
+    Ok(aside)
+}
+
 /// Bring the schema to [`SCHEMA_VERSION`], in one transaction.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), HistoryError> {
     let err = sqlite_err(path);
@@ -766,6 +920,24 @@ fn open_reader(db: &Path) -> Result<Option<Connection>, HistoryError> {
         });
     }
     Ok(Some(conn))
+}
+
+/// Whether an exit record of `worker`'s process `pid` in `generation` exists.
+pub fn exit_recorded(
+    db: &Path,
+    worker: &str,
+    pid: u32,
+    generation: u64,
+) -> Result<bool, HistoryError> {
+    let Some(conn) = open_reader(db)? else {
+        return Ok(false);
+    };
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM exits WHERE worker = ?1 AND pid = ?2 AND generation = ?3)",
+        params![worker, pid, to_i64(generation)],
+        |r| r.get(0),
+    )
+    .map_err(sqlite_err(db))
 }
 
 /// Exit records, newest first, optionally of one worker, at most `limit`.

@@ -11,6 +11,8 @@
 //! - A worker that floods its output is never blocked by the supervisor: the reader drains the
 //!   pipe as fast as the page cache takes writes, one `write` per chunk read, never per line.
 //! - Disk use is bounded by `max_bytes × (max_files + 1)` plus one chunk.
+//! - A removed file or directory is recreated at the next spawn or failed rotation; lines that
+//!   could not be written (disk full) are counted and reported once writing works again.
 //!
 //! # Caveats
 //! - Lines longer than [`MAX_LINE`] are split; a line without a final newline is flushed when
@@ -57,6 +59,22 @@ struct Inner {
     size: u64,
     max_bytes: u64,
     max_files: u32,
+    /// Lines that could not be written since the last successful write, and why.
+    lost: Option<Lost>,
+    /// Rotation is failing: warned once, not again until it works.
+    rotation_failing: bool,
+    /// Output of a generation whose start marker is not written yet ([`LogFile::hold`]).
+    held: Option<Vec<u8>>,
+}
+
+/// The most output kept back while a start marker is pending; past it, it is written anyway.
+const MAX_HELD: usize = 1 << 20;
+
+/// Writing stopped: how many lines were lost so far, and the first error's short text.
+#[derive(Debug)]
+struct Lost {
+    lines: u64,
+    why: String,
 }
 
 impl LogFile {
@@ -74,6 +92,9 @@ impl LogFile {
                 size,
                 max_bytes: spec.max_bytes.max(1),
                 max_files: spec.max_files,
+                lost: None,
+                rotation_failing: false,
+                held: None,
             })),
         })
     }
@@ -85,9 +106,53 @@ impl LogFile {
         inner.max_files = max_files;
     }
 
+    /// Reopen the file (recreating its directory) when it is no longer the one at its path:
+    /// removed, or its directory removed (`rm -rf <log_dir>`). Called at each spawn, so a new
+    /// generation never writes into a deleted file. Returns whether it reopened.
+    pub fn reopen_if_replaced(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.is_current() {
+            return false;
+        }
+        match inner.reopen() {
+            Ok(()) => {
+                tracing::warn!(path = %inner.path.display(), "log file was removed; recreated it");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %inner.path.display(), error = %e, "log file was removed and cannot be recreated");
+                false
+            }
+        }
+    }
+
     /// The live file's path.
     pub fn path(&self) -> PathBuf {
         self.lock().path.clone()
+    }
+
+    /// Keep the output written from now on back until [`note_start`](LogFile::note_start) (or
+    /// [`release`](LogFile::release)): a process spawned next may print before its start
+    /// marker is written, and its lines must come after the marker.
+    pub fn hold(&self) {
+        self.lock().held.get_or_insert_with(Vec::new);
+    }
+
+    /// Write the start marker `line`, then the output held back since [`hold`](LogFile::hold).
+    pub fn note_start(&self, line: &str) {
+        let held = self.lock().held.take();
+        self.note(line);
+        if let Some(held) = held.filter(|h| !h.is_empty()) {
+            self.write(&held);
+        }
+    }
+
+    /// Write the output held back since [`hold`](LogFile::hold) (the spawn failed).
+    pub fn release(&self) {
+        let held = self.lock().held.take();
+        if let Some(held) = held.filter(|h| !h.is_empty()) {
+            self.write(&held);
+        }
     }
 
     /// Append one line written by vigil itself (`[vigil] started generation 3, pid 1234`).
@@ -101,18 +166,85 @@ impl LogFile {
     }
 
     /// Write already formatted bytes, rotating first when they would overflow the file.
-    /// Errors are reported once through tracing and otherwise ignored: a full disk must not
-    /// stop the supervisor or block the worker.
+    /// A full disk must not stop the supervisor or block the worker: when writing fails, one
+    /// warning says so and the lost lines are counted; the first write that works again is
+    /// preceded by `[vigil] N lines lost: disk full` (or the error's text). A failed rotation
+    /// reopens the file (recreating a removed directory), warning once until it works again.
     fn write(&self, buf: &[u8]) {
         let mut inner = self.lock();
-        if inner.size > 0 && inner.size + buf.len() as u64 > inner.max_bytes {
-            if let Err(e) = inner.rotate() {
-                tracing::warn!(path = %inner.path.display(), error = %e, "log rotation failed");
+        if let Some(held) = &mut inner.held {
+            if held.len() + buf.len() <= MAX_HELD {
+                held.extend_from_slice(buf);
+                return;
             }
+            let held = inner.held.take().unwrap_or_default();
+            drop(inner);
+            self.write(&held);
+            inner = self.lock();
+        }
+        if inner.size > 0 && inner.size + buf.len() as u64 > inner.max_bytes {
+            // A rotation that fails (its directory removed, say) reopens the file instead;
+            // that counts as working only if it leaves room.
+            let rotated = inner.rotate().or_else(|e| {
+                inner
+                    .reopen()
+                    .map_err(|_| io::Error::new(e.kind(), e.to_string()))?;
+                if inner.size + buf.len() as u64 > inner.max_bytes && inner.size > 0 {
+                    return Err(e);
+                }
+                Ok(())
+            });
+            match rotated {
+                Ok(()) => {
+                    if inner.rotation_failing {
+                        inner.rotation_failing = false;
+                        tracing::info!(path = %inner.path.display(), "log rotation works again");
+                    }
+                }
+                Err(e) => {
+                    if !inner.rotation_failing {
+                        inner.rotation_failing = true;
+                        tracing::warn!(path = %inner.path.display(), error = %e, "log rotation failed (not repeated until it works)");
+                    }
+                }
+            }
+        }
+        if let Some(lost) = inner.lost.take() {
+            let mut marker = Vec::with_capacity(80);
+            push_timestamp(&mut marker);
+            let _ = writeln!(
+                marker,
+                "{VIGIL_PREFIX}{} lines lost: {}",
+                lost.lines, lost.why
+            );
+            match inner.file.write_all(&marker) {
+                Ok(()) => {
+                    inner.size += marker.len() as u64;
+                    tracing::info!(path = %inner.path.display(), lost = lost.lines, "log writing resumed");
+                }
+                Err(_) => {
+                    inner.lost = Some(lost);
+                }
+            }
+        }
+        if let Some(lost) = &mut inner.lost {
+            lost.lines += count_lines(buf);
+            return;
         }
         match inner.file.write_all(buf) {
             Ok(()) => inner.size += buf.len() as u64,
-            Err(e) => tracing::warn!(path = %inner.path.display(), error = %e, "log write failed"),
+            Err(e) => {
+                let why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                    "disk full".to_string()
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!(path = %inner.path.display(), error = %e, "log writing stopped; lost lines are counted until it works again");
+                inner.lost = Some(Lost {
+                    lines: count_lines(buf),
+                    why,
+                });
+            }
         }
     }
 
@@ -129,17 +261,44 @@ impl Inner {
             self.size = 0;
             return Ok(());
         }
-        for i in (1..self.max_files).rev() {
-            let from = rotated(&self.path, i);
-            if from.exists() {
-                fs::rename(&from, rotated(&self.path, i + 1))?;
-            }
+        // Only the contiguous run name.log.1 … name.log.k exists (we wrote it): shift that run,
+        // not every index up to max_files (which can be large: no file-system loop of that size
+        // on the async runtime).
+        let mut k = 0;
+        while k + 1 < self.max_files && rotated(&self.path, k + 1).exists() {
+            k += 1;
+        }
+        for i in (1..=k).rev() {
+            fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1))?;
         }
         fs::rename(&self.path, rotated(&self.path, 1))?;
         self.file = open_append(&self.path)?;
         self.size = 0;
         Ok(())
     }
+
+    /// Whether the open file is still the one at `path` (same device and inode).
+    fn is_current(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(&self.path), self.file.metadata()) {
+            (Ok(on_disk), Ok(open)) => on_disk.dev() == open.dev() && on_disk.ino() == open.ino(),
+            _ => false,
+        }
+    }
+
+    /// Open `path` afresh, recreating its directory.
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = self.file.metadata()?.len();
+        Ok(())
+    }
+}
+
+fn count_lines(buf: &[u8]) -> u64 {
+    buf.iter().filter(|b| **b == b'\n').count().max(1) as u64
 }
 
 /// The text of a log line after its timestamp (the whole line when it has none).
@@ -375,5 +534,93 @@ mod tests {
         let got: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(got.len(), sent.len());
         assert!(got.iter().zip(&sent).all(|(g, s)| g == s));
+    }
+
+    #[test]
+    fn a_removed_directory_is_recreated_on_rotation_and_at_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("sub/w.log"),
+            max_bytes: 100,
+            max_files: 2,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        log.note("before the removal, padded past the size bound of the file");
+        fs::remove_dir_all(dir.path().join("sub")).unwrap();
+        for i in 0..10 {
+            log.note(&format!("after removal {i}, padded to force a rotation"));
+        }
+        let live = fs::read_to_string(&spec.path).expect("recreated by the failed rotation");
+        assert!(live.contains("after removal 9"), "{live}");
+        assert!(!log.lock().rotation_failing);
+
+        // Without rotation (a big bound), the next spawn's reopen notices the removal.
+        let big = LogSpec {
+            max_bytes: 1 << 20,
+            ..spec.clone()
+        };
+        let log = LogFile::open(&big).unwrap();
+        assert!(
+            !log.reopen_if_replaced(),
+            "nothing to do while the file is there"
+        );
+        fs::remove_dir_all(dir.path().join("sub")).unwrap();
+        fs::create_dir_all(dir.path().join("sub")).unwrap();
+        assert!(log.reopen_if_replaced());
+        log.note("into the new file");
+        assert!(
+            fs::read_to_string(&big.path)
+                .unwrap()
+                .contains("into the new file")
+        );
+    }
+
+    #[test]
+    fn rotation_with_a_huge_max_files_touches_only_existing_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("w.log"),
+            max_bytes: 50,
+            max_files: u32::MAX,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..5 {
+            log.note(&format!("line {i} padded past fifty bytes of log file"));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert!(dir.path().join("w.log.4").exists());
+        assert!(!dir.path().join("w.log.5").exists());
+        let oldest = fs::read_to_string(dir.path().join("w.log.4")).unwrap();
+        assert!(oldest.contains("line 0"), "{oldest}");
+    }
+
+    #[test]
+    fn output_held_before_a_start_marker_is_written_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LogSpec {
+            path: dir.path().join("w.log"),
+            max_bytes: 1 << 20,
+            max_files: 1,
+        };
+        let log = LogFile::open(&spec).unwrap();
+        log.hold();
+        log.write(b"early output\n");
+        log.note_start(&format!("{START_MARKER}1, pid 5"));
+        log.write(b"later output\n");
+        let text = fs::read_to_string(&spec.path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(is_start_marker(lines[0].as_bytes()), "{text}");
+        assert_eq!(lines[1], "early output");
+        assert_eq!(lines[2], "later output");
+        // A failed spawn releases what was held.
+        log.hold();
+        log.write(b"orphan line\n");
+        log.release();
+        assert!(
+            fs::read_to_string(&spec.path)
+                .unwrap()
+                .ends_with("orphan line\n")
+        );
     }
 }

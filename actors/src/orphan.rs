@@ -20,7 +20,9 @@
 //!
 //! Each member is then pinned with a pidfd and re-verified after opening it
 //! ([`PidFd::open_if`]); signals go through the pidfd, so a pid reused after the check can never
-//! be hit. Rows with no member are stale: dropped without signalling anything.
+//! be hit. Rows with no member are stale: dropped without signalling anything, and given an
+//! `orphan` exit record ("found already dead") unless the history already holds one for that
+//! worker, pid and generation: every spawned process ends with exactly one record.
 //!
 //! # Caveats
 //! - A group whose leader AND all its members died, whose number was then reused by a new
@@ -35,7 +37,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::exit::{ExitReason, ExitRecord};
-use crate::history::{History, HistoryError, LiveProcess, now_rfc3339, query_live_processes};
+use crate::history::{
+    History, HistoryError, LiveProcess, exit_recorded, now_rfc3339, query_live_processes,
+};
 use crate::procfs::{self, PidFd, ProcStat};
 
 /// How often the sweep looks at `/proc` while waiting for a group to exit.
@@ -77,7 +81,7 @@ pub async fn sweep(
     grace: Duration,
 ) -> Result<SweepReport, HistoryError> {
     let rows = query_live_processes(db)?;
-    Ok(sweep_rows(history, rows, grace, Sweeper::Startup).await)
+    Ok(sweep_rows(history, db, rows, grace, Sweeper::Startup).await)
 }
 
 /// The guardian's cleanup after the server died: the same as [`sweep`], over the rows in `db`
@@ -103,7 +107,7 @@ pub async fn sweep_after_crash(
             rows.push(k);
         }
     }
-    sweep_rows(history, rows, grace, Sweeper::Guardian).await
+    sweep_rows(history, db, rows, grace, Sweeper::Guardian).await
 }
 
 /// Who swept (for the record's `decision`).
@@ -115,6 +119,7 @@ enum Sweeper {
 
 async fn sweep_rows(
     history: &History,
+    db: &Path,
     rows: Vec<LiveProcess>,
     grace: Duration,
     by: Sweeper,
@@ -130,6 +135,13 @@ async fn sweep_rows(
                 worker = %row.worker, pid = row.pid, pgid = row.pgid,
                 "orphan sweep: stale row dropped (nothing of it is alive)"
             );
+            // It died while no server watched it (on its own, say of SIGPIPE once the server's
+            // end of its output pipe closed): it still gets its one exit record, unless the
+            // server wrote it before dying.
+            match exit_recorded(db, &row.worker, row.pid, row.generation) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => history.record_exit(found_dead_record(&row, by)),
+            }
             history.process_reaped(&row.worker, row.pid);
             report.stale.push(row);
             continue;
@@ -277,6 +289,28 @@ async fn kill_group(
         needed_kill,
         survivors,
     }
+}
+
+/// The exit record of a process that died while no server watched it: its status is unknown.
+fn found_dead_record(row: &LiveProcess, by: Sweeper) -> ExitRecord {
+    let killed = KilledGroup {
+        row: row.clone(),
+        leader_alive: false,
+        members: Vec::new(),
+        needed_kill: Vec::new(),
+        survivors: Vec::new(),
+    };
+    let mut rec = orphan_record(&killed, by);
+    rec.log_tail = vec![format!(
+        "leader {} (group {}) had already exited when the server was gone; its status is unknown",
+        row.pid, row.pgid
+    )];
+    rec.decision = match by {
+        Sweeper::Startup => "found already dead by the startup orphan sweep",
+        Sweeper::Guardian => "found already dead by the guardian when the server died",
+    }
+    .to_string();
+    rec
 }
 
 /// The exit record of a killed leftover.

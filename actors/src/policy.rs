@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::exit::Exit;
-use crate::spec::{BackoffSpec, RestartType};
+use crate::spec::{BackoffSpec, RestartPolicy, RestartType};
+use crate::worker_type::ExitVerdict;
 
 /// The longest delay a backoff can produce, whatever the spec says (guards float overflow).
 const DELAY_CEILING: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -123,6 +124,103 @@ pub fn should_restart(restart: RestartType, exit: &Exit) -> bool {
         RestartType::Transient => !exit.is_clean(),
         RestartType::Temporary => false,
     }
+}
+
+/// What asked the process to end, as far as the restart decision cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Nothing: it ended by itself (or the kernel killed it).
+    Own,
+    /// `vigil stop`.
+    Operator,
+    /// `vigil restart`.
+    Restart,
+    /// Server shutdown.
+    Shutdown,
+    /// The watchdog (no heartbeat in time): decided like an exit of its own.
+    Watchdog,
+}
+
+/// One ended run, as the decision sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Ended<'a> {
+    /// How it ended.
+    pub exit: &'a Exit,
+    /// What the worker type says about that exit.
+    pub verdict: ExitVerdict,
+    /// Who asked for the end, if anyone.
+    pub cause: Cause,
+    /// How long it ran.
+    pub uptime: Duration,
+    /// The server is shutting down.
+    pub terminating: bool,
+}
+
+/// The restart decision for one ended run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Spawn the next generation after `delay`.
+    Restart {
+        /// The backoff (or the verdict's floor, when longer).
+        delay: Duration,
+    },
+    /// Stay stopped, and why.
+    Stop(String),
+    /// Too many restarts: `restarts` inside the window exceed the policy's limit.
+    Escalate {
+        /// Restarts inside the window, this one included.
+        restarts: u32,
+    },
+}
+
+/// The exit decision as a pure function: OTP's restart semantics over `policy`, the worker
+/// type's `verdict`, what caused the end, the restart `window` and the backoff `counter` (both
+/// advanced when a restart counts), at `now`, with `jitter` a uniform sample in `[0, 1)`.
+/// `kind` names the worker type in a "do not restart" reason.
+pub fn decide(
+    policy: &RestartPolicy,
+    kind: &str,
+    ended: Ended<'_>,
+    window: &mut RestartWindow,
+    counter: &mut BackoffCounter,
+    now: Instant,
+    jitter: f64,
+) -> Decision {
+    let shutting_down = || Decision::Stop("server shutting down".into());
+    match ended.cause {
+        Cause::Operator => return Decision::Stop("stopped by operator".into()),
+        Cause::Shutdown => return shutting_down(),
+        Cause::Restart if !ended.terminating => {
+            counter.reset();
+            return Decision::Restart {
+                delay: Duration::ZERO,
+            };
+        }
+        Cause::Restart => return shutting_down(),
+        Cause::Watchdog | Cause::Own => {}
+    }
+    if ended.terminating {
+        return shutting_down();
+    }
+    let floor = match ended.verdict {
+        ExitVerdict::DoNotRestart => return Decision::Stop(format!("{kind} says do not restart")),
+        ExitVerdict::RetryAfter(d) => d,
+        ExitVerdict::UsePolicy => {
+            if !should_restart(policy.restart, ended.exit) {
+                return Decision::Stop(format!("{:?} worker", policy.restart).to_lowercase());
+            }
+            Duration::ZERO
+        }
+    };
+    let in_window = window.add(now, policy.intensity.within);
+    if in_window > policy.intensity.max_restarts {
+        return Decision::Escalate {
+            restarts: in_window,
+        };
+    }
+    let attempt = counter.next_attempt(ended.uptime, policy.backoff.reset_after);
+    let delay = policy.backoff.delay(attempt, jitter).max(floor);
+    Decision::Restart { delay }
 }
 
 #[cfg(test)]
@@ -253,5 +351,101 @@ mod tests {
         assert!(should_restart(RestartType::Transient, &failed));
         assert!(!should_restart(RestartType::Temporary, &crash));
         assert!(!should_restart(RestartType::Temporary, &failed));
+    }
+
+    /// Every row of the restart semantics: (restart type, verdict, cause, terminating, exit
+    /// code, signal, restarts already in the window) → the decision. The policy: backoff 100 ms
+    /// doubling, no jitter, at most 2 restarts within 60 s.
+    #[test]
+    fn decide_table() {
+        use crate::spec::{IntensitySpec, ShutdownSpec};
+        use Cause::*;
+        use RestartType::*;
+        let ms = Duration::from_millis;
+        let restart = |d: u64| Decision::Restart { delay: ms(d) };
+        let stop = |s: &str| Decision::Stop(s.to_string());
+        let retry = ExitVerdict::RetryAfter(ms(5000));
+        let no = ExitVerdict::DoNotRestart;
+        let usep = ExitVerdict::UsePolicy;
+        type Row = (
+            RestartType,
+            ExitVerdict,
+            Cause,
+            bool,
+            Option<i32>,
+            Option<i32>,
+            usize,
+            Decision,
+        );
+        #[rustfmt::skip]
+        let rows: &[Row] = &[
+            // Restart types on an exit of its own.
+            (Permanent, usep, Own, false, Some(0), None, 0, restart(100)),
+            (Permanent, usep, Own, false, Some(1), None, 0, restart(100)),
+            (Permanent, usep, Own, false, None, Some(9), 0, restart(100)),
+            (Transient, usep, Own, false, Some(0), None, 0, stop("transient worker")),
+            (Transient, usep, Own, false, Some(1), None, 0, restart(100)),
+            (Transient, usep, Own, false, None, Some(15), 0, restart(100)),
+            (Temporary, usep, Own, false, Some(1), None, 0, stop("temporary worker")),
+            (Temporary, usep, Own, false, None, Some(9), 0, stop("temporary worker")),
+            // The backoff grows with earlier restarts (the counter follows the window here).
+            (Permanent, usep, Own, false, Some(1), None, 1, restart(200)),
+            // Intensity: a third restart within the window escalates.
+            (Permanent, usep, Own, false, Some(1), None, 2, Decision::Escalate { restarts: 3 }),
+            (Transient, usep, Own, false, Some(0), None, 2, stop("transient worker")),
+            // The watchdog is decided like an exit of its own.
+            (Permanent, usep, Watchdog, false, None, Some(6), 0, restart(100)),
+            (Temporary, usep, Watchdog, false, None, Some(6), 0, stop("temporary worker")),
+            // Operator and shutdown causes win over everything.
+            (Permanent, usep, Operator, false, None, Some(15), 0, stop("stopped by operator")),
+            (Permanent, usep, Shutdown, false, None, Some(15), 0, stop("server shutting down")),
+            (Temporary, usep, Restart, false, None, Some(15), 2, restart(0)),
+            (Permanent, usep, Restart, true, None, Some(15), 0, stop("server shutting down")),
+            (Permanent, usep, Own, true, Some(1), None, 0, stop("server shutting down")),
+            // The worker type's verdict.
+            (Permanent, no, Own, false, Some(1), None, 0, stop("test says do not restart")),
+            (Temporary, retry, Own, false, Some(1), None, 0, restart(5000)),
+            (Permanent, retry, Own, false, Some(1), None, 2, Decision::Escalate { restarts: 3 }),
+        ];
+        for (n, (rt, verdict, cause, terminating, code, signal, earlier, expected)) in
+            rows.iter().enumerate()
+        {
+            let policy = RestartPolicy {
+                restart: *rt,
+                backoff: spec(100, 10_000, 2.0, 0.0),
+                intensity: IntensitySpec {
+                    max_restarts: 2,
+                    within: Duration::from_secs(60),
+                },
+                shutdown: ShutdownSpec {
+                    signal: crate::signal::Signal::TERM,
+                    grace: Duration::from_secs(1),
+                },
+                start_secs: Duration::ZERO,
+                heartbeat_timeout: None,
+            };
+            let now = Instant::now();
+            let mut window = RestartWindow::default();
+            let mut counter = BackoffCounter::default();
+            for _ in 0..*earlier {
+                window.add(now, policy.intensity.within);
+                counter.next_attempt(Duration::ZERO, policy.backoff.reset_after);
+            }
+            let exit = Exit {
+                code: *code,
+                signal: *signal,
+                core_dumped: false,
+                reason: ExitReason::Exited,
+            };
+            let ended = Ended {
+                exit: &exit,
+                verdict: *verdict,
+                cause: *cause,
+                uptime: Duration::ZERO,
+                terminating: *terminating,
+            };
+            let got = decide(&policy, "test", ended, &mut window, &mut counter, now, 0.5);
+            assert_eq!(&got, expected, "row {n}");
+        }
     }
 }

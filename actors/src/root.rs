@@ -371,7 +371,11 @@ impl Actor for RootSupervisor {
                     for (_, reply) in state.queued.drain(..) {
                         answer_reload(reply, Err(ControlError::ShuttingDown));
                     }
-                    state.history.flush().await;
+                    // Bounded: a corrupt database or a full disk must not hang the exit.
+                    state
+                        .history
+                        .flush_within(crate::history::FLUSH_BOUND)
+                        .await;
                     if let Some(tx) = state.outcome.take() {
                         let _ = tx.send(outcome);
                     }
@@ -467,6 +471,16 @@ impl RootState {
         };
         match Actor::spawn_linked(None, WorkerSupervisor, args, myself.get_cell()).await {
             Ok((child, _join)) => self.slots[i].state = SlotState::Live(child),
+            // The first spawns run inside the supervisor's start: a worker that fails at once
+            // (spawn_failed with no backoff) escalates before its supervisor is up. That is an
+            // escalation like any other: keep its counters and say what happened.
+            Err(ractor::SpawnErr::StartupFailed(err)) if err.is::<Escalation>() => {
+                if let Ok(escalation) = err.downcast::<Escalation>() {
+                    let text = escalation.to_string();
+                    self.slots[i].carry = escalation.carry;
+                    self.escalate(myself, i, text);
+                }
+            }
             Err(e) => {
                 let name = self.slots[i].spec.name.clone();
                 tracing::error!(worker = %name, error = %e, "cannot start the worker's supervisor");
@@ -873,6 +887,8 @@ impl RootState {
                 SlotState::Failed { .. } | SlotState::Held | SlotState::Down,
                 WorkerAction::Start | WorkerAction::Restart,
             ) => {
+                // The operator asks for a fresh try: the root backoff starts again too.
+                self.counter.reset();
                 self.spawn_supervisor(myself, i, InitialState::Start).await;
                 match &self.slots[i].state {
                     SlotState::Live(child) => {
@@ -880,6 +896,11 @@ impl RootState {
                             action: WorkerAction::Start,
                             reply,
                         });
+                    }
+                    SlotState::Failed { reason, .. } => {
+                        let _ = reply.send(Err(ControlError::Failed(format!(
+                            "{worker} failed again at once: {reason}"
+                        ))));
                     }
                     _ => {
                         let _ = reply.send(Err(ControlError::Failed(format!(

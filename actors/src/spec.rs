@@ -118,23 +118,51 @@ pub fn check_worker_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("a worker name must not be empty".into());
     }
+    let shown = quote_short(name);
     if name.len() > 128 {
         return Err(format!(
-            "worker name {name:?} is longer than 128 characters"
+            "worker name {shown} is longer than 128 characters ({} bytes)",
+            name.len()
         ));
     }
     if name.starts_with('.') {
-        return Err(format!("worker name {name:?} must not start with '.'"));
+        return Err(format!("worker name {shown} must not start with '.'"));
+    }
+    if name.starts_with('-') {
+        return Err(format!(
+            "worker name {shown} must not start with '-': it could not be named on the command line"
+        ));
+    }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!(
+            "worker name {shown} is reserved: its log would be the server's own {name}.log"
+        ));
     }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
         return Err(format!(
-            "worker name {name:?} contains {bad:?}; use only letters, digits, '.', '_' and '-'"
+            "worker name {shown} contains {bad:?}; use only letters, digits, '.', '_' and '-'"
         ));
     }
     Ok(())
+}
+
+/// Names a worker cannot take: `<log_dir>/vigil.log` is the server's own log.
+pub const RESERVED_NAMES: &[&str] = &["vigil"];
+
+/// The most characters of a bad value an error message quotes.
+pub const QUOTED_MAX: usize = 80;
+
+/// `value` Debug-quoted, cut to [`QUOTED_MAX`] characters (`…` and the full length after).
+pub fn quote_short(value: &str) -> String {
+    let count = value.chars().count();
+    if count <= QUOTED_MAX {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(QUOTED_MAX).collect();
+    format!("{head:?}… ({count} characters)")
 }
 
 /// How a worker is stopped: `signal` to its whole process group, then `SIGKILL` after `grace`.

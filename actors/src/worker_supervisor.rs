@@ -35,13 +35,13 @@ use crate::history::History;
 use crate::latency::LatencyWindow;
 use crate::logfile::LogFile;
 use crate::notify::NotifyEvent;
-use crate::policy::{BackoffCounter, RestartWindow, should_restart};
+use crate::policy::{BackoffCounter, RestartWindow};
 use crate::process::{self, ExitReport, ProcessEvent, ProcessGroup, SpawnRequest};
 use crate::root::{ControlError, WorkerAction};
 use crate::signal::Signal;
 use crate::snapshot::{WorkerSnapshot, WorkerState};
 use crate::spec::WorkerSpec;
-use crate::worker_type::{ExitVerdict, LaunchContext};
+use crate::worker_type::LaunchContext;
 
 // ---------------------------------------------------------------------------------------------
 // Messages
@@ -166,7 +166,13 @@ struct Live {
     /// The last `READY=1` or `WATCHDOG=1`; `None` before the first.
     last_heartbeat: Option<Instant>,
     heartbeat_ticket: Option<u64>,
+    /// The deadline passed once: confirmed after [`NOTIFY_DRAIN`], so that heartbeats still
+    /// queued in the notify pipe (a paused or starved server) are read before the kill.
+    heartbeat_overdue: bool,
 }
+
+/// How long a passed heartbeat deadline waits for queued notify lines before the watchdog kills.
+const NOTIFY_DRAIN: Duration = Duration::from_millis(200);
 
 /// Why a stop was requested, and what happens after the group has exited.
 #[derive(Debug)]
@@ -465,6 +471,7 @@ impl SupervisorState {
                     generation,
                     run_id,
                     heartbeat_ticket: None,
+                    heartbeat_overdue: false,
                 };
                 if let Some(timeout) = policy.heartbeat_timeout {
                     live.heartbeat_ticket = Some(self.arm(myself, timeout));
@@ -515,7 +522,10 @@ impl SupervisorState {
         run_id: &str,
     ) -> Result<ProcessGroup, String> {
         let log = match &self.log {
-            Some(log) => log.clone(),
+            Some(log) => {
+                log.reopen_if_replaced();
+                log.clone()
+            }
             None => {
                 let log = LogFile::open(&self.spec.log).map_err(|e| {
                     format!(
@@ -730,7 +740,10 @@ impl SupervisorState {
         match decision {
             Decision::Restart { delay } => {
                 self.restarts += 1;
-                if delay.is_zero() {
+                // A failed spawn is handled inside `start`: restarting it at once from here
+                // would recurse (a thousand failed spawns overflowed the stack). It goes
+                // through a 0 ms timer, one message per attempt.
+                if delay.is_zero() && ended.pid.is_some() {
                     self.start(myself)?;
                 } else {
                     self.events.publish(|| Event {
@@ -779,55 +792,43 @@ impl SupervisorState {
         }
     }
 
-    /// The restart decision for one ended run (pure but for the jitter sample and the clock).
+    /// The restart decision for one ended run: [`crate::policy::decide`] over this worker's
+    /// policy, window and counter, now, with a fresh jitter sample.
     fn decide(&mut self, ended: &Ended) -> Decision {
-        let policy = self.spec.policy;
-        match ended.cause {
-            Some(StopCause::Operator) => return Decision::Stop("stopped by operator".into()),
-            Some(StopCause::Shutdown) if self.removed => {
-                return Decision::Stop("removed from the config".into());
-            }
-            Some(StopCause::Shutdown) => return Decision::Stop("server shutting down".into()),
-            Some(StopCause::Restart) if !self.terminating => {
-                self.counter.reset();
-                return Decision::Restart {
-                    delay: Duration::ZERO,
-                };
-            }
-            Some(StopCause::Restart) => return Decision::Stop("server shutting down".into()),
-            Some(StopCause::Reload) if !self.terminating => {
-                self.counter.reset();
-                return Decision::Restart {
-                    delay: Duration::ZERO,
-                };
-            }
-            Some(StopCause::Reload) => return Decision::Stop("server shutting down".into()),
-            Some(StopCause::Watchdog) | None => {}
+        use crate::policy::{self, Cause};
+        if matches!(ended.cause, Some(StopCause::Shutdown)) && self.removed {
+            return Decision::Stop("removed from the config".into());
         }
-        if self.terminating {
-            return Decision::Stop("server shutting down".into());
-        }
-        let verdict = self.spec.worker_type.classify_exit(&ended.exit);
-        let floor = match verdict {
-            ExitVerdict::DoNotRestart => {
-                return Decision::Stop(format!(
-                    "{} says do not restart",
-                    self.spec.worker_type.kind()
-                ));
-            }
-            ExitVerdict::RetryAfter(d) => d,
-            ExitVerdict::UsePolicy => {
-                if !should_restart(policy.restart, &ended.exit) {
-                    return Decision::Stop(format!("{:?} worker", policy.restart).to_lowercase());
-                }
-                Duration::ZERO
-            }
+        let cause = match ended.cause {
+            None => Cause::Own,
+            Some(StopCause::Operator) => Cause::Operator,
+            // A reload's restart is an operator's restart with new settings.
+            Some(StopCause::Restart | StopCause::Reload) => Cause::Restart,
+            Some(StopCause::Shutdown) => Cause::Shutdown,
+            Some(StopCause::Watchdog) => Cause::Watchdog,
         };
-        let in_window = self.window.add(Instant::now(), policy.intensity.within);
-        if in_window > policy.intensity.max_restarts {
-            return Decision::Escalate(Box::new(Escalation {
+        let input = policy::Ended {
+            exit: &ended.exit,
+            verdict: self.spec.worker_type.classify_exit(&ended.exit),
+            cause,
+            uptime: ended.uptime,
+            terminating: self.terminating,
+        };
+        let policy = self.spec.policy;
+        match policy::decide(
+            &policy,
+            self.spec.worker_type.kind(),
+            input,
+            &mut self.window,
+            &mut self.counter,
+            Instant::now(),
+            fastrand::f64(),
+        ) {
+            policy::Decision::Restart { delay } => Decision::Restart { delay },
+            policy::Decision::Stop(why) => Decision::Stop(why),
+            policy::Decision::Escalate { restarts } => Decision::Escalate(Box::new(Escalation {
                 worker: self.spec.name.clone(),
-                restarts: in_window,
+                restarts,
                 max_restarts: policy.intensity.max_restarts,
                 within: policy.intensity.within,
                 carry: Carry {
@@ -836,13 +837,8 @@ impl SupervisorState {
                     last_exit: None,
                     oom_kills: self.oom_kills,
                 },
-            }));
+            })),
         }
-        let attempt = self
-            .counter
-            .next_attempt(ended.uptime, policy.backoff.reset_after);
-        let delay = policy.backoff.delay(attempt, fastrand::f64()).max(floor);
-        Decision::Restart { delay }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -856,6 +852,7 @@ impl SupervisorState {
         match event {
             NotifyEvent::Ready => {
                 live.last_heartbeat = Some(Instant::now());
+                live.heartbeat_overdue = false;
                 if let Phase::Starting { .. } = self.phase {
                     if let Phase::Starting { live, .. } =
                         std::mem::replace(&mut self.phase, Phase::Stopped)
@@ -867,7 +864,12 @@ impl SupervisorState {
                     }
                 }
             }
-            NotifyEvent::Watchdog => live.last_heartbeat = Some(Instant::now()),
+            NotifyEvent::Watchdog => {
+                live.last_heartbeat = Some(Instant::now());
+                // A confirmation already armed must not act on a deadline this heartbeat met
+                // (it may fire only after the next pause of the server).
+                live.heartbeat_overdue = false;
+            }
             NotifyEvent::Status(text) => self.status_text = Some(text),
             NotifyEvent::Stopping => {
                 tracing::info!(worker = %self.spec.name, generation, "worker says it is stopping");
@@ -940,10 +942,19 @@ impl SupervisorState {
         if matches!(self.phase, Phase::Stopping { .. }) {
             return Ok(());
         }
-        if age < timeout {
-            let ticket = self.arm(myself, timeout - age);
+        let overdue = live.heartbeat_overdue;
+        if age < timeout || !overdue {
+            // Not due yet, or due for the first time: look again once the notify lines queued
+            // meanwhile (a server paused by SIGSTOP wakes to a full pipe) have been read.
+            let after = if age < timeout {
+                timeout - age
+            } else {
+                NOTIFY_DRAIN
+            };
+            let ticket = self.arm(myself, after);
             if let Some(live) = self.phase.live_mut() {
                 live.heartbeat_ticket = Some(ticket);
+                live.heartbeat_overdue = age >= timeout;
             }
             return Ok(());
         }

@@ -169,7 +169,14 @@ async fn a_reused_pid_is_not_killed_and_the_row_is_dropped() {
     assert_eq!(report.stale.len(), 3);
     std::thread::sleep(Duration::from_millis(100));
     assert!(alive(g.pgid), "an unverified pid was signalled");
-    assert!(query_exits(&db, None, 10).unwrap().is_empty());
+    // The recorded processes are gone: each still ends with one record, found dead.
+    let exits = query_exits(&db, None, 10).unwrap();
+    assert_eq!(exits.len(), 3, "{exits:?}");
+    assert!(
+        exits
+            .iter()
+            .all(|e| e.decision.contains("found already dead"))
+    );
     assert!(
         query_live_processes(&db).unwrap().is_empty(),
         "stale rows dropped"

@@ -4,7 +4,9 @@
 //! lock → guardian forked (while there is one thread) → server log →
 //! file-descriptor limit → history → orphan sweep → HTTP (with `http:`) → tree → control socket →
 //! systemd readiness; then SIGTERM/SIGINT (or `vigil shutdown`) stop the workers in reverse
-//! order and the process exits 0 (3 when the root intensity was exceeded). It must not make
+//! order and the process exits 0 (3 when the root intensity was exceeded); history gets at most
+//! [`FLUSH_BOUND`](vigil_actors::history::FLUSH_BOUND) to flush, and a second signal exits at
+//! once (status 1). It must not make
 //! supervision decisions: the actors do.
 
 use std::path::Path;
@@ -252,6 +254,8 @@ async fn serve(
     let workers = spec.workers.len();
     // The client derives the same bounds from the same config (see `protocol::Timeouts`).
     let timeouts = Timeouts::for_tree(&spec);
+    // Before the workers take descriptors: the control socket's spare one (EMFILE).
+    vigil_actors::control::reserve_descriptor();
     // HTTP listens before the first worker starts: a bad address stops nothing.
     let (events, http) = start_http(&spec).await?;
     let tree = Tree::start_with(spec, history.clone(), events, Some(reload))
@@ -282,16 +286,21 @@ async fn serve(
     let root = tree.root().clone();
     let wait = tree.wait();
     tokio::pin!(wait);
+    let mut stopping = false;
     let outcome = loop {
         tokio::select! {
             outcome = &mut wait => break outcome,
             _ = sigterm.recv() => {
+                if stopping { exit_now("SIGTERM"); }
+                stopping = true;
                 tracing::info!("SIGTERM: shutting down");
                 if let Some(sd) = &sd { sd.stopping(); }
 
                 let _ = root.cast(RootMsg::Shutdown(None));
             }
             _ = sigint.recv() => {
+                if stopping { exit_now("SIGINT"); }
+                stopping = true;
                 tracing::info!("SIGINT: shutting down");
                 if let Some(sd) = &sd { sd.stopping(); }
 
@@ -315,7 +324,11 @@ async fn serve(
     if let Some(http) = http {
         http.close().await;
     }
-    history.flush().await;
+    tokio::select! {
+        _ = history.flush_within(vigil_actors::history::FLUSH_BOUND) => {}
+        _ = sigterm.recv() => exit_now("SIGTERM"),
+        _ = sigint.recv() => exit_now("SIGINT"),
+    }
     // Killed processes that had left their groups were adopted by us: reap the last ones.
     vigil_actors::reaper::reap_orphans();
     match outcome {
@@ -355,6 +368,14 @@ async fn start_http(
     Ok((EventBus::new().with_tap(exporter), Some(server)))
 }
 
+/// A second SIGTERM/SIGINT during shutdown: exit now (status 1). The guardian kills whatever
+/// workers are left; unwritten history is lost.
+fn exit_now(signal: &str) -> ! {
+    tracing::warn!("second {signal} during shutdown: exiting now");
+    eprintln!("vigil: second {signal} during shutdown: exiting now");
+    std::process::exit(1);
+}
+
 fn signal_error(e: std::io::Error) -> CliError {
     CliError::Runtime(format!("cannot install signal handlers: {e}"))
 }
@@ -380,7 +401,11 @@ fn init_server_log(
     // never wait for a slow terminal or disk (lines are dropped if the queue fills).
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_LINES_BUFFERED)
-        .finish(Tee { file });
+        .finish(Tee {
+            file,
+            lost: 0,
+            why: String::new(),
+        });
     let filter = EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
         .with(filter)
@@ -390,20 +415,50 @@ fn init_server_log(
 }
 
 /// Every server log line goes to `vigil.log` and to stderr (the journal, or a terminal).
+/// When the file cannot be written (disk full), the lines are counted, and the first line that
+/// can be written again is preceded by `[vigil] N lines lost: disk full`.
 struct Tee {
     file: std::fs::File,
+    lost: u64,
+    why: String,
 }
 
 impl std::io::Write for Tee {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // stderr is best effort (it may be closed); the file is the record.
         let _ = std::io::stderr().write_all(buf);
-        self.file.write_all(buf)?;
+        if self.lost > 0 {
+            let marker = format!(
+                "{} [vigil] {} lines lost: {}\n",
+                jiff::Timestamp::now(),
+                self.lost,
+                self.why
+            );
+            if self.file.write_all(marker.as_bytes()).is_err() {
+                self.lost += 1;
+                return Ok(buf.len());
+            }
+            self.lost = 0;
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            // Said once on stderr; the count goes into the file when it works again.
+            self.why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                "disk full".into()
+            } else {
+                e.to_string()
+            };
+            let _ = writeln!(
+                std::io::stderr(),
+                "vigil: cannot write vigil.log ({e}); counting lost lines until it works again"
+            );
+            self.lost = 1;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        let _ = self.file.flush();
+        Ok(())
     }
 }
 

@@ -257,6 +257,10 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Dur>>, D::Er
     Option::<Dur>::deserialize(d).map(Some)
 }
 
+/// The longest duration a config may give (365 days): beyond it, deadlines computed from now
+/// could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A duration written as a humantime string: `"250ms"`, `"5s"`, `"2m"`, `"1h 30m"`, `"0s"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub Duration);
@@ -270,7 +274,8 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration string such as \"250ms\", \"5s\" or \"2m\"")
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<Dur, E> {
-                humantime::parse_duration(s).map(Dur).map_err(|e| {
+                let shown = vigil_actors::spec::quote_short(s);
+                let d = humantime::parse_duration(s).map(Dur).map_err(|e| {
                     let why = match e {
                         humantime::DurationError::UnknownUnit { unit, .. } => {
                             format!("unknown unit {unit:?}")
@@ -278,9 +283,15 @@ impl<'de> Deserialize<'de> for Dur {
                         other => other.to_string(),
                     };
                     E::custom(format_args!(
-                        "invalid duration {s:?} ({why}); write it as \"250ms\", \"5s\" or \"2m\""
+                        "invalid duration {shown} ({why}); write it as \"250ms\", \"5s\" or \"2m\""
                     ))
-                })
+                })?;
+                if d.0 > MAX_DURATION {
+                    return Err(E::custom(format_args!(
+                        "duration {shown} is longer than the most vigil accepts, 365 days"
+                    )));
+                }
+                Ok(d)
             }
         }
         d.deserialize_any(DurVisitor)

@@ -147,4 +147,6 @@ impl Loaded {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

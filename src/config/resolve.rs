@@ -31,6 +31,14 @@ use crate::workers::indexing::kind::IndexingWorker;
 
 /// Smallest `log.max_bytes` accepted: below one page, rotation would churn on every line.
 pub const MIN_LOG_BYTES: u64 = 4096;
+/// Largest `log.max_bytes` accepted (1 TiB).
+pub const MAX_LOG_BYTES: u64 = 1 << 40;
+/// Largest `log.max_files` accepted: each rotation renames every kept file.
+pub const MAX_LOG_FILES: u32 = 1000;
+/// Largest `intensity.max_restarts` accepted.
+pub const MAX_RESTARTS: u32 = 1_000_000;
+/// Largest `backoff.multiplier` accepted.
+pub const MAX_MULTIPLIER: f64 = 1000.0;
 
 /// The indexing worker's database inside `data_dir`.
 const INDEX_DB: &str = "index.sqlite";
@@ -69,7 +77,8 @@ impl Source<'_> {
     }
 
     fn worker_error(&self, name: &str, message: String) -> ConfigError {
-        self.invalid(Some(name), format!("worker {name:?}: {message}"))
+        let shown = vigil_actors::spec::quote_short(name);
+        self.invalid(Some(name), format!("worker {shown}: {message}"))
     }
 
     /// `base/p`, normalised; an absolute `p` stays itself.
@@ -252,11 +261,35 @@ fn launch(
     if program.is_empty() {
         return Err(src.worker_error(name, "kind.argv[0] must not be empty".into()));
     }
+    if let Some(i) = argv.iter().position(|a| a.contains('\0')) {
+        return Err(src.worker_error(
+            name,
+            format!(
+                "kind.argv[{i}] {} contains a NUL byte, which no program argument can hold",
+                vigil_actors::spec::quote_short(&argv[i])
+            ),
+        ));
+    }
     if let Some(key) = env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
         return Err(src.worker_error(
             name,
-            format!("kind.env key {key:?} must be non-empty, without '=' or NUL"),
+            format!(
+                "kind.env key {} must be non-empty, without '=' or NUL",
+                vigil_actors::spec::quote_short(key)
+            ),
         ));
+    }
+    if let Some((key, _)) = env.iter().find(|(_, v)| v.contains('\0')) {
+        return Err(src.worker_error(
+            name,
+            format!(
+                "kind.env value of {} contains a NUL byte",
+                vigil_actors::spec::quote_short(key)
+            ),
+        ));
+    }
+    if cwd.is_some_and(|c| c.as_os_str().as_encoded_bytes().contains(&0)) {
+        return Err(src.worker_error(name, "kind.cwd contains a NUL byte".into()));
     }
     // A bare program name is looked up in PATH; only a path with a '/' is resolved here.
     let program = if program.contains('/') {
@@ -353,6 +386,12 @@ fn backoff(base: BackoffSpec, f: &BackoffFile) -> Result<BackoffSpec, String> {
         reset_after: f.reset_after.map_or(base.reset_after, |d| d.0),
     };
     b.check()?;
+    if b.multiplier > MAX_MULTIPLIER {
+        return Err(format!(
+            "backoff.multiplier must be at most {MAX_MULTIPLIER}, got {}",
+            b.multiplier
+        ));
+    }
     Ok(b)
 }
 
@@ -362,6 +401,12 @@ fn intensity(base: IntensitySpec, f: &IntensityFile) -> Result<IntensitySpec, St
         within: f.within.map_or(base.within, |d| d.0),
     };
     i.check()?;
+    if i.max_restarts > MAX_RESTARTS {
+        return Err(format!(
+            "intensity.max_restarts must be at most {MAX_RESTARTS}, got {}",
+            i.max_restarts
+        ));
+    }
     Ok(i)
 }
 
@@ -420,8 +465,20 @@ fn log_spec(log_dir: &Path, name: &str, f: &LogFile) -> Result<LogSpec, String> 
             f.max_bytes
         ));
     }
+    if f.max_bytes > MAX_LOG_BYTES {
+        return Err(format!(
+            "log.max_bytes must be at most {MAX_LOG_BYTES} (1TiB), got {}",
+            f.max_bytes
+        ));
+    }
     if f.max_files < 1 {
         return Err("log.max_files must be at least 1".into());
+    }
+    if f.max_files > MAX_LOG_FILES {
+        return Err(format!(
+            "log.max_files must be at most {MAX_LOG_FILES}, got {}",
+            f.max_files
+        ));
     }
     Ok(LogSpec {
         path: log_dir.join(format!("{name}.log")),
