@@ -129,6 +129,13 @@ fn guardian_cleanup(
     spec: &vigil_actors::spec::TreeSpec,
 ) -> Result<ExitCode, CliError> {
     if leftovers.is_empty() {
+        // Nothing alive, but the dead server's (empty) cgroups are still there.
+        for dir in &leftovers.cgroups {
+            cgroup::remove_tree(dir);
+            if let Some(base) = dir.parent() {
+                let _ = std::fs::remove_dir(base);
+            }
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let _log_guard = init_server_log(&spec.log_dir)?;
