@@ -63,12 +63,7 @@ struct Inner {
     lost: Option<Lost>,
     /// Rotation is failing: warned once, not again until it works.
     rotation_failing: bool,
-    /// Output of a generation whose start marker is not written yet ([`LogFile::hold`]).
-    held: Option<Vec<u8>>,
 }
-
-/// The most output kept back while a start marker is pending; past it, it is written anyway.
-const MAX_HELD: usize = 1 << 20;
 
 /// Writing stopped: how many lines were lost so far, and the first error's short text.
 #[derive(Debug)]
@@ -94,7 +89,6 @@ impl LogFile {
                 max_files: spec.max_files,
                 lost: None,
                 rotation_failing: false,
-                held: None,
             })),
         })
     }
@@ -131,30 +125,6 @@ impl LogFile {
         self.lock().path.clone()
     }
 
-    /// Keep the output written from now on back until [`note_start`](LogFile::note_start) (or
-    /// [`release`](LogFile::release)): a process spawned next may print before its start
-    /// marker is written, and its lines must come after the marker.
-    pub fn hold(&self) {
-        self.lock().held.get_or_insert_with(Vec::new);
-    }
-
-    /// Write the start marker `line`, then the output held back since [`hold`](LogFile::hold).
-    pub fn note_start(&self, line: &str) {
-        let held = self.lock().held.take();
-        self.note(line);
-        if let Some(held) = held.filter(|h| !h.is_empty()) {
-            self.write(&held);
-        }
-    }
-
-    /// Write the output held back since [`hold`](LogFile::hold) (the spawn failed).
-    pub fn release(&self) {
-        let held = self.lock().held.take();
-        if let Some(held) = held.filter(|h| !h.is_empty()) {
-            self.write(&held);
-        }
-    }
-
     /// Append one line written by vigil itself (`[vigil] started generation 3, pid 1234`).
     pub fn note(&self, line: &str) {
         let mut buf = Vec::with_capacity(line.len() + 40);
@@ -172,16 +142,6 @@ impl LogFile {
     /// reopens the file (recreating a removed directory), warning once until it works again.
     fn write(&self, buf: &[u8]) {
         let mut inner = self.lock();
-        if let Some(held) = &mut inner.held {
-            if held.len() + buf.len() <= MAX_HELD {
-                held.extend_from_slice(buf);
-                return;
-            }
-            let held = inner.held.take().unwrap_or_default();
-            drop(inner);
-            self.write(&held);
-            inner = self.lock();
-        }
         if inner.size > 0 && inner.size + buf.len() as u64 > inner.max_bytes {
             // A rotation that fails (its directory removed, say) reopens the file instead;
             // that counts as working only if it leaves room.
@@ -593,34 +553,5 @@ mod tests {
         assert!(!dir.path().join("w.log.5").exists());
         let oldest = fs::read_to_string(dir.path().join("w.log.4")).unwrap();
         assert!(oldest.contains("line 0"), "{oldest}");
-    }
-
-    #[test]
-    fn output_held_before_a_start_marker_is_written_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = LogSpec {
-            path: dir.path().join("w.log"),
-            max_bytes: 1 << 20,
-            max_files: 1,
-        };
-        let log = LogFile::open(&spec).unwrap();
-        log.hold();
-        log.write(b"early output\n");
-        log.note_start(&format!("{START_MARKER}1, pid 5"));
-        log.write(b"later output\n");
-        let text = fs::read_to_string(&spec.path).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(is_start_marker(lines[0].as_bytes()), "{text}");
-        assert_eq!(lines[1], "early output");
-        assert_eq!(lines[2], "later output");
-        // A failed spawn releases what was held.
-        log.hold();
-        log.write(b"orphan line\n");
-        log.release();
-        assert!(
-            fs::read_to_string(&spec.path)
-                .unwrap()
-                .ends_with("orphan line\n")
-        );
     }
 }
