@@ -124,6 +124,19 @@ pub enum RootMsg {
     ReloadStopped,
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
+    /// From a WorkerSupervisor: its worker died and will be restarted after `delay`. Its
+    /// group's strategy decides which siblings restart with it (see [`crate::spec::Strategy`]).
+    ChildRestarting {
+        /// The worker.
+        worker: String,
+        /// Its own backoff before the restart.
+        delay: Duration,
+    },
+    /// Internal: the group restart of `group` is done.
+    GroupRestarted {
+        /// The group.
+        group: String,
+    },
     /// From a WorkerSupervisor: its significant worker ended and will not be restarted;
     /// the tree shuts down with [`TreeOutcome::Significant`].
     SignificantEnded {
@@ -251,6 +264,12 @@ pub struct RootState {
     reloading: Option<InFlight>,
     /// Reloads waiting for it.
     queued: VecDeque<(bool, ReloadReply)>,
+    /// Groups whose strategy restart is under way (one at a time per group).
+    regrouping: HashSet<String>,
+    /// Workers not yet started because the sibling before them is not `running` yet.
+    waiting: Arc<Mutex<HashSet<String>>>,
+    /// Set once shutdown begins: a group restart under way starts nothing more.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The root supervisor behaviour (see [`RootMsg`] for its API).
@@ -294,6 +313,9 @@ impl Actor for RootSupervisor {
             reload_source: args.reload,
             reloading: None,
             queued: VecDeque::new(),
+            regrouping: HashSet::new(),
+            waiting: Arc::new(Mutex::new(HashSet::new())),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let held = state.operator_stopped();
         for i in 0..state.slots.len() {
@@ -333,6 +355,12 @@ impl Actor for RootSupervisor {
                         .spawn_supervisor(&myself, slot, InitialState::Start)
                         .await;
                 }
+            }
+            RootMsg::ChildRestarting { worker, delay } => {
+                state.child_restarting(&myself, &worker, delay);
+            }
+            RootMsg::GroupRestarted { group } => {
+                state.regrouping.remove(&group);
             }
             RootMsg::SignificantEnded { worker, code } => {
                 if matches!(state.phase, Phase::Running) {
@@ -468,6 +496,10 @@ impl RootState {
             events: self.events.clone(),
             carry: slot.carry.clone(),
             initial,
+            group_restart: self
+                .spec
+                .parent_of(&slot.spec.name)
+                .is_some_and(|g| g.strategy.gated()),
         };
         match Actor::spawn_linked(None, WorkerSupervisor, args, myself.get_cell()).await {
             Ok((child, _join)) => self.slots[i].state = SlotState::Live(child),
@@ -563,6 +595,121 @@ impl RootState {
         };
     }
 
+    /// A worker died and restarts after `delay`. In a `OneForAll` group every sibling
+    /// restarts with it, in a `RestForOne` group the siblings after it: those are stopped in
+    /// reverse start order, and after the dying one's backoff all are started in order, each
+    /// once the one before is `running` (a sibling an operator stopped stays stopped;
+    /// `Temporary` siblings are left alone). The dying worker of such a group waits for the
+    /// group ([`WorkerMsg::Resume`]); elsewhere it restarts itself. One group restart at a time
+    /// per group: a death during one only resumes that worker after its backoff.
+    fn child_restarting(&mut self, myself: &ActorRef<RootMsg>, worker: &str, delay: Duration) {
+        use crate::spec::{ChildRef, RestartType, Strategy};
+        if !matches!(self.phase, Phase::Running) {
+            return;
+        }
+        let Some(dying) = self.slots.iter().find(|s| s.spec.name == worker) else {
+            return;
+        };
+        let SlotState::Live(dying_ref) = &dying.state else {
+            return;
+        };
+        let dying_ref = dying_ref.clone();
+        let group = self.spec.parent_of(worker).filter(|g| g.strategy.gated());
+        let Some(group) = group.filter(|g| !self.regrouping.contains(&g.name)) else {
+            resume_after(dying_ref, delay);
+            return;
+        };
+        let pos = group
+            .children
+            .iter()
+            .position(|c| c.name() == worker)
+            .unwrap_or(0);
+        let picked: &[ChildRef] = match group.strategy {
+            Strategy::RestForOne => &group.children[pos..],
+            Strategy::OneForAll | Strategy::OneForOne => &group.children,
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for child in picked {
+            match child {
+                ChildRef::Worker(w) => names.push(w),
+                ChildRef::Group(g) => names.extend(self.spec.group_workers(g).unwrap_or_default()),
+            }
+        }
+        let order: Vec<Member> = names
+            .into_iter()
+            .filter_map(|n| self.slots.iter().find(|s| s.spec.name == n))
+            .filter(|s| s.spec.name == worker || s.spec.policy.restart != RestartType::Temporary)
+            .filter_map(|s| match &s.state {
+                SlotState::Live(r) => Some(Member {
+                    name: s.spec.name.clone(),
+                    grace: s.spec.policy.shutdown.grace,
+                    start_secs: s.spec.policy.start_secs,
+                    child: r.clone(),
+                    dying: s.spec.name == worker,
+                }),
+                _ => None,
+            })
+            .collect();
+        if order.len() < 2 {
+            resume_after(dying_ref, delay);
+            return;
+        }
+        let group_name = group.name.clone();
+        let detail = format!(
+            "{worker} died: {} restarts {}",
+            group.strategy.as_str(),
+            order
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tracing::warn!(group = %group_name, "{detail}");
+        self.history
+            .record_event(&group_name, "group_restart", &detail);
+        self.regrouping.insert(group_name.clone());
+        let root = myself.clone();
+        let gate = Gate {
+            events: self.events.clone(),
+            waiting: self.waiting.clone(),
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(async move {
+            // A sibling an operator stopped stays stopped.
+            let mut kept = Vec::with_capacity(order.len());
+            for m in order {
+                let held = !m.dying
+                    && matches!(
+                        m.child.call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT)).await,
+                        Ok(ractor::rpc::CallResult::Success(s)) if s.state == WorkerState::Stopped
+                    );
+                if !held {
+                    kept.push(m);
+                }
+            }
+            for m in kept.iter().rev().filter(|m| !m.dying) {
+                let stopped = m
+                    .child
+                    .call(
+                        |reply| WorkerMsg::Act {
+                            action: WorkerAction::Stop,
+                            reply,
+                        },
+                        Some(m.grace + STOP_MARGIN),
+                    )
+                    .await;
+                if !matches!(stopped, Ok(ractor::rpc::CallResult::Success(Ok(_)))) {
+                    tracing::warn!(worker = %m.name, "group restart: the stop was not confirmed");
+                }
+            }
+            gate.set_waiting(&kept, true);
+            tokio::time::sleep(delay).await;
+            gate.start_in_order(&kept).await;
+            gate.set_waiting(&kept, false);
+            let _ = root.cast(RootMsg::GroupRestarted { group: group_name });
+        });
+    }
+
     /// Stop every worker in reverse start order, one after the other, on a separate task so the
     /// root keeps answering dumps meanwhile.
     fn shutdown(
@@ -578,6 +725,8 @@ impl RootState {
             }
             Phase::Running => {}
         }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(?outcome, "shutting down: stopping workers in reverse order");
         self.events.publish(|| Event::server(EventKind::Shutdown));
         self.phase = Phase::ShuttingDown {
@@ -751,6 +900,7 @@ impl RootState {
         self.slots = slots;
         self.spec.root = new.root;
         self.spec.workers = new.workers;
+        self.spec.groups = new.groups;
         self.history
             .record_event("root", "reload", &report.summary());
         self.reloading = Some(InFlight {
@@ -980,6 +1130,7 @@ impl RootState {
         let placeholders: Vec<WorkerSnapshot> =
             asks.iter().map(|(i, _, _)| self.unresponsive(*i)).collect();
         let sampler = self.sampler.clone();
+        let waiting = self.waiting.clone();
         tokio::spawn(async move {
             // The /proc scan runs on the blocking pool while the supervisors answer.
             let usage = tokio::task::spawn_blocking(move || {
@@ -1020,6 +1171,12 @@ impl RootState {
                 .map(|(s, p)| s.unwrap_or(p))
                 .collect();
             fill_usage(usage.await.unwrap_or_default(), &mut snapshots);
+            let waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            for s in &mut snapshots {
+                if s.state == WorkerState::Stopped && waiting.contains(&s.name) {
+                    s.state = WorkerState::Waiting;
+                }
+            }
             snapshots
         })
     }
@@ -1058,15 +1215,11 @@ impl RootState {
     fn dump(&self, reply: RpcReplyPort<Dump>) {
         let info = self.root_info();
         let gathered = self.gather(None);
+        let groups = self.spec.groups.clone();
+        let regrouping = self.regrouping.clone();
         tokio::spawn(async move {
             let snapshots = gathered.await.unwrap_or_default();
-            let children = snapshots
-                .into_iter()
-                .map(|s| Node {
-                    info: NodeInfo::Worker(Box::new(s)),
-                    children: Vec::new(),
-                })
-                .collect();
+            let children = tree_nodes(snapshots, &groups, &regrouping);
             let _ = reply.send(Dump {
                 root: Node {
                     info: NodeInfo::Root(info),
@@ -1094,6 +1247,202 @@ impl RootState {
             let _ = reply.send(Ok(gathered.await.unwrap_or_default()));
         });
     }
+}
+
+/// The root's children as dump nodes: workers in start order, each inside its groups
+/// (`groups` from [`TreeSpec::groups`]); a top-level group sits where its first worker is.
+fn tree_nodes(
+    snapshots: Vec<WorkerSnapshot>,
+    groups: &[crate::spec::GroupSpec],
+    regrouping: &HashSet<String>,
+) -> Vec<Node> {
+    use crate::snapshot::GroupInfo;
+    use crate::spec::ChildRef;
+    let worker_node = |s: WorkerSnapshot| Node {
+        info: NodeInfo::Worker(Box::new(s)),
+        children: Vec::new(),
+    };
+    if groups.is_empty() {
+        return snapshots.into_iter().map(worker_node).collect();
+    }
+    let order: Vec<String> = snapshots.iter().map(|s| s.name.clone()).collect();
+    let mut by_name: HashMap<String, WorkerSnapshot> =
+        snapshots.into_iter().map(|s| (s.name.clone(), s)).collect();
+    let parent: HashMap<&str, &str> = groups
+        .iter()
+        .flat_map(|g| g.children.iter().map(move |c| (c.name(), g.name.as_str())))
+        .collect();
+    fn group_node(
+        g: &crate::spec::GroupSpec,
+        groups: &[crate::spec::GroupSpec],
+        by_name: &mut HashMap<String, WorkerSnapshot>,
+        regrouping: &HashSet<String>,
+    ) -> Node {
+        let mut children = Vec::with_capacity(g.children.len());
+        for child in &g.children {
+            match child {
+                ChildRef::Worker(w) => {
+                    if let Some(s) = by_name.remove(w) {
+                        children.push(Node {
+                            info: NodeInfo::Worker(Box::new(s)),
+                            children: Vec::new(),
+                        });
+                    }
+                }
+                ChildRef::Group(name) => {
+                    if let Some(inner) = groups.iter().find(|x| &x.name == name) {
+                        children.push(group_node(inner, groups, by_name, regrouping));
+                    }
+                }
+            }
+        }
+        let states: Vec<String> = children.iter().map(node_state).collect();
+        let restarts = children.iter().map(node_restarts).sum();
+        Node {
+            info: NodeInfo::Group(GroupInfo {
+                name: g.name.clone(),
+                state: GroupInfo::state_of(
+                    states.iter().map(String::as_str),
+                    regrouping.contains(&g.name),
+                ),
+                kind: "group".into(),
+                strategy: g.strategy.as_str().into(),
+                restarts,
+            }),
+            children,
+        }
+    }
+    let mut out = Vec::new();
+    let mut placed: HashSet<String> = HashSet::new();
+    for name in order {
+        let mut top = name.as_str();
+        while let Some(p) = parent.get(top) {
+            top = p;
+        }
+        if top == name {
+            if let Some(s) = by_name.remove(&name) {
+                out.push(worker_node(s));
+            }
+        } else if placed.insert(top.to_string()) {
+            if let Some(g) = groups.iter().find(|g| g.name == top) {
+                out.push(group_node(g, groups, &mut by_name, regrouping));
+            }
+        }
+    }
+    out
+}
+
+/// A dump node's state word.
+fn node_state(node: &Node) -> String {
+    match &node.info {
+        NodeInfo::Worker(w) => w.state.as_str().to_string(),
+        NodeInfo::Group(g) => g.state.clone(),
+        NodeInfo::Root(r) => r.state.clone(),
+    }
+}
+
+/// A dump node's restarts (a group's: its workers', summed).
+fn node_restarts(node: &Node) -> u64 {
+    match &node.info {
+        NodeInfo::Worker(w) => w.restarts,
+        NodeInfo::Group(g) => g.restarts,
+        NodeInfo::Root(_) => 0,
+    }
+}
+
+/// One worker of a group restart.
+struct Member {
+    name: String,
+    grace: Duration,
+    start_secs: Duration,
+    child: ActorRef<WorkerMsg>,
+    /// The one that died: it waits in backoff for [`WorkerMsg::Resume`].
+    dying: bool,
+}
+
+/// What a group restart needs from the root: the events (to see a child become `running`),
+/// the `waiting` set the dump shows, and whether shutdown has begun.
+struct Gate {
+    events: EventBus,
+    waiting: Arc<Mutex<HashSet<String>>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    fn set_waiting(&self, members: &[Member], on: bool) {
+        let mut w = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for m in members {
+            if on {
+                w.insert(m.name.clone());
+            } else {
+                w.remove(&m.name);
+            }
+        }
+    }
+
+    /// Start `members` in order, each once the one before is `running`; stops at the first
+    /// that does not get there (its own supervisor handles it; the later ones stay stopped).
+    async fn start_in_order(&self, members: &[Member]) {
+        for (i, m) in members.iter().enumerate() {
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let mut rx = self.events.subscribe();
+            self.set_waiting(std::slice::from_ref(m), false);
+            let started = if m.dying {
+                m.child.call(WorkerMsg::Resume, Some(STOP_MARGIN)).await
+            } else {
+                m.child
+                    .call(
+                        |reply| WorkerMsg::Act {
+                            action: WorkerAction::Start,
+                            reply,
+                        },
+                        Some(STOP_MARGIN),
+                    )
+                    .await
+            };
+            let Ok(ractor::rpc::CallResult::Success(Ok(snapshot))) = started else {
+                tracing::warn!(worker = %m.name, "group restart: could not start it; the later siblings stay stopped");
+                return;
+            };
+            if i + 1 == members.len() || snapshot.state == WorkerState::Running {
+                continue;
+            }
+            if snapshot.state != WorkerState::Starting {
+                tracing::warn!(worker = %m.name, state = snapshot.state.as_str(), "group restart: not started; the later siblings stay stopped");
+                return;
+            }
+            let ready = tokio::time::timeout(m.start_secs + STOP_MARGIN, async {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if e.worker.as_deref() == Some(m.name.as_str()) => match e.event {
+                            EventKind::Ready => return true,
+                            EventKind::Exited | EventKind::Stopped | EventKind::Failed => {
+                                return false;
+                            }
+                            _ => {}
+                        },
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                    }
+                }
+            })
+            .await;
+            if ready != Ok(true) {
+                tracing::warn!(worker = %m.name, "group restart: not running in time; the later siblings stay stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Start a worker waiting for its group ([`WorkerMsg::Resume`]) after `delay`.
+fn resume_after(child: ActorRef<WorkerMsg>, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = child.call(WorkerMsg::Resume, Some(STOP_MARGIN)).await;
+    });
 }
 
 /// Send a reload's outcome to whoever asked (nobody, for SIGHUP: it is logged already).

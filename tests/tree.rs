@@ -1,0 +1,223 @@
+//! Groups with real processes (issue 13): strategies, instances, group nodes in the dump,
+//! group actions, config errors. Ordering is judged by the lines the workers append themselves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A worker appending `PID NAME` to `order` at each start, then sleeping.
+fn member(name: &str, extra: &str) -> String {
+    sh_worker(
+        name,
+        "echo $$ $VIGIL_WORKER $VIGIL_INSTANCE >> order; exec sleep 1000",
+        &if extra.contains("start_secs") {
+            format!("{}, {extra}", FAST.replace("start_secs: \"0s\", ", ""))
+        } else {
+            format!("{FAST}, {extra}")
+        },
+    )
+    .trim_end_matches(',')
+    .to_string()
+        + ","
+}
+
+fn group(name: &str, strategy: &str, members: &[String]) -> String {
+    format!(
+        "        (name: \"{name}\", kind: Group(strategy: {strategy}, backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), workers: [\n{}\n        ])),",
+        members.join("\n")
+    )
+}
+
+/// `(pid, name)` of each start, in the order the workers wrote them.
+fn starts(home: &Home) -> Vec<(u32, String)> {
+    home.lines("order")
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.parse().ok()?, w.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn pid_of(starts: &[(u32, String)], name: &str) -> Option<u32> {
+    starts
+        .iter()
+        .rev()
+        .find(|(_, n)| n == name)
+        .map(|(p, _)| *p)
+}
+
+fn kill(pid: u32) {
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Wait for `n` start lines, tracking every pid for cleanup.
+fn wait_starts(home: &Home, server: &mut Server, n: usize, what: &str) -> Vec<(u32, String)> {
+    let s = wait_for(LONG, what, || {
+        let s = starts(home);
+        (s.len() >= n).then_some(s)
+    });
+    for (pid, _) in &s {
+        server.track(*pid);
+    }
+    s
+}
+
+#[test]
+fn rest_for_one_restarts_the_later_siblings_in_order() {
+    let home = Home::new(
+        "",
+        &group(
+            "backend",
+            "RestForOne",
+            &[member("db", "start_secs: \"300ms\""), member("indexer", "")],
+        ),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 2, "both started");
+    assert_eq!(first[0].1, "db", "{first:?}");
+    assert_eq!(first[1].1, "indexer", "{first:?}");
+    // Kill the db: the indexer is stopped and both start again, the db first.
+    kill(first[0].0);
+    let after = wait_starts(&home, &mut server, 4, "db and indexer restarted");
+    let names: Vec<&str> = after[2..].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["db", "indexer"], "{after:?}");
+    assert_ne!(after[3].0, first[1].0, "the indexer's pid did not change");
+    wait_for(LONG, "the old indexer gone", || {
+        (!alive(first[1].0)).then_some(())
+    });
+    // Kill the later one: only it restarts.
+    let db = after[2].0;
+    kill(after[3].0);
+    let again = wait_starts(&home, &mut server, 5, "indexer restarted");
+    assert_eq!(again[4].1, "indexer", "{again:?}");
+    let dump = control_json(&home, &["dump"]);
+    let backend = &dump["root"]["children"][0];
+    assert_eq!(backend["name"], "backend", "{dump}");
+    assert_eq!(backend["kind"], "group");
+    assert_eq!(backend["strategy"], "rest_for_one");
+    let children: Vec<&str> = backend["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(children, ["db", "indexer"]);
+    assert_eq!(
+        backend["children"][0]["pid"], db,
+        "the db was restarted too"
+    );
+    assert_eq!(starts(&home).len(), 5, "{:?}", starts(&home));
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn one_for_all_restarts_every_sibling_in_order() {
+    let home = Home::new(
+        "",
+        &group(
+            "all",
+            "OneForAll",
+            &[member("a", ""), member("b", ""), member("c", "")],
+        ),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 3, "three started");
+    let b = pid_of(&first, "b").unwrap();
+    kill(b);
+    let after = wait_starts(&home, &mut server, 6, "all three restarted");
+    let names: Vec<&str> = after[3..].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c"], "{after:?}");
+    for (pid, _) in &first {
+        let pid = *pid;
+        wait_for(LONG, "old processes gone", || (!alive(pid)).then_some(()));
+    }
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn temporary_bystander_is_not_restarted() {
+    let home = Home::new(
+        "",
+        &group(
+            "all",
+            "OneForAll",
+            &[member("a", ""), member("t", "restart: Temporary")],
+        ),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 2, "two started");
+    let a = pid_of(&first, "a").unwrap();
+    let t = pid_of(&first, "t").unwrap();
+    kill(a);
+    let after = wait_starts(&home, &mut server, 3, "a restarted");
+    assert_eq!(after[2].1, "a");
+    assert!(alive(t), "the temporary sibling was stopped");
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+    assert_eq!(pid_of(&starts(&home), "t"), Some(t));
+}
+
+#[test]
+fn instances_run_in_a_one_for_one_group() {
+    let home = Home::new("", &member("w", "instances: 3"));
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 3, "three instances");
+    let mut lines = home.lines("order");
+    lines.sort();
+    let mut seen: Vec<String> = lines
+        .iter()
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["w@0 0", "w@1 1", "w@2 2"]);
+    for i in 0..3 {
+        assert!(home.log(&format!("w@{i}")).exists(), "no log for w@{i}");
+    }
+    let dump = control_json(&home, &["dump"]);
+    let w = &dump["root"]["children"][0];
+    assert_eq!(w["name"], "w", "{dump}");
+    assert_eq!(w["kind"], "group");
+    assert_eq!(w["strategy"], "one_for_one");
+    assert_eq!(w["children"].as_array().map(Vec::len), Some(3));
+    assert_eq!(w["children"][1]["name"], "w@1");
+    // One for one: killing w@1 restarts only w@1.
+    let one = pid_of(&first, "w@1").unwrap();
+    kill(one);
+    let after = wait_starts(&home, &mut server, 4, "w@1 restarted");
+    assert_eq!(after[3].1, "w@1");
+    for name in ["w@0", "w@2"] {
+        let pid = pid_of(&first, name).unwrap();
+        assert!(alive(pid), "{name} was restarted");
+    }
+    let text = home.run(&["dump"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("group w one_for_one"), "{text}");
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn check_rejects_bad_group_entries() {
+    let home = Home::new(
+        "",
+        "        (name: \"g\", kind: Group(workers: []),\n            significant: true),",
+    );
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(":6:13: group \"g\": significant is a worker's field"),
+        "{err}"
+    );
+    let home = Home::new("", &group("g", "OneForOne", &[member("g", "")]));
+    let out = home.run(&["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is used twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
