@@ -221,3 +221,55 @@ fn check_rejects_bad_group_entries() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_gated_group_starts_each_child_once_the_one_before_is_running() {
+    let stamped = |name: &str, extra: &str| {
+        sh_worker(
+            name,
+            "echo $$ $VIGIL_WORKER $(date +%s%N) >> order; exec sleep 1000",
+            &format!(
+                "backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), intensity: (max_restarts: 1000, within: \"60s\"), {extra}"
+            ),
+        )
+    };
+    let home = Home::new(
+        "",
+        &group(
+            "backend",
+            "RestForOne",
+            &[
+                stamped("db", "start_secs: \"2s\""),
+                stamped("indexer", "start_secs: \"0s\""),
+            ],
+        ),
+    );
+    let mut server = home.serve();
+    wait_starts(&home, &mut server, 1, "db started");
+    let dump = control_json(&home, &["dump"]);
+    if starts(&home).len() == 1 {
+        // The dump was taken before the indexer started: it waited.
+        let backend = &dump["root"]["children"][0];
+        assert_eq!(backend["children"][1]["state"], "waiting", "{dump}");
+        assert_eq!(backend["state"], "starting", "{dump}");
+    } else {
+        eprintln!("SKIP (waiting state): the indexer started before the dump was taken");
+    }
+    wait_starts(&home, &mut server, 2, "indexer started");
+    let stamps: Vec<(String, u128)> = home
+        .lines("order")
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Some((w.get(1)?.to_string(), w.get(2)?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(stamps[0].0, "db");
+    assert_eq!(stamps[1].0, "indexer");
+    let gap_ms = (stamps[1].1 - stamps[0].1) / 1_000_000;
+    assert!(
+        gap_ms >= 1900,
+        "the indexer started {gap_ms} ms after the db, before it was running"
+    );
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}

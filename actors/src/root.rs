@@ -265,7 +265,8 @@ pub struct RootState {
     /// Reloads waiting for it.
     queued: VecDeque<(bool, ReloadReply)>,
     /// Groups whose strategy restart is under way (one at a time per group).
-    regrouping: HashSet<String>,
+    /// Value: the group's state meanwhile (`starting` or `restarting`).
+    regrouping: HashMap<String, &'static str>,
     /// Workers not yet started because the sibling before them is not `running` yet.
     waiting: Arc<Mutex<HashSet<String>>>,
     /// Set once shutdown begins: a group restart under way starts nothing more.
@@ -313,14 +314,28 @@ impl Actor for RootSupervisor {
             reload_source: args.reload,
             reloading: None,
             queued: VecDeque::new(),
-            regrouping: HashSet::new(),
+            regrouping: HashMap::new(),
             waiting: Arc::new(Mutex::new(HashSet::new())),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let held = state.operator_stopped();
+        // In a OneForAll/RestForOne group each child starts once the one before is running:
+        // those workers are spawned stopped and started in order by a task.
+        let mut gated: Vec<(String, Vec<String>)> = Vec::new();
         for i in 0..state.slots.len() {
-            let initial = state.initial_state(&held, i);
+            let mut initial = state.initial_state(&held, i);
+            let name = state.slots[i].spec.name.clone();
+            if let (InitialState::Start, Some(group)) = (initial, state.gated_ancestor(&name)) {
+                initial = InitialState::Stopped;
+                match gated.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, members)) => members.push(name),
+                    None => gated.push((group, vec![name])),
+                }
+            }
             state.spawn_supervisor(&myself, i, initial).await;
+        }
+        for (group, members) in gated {
+            state.start_gated(&myself, group, &members, "starting");
         }
         Ok(state)
     }
@@ -602,6 +617,57 @@ impl RootState {
     /// `Temporary` siblings are left alone). The dying worker of such a group waits for the
     /// group ([`WorkerMsg::Resume`]); elsewhere it restarts itself. One group restart at a time
     /// per group: a death during one only resumes that worker after its backoff.
+    /// The outermost `OneForAll`/`RestForOne` group holding `name`, if any.
+    fn gated_ancestor(&self, name: &str) -> Option<String> {
+        let mut found = None;
+        let mut at = self.spec.parent_of(name);
+        while let Some(g) = at {
+            if g.strategy.gated() {
+                found = Some(g.name.clone());
+            }
+            at = g.parent.as_deref().and_then(|p| self.spec.group(p));
+        }
+        found
+    }
+
+    /// Start the (stopped) `members` of `group` in order, each once the one before is
+    /// `running`, on a task; the group shows `state` meanwhile.
+    fn start_gated(
+        &mut self,
+        myself: &ActorRef<RootMsg>,
+        group: String,
+        members: &[String],
+        state: &'static str,
+    ) {
+        let order: Vec<Member> = members
+            .iter()
+            .filter_map(|n| self.slots.iter().find(|s| &s.spec.name == n))
+            .filter_map(|s| match &s.state {
+                SlotState::Live(r) => Some(Member {
+                    name: s.spec.name.clone(),
+                    grace: s.spec.policy.shutdown.grace,
+                    start_secs: s.spec.policy.start_secs,
+                    child: r.clone(),
+                    dying: false,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.regrouping.insert(group.clone(), state);
+        let gate = Gate {
+            events: self.events.clone(),
+            waiting: self.waiting.clone(),
+            stopping: self.stopping.clone(),
+        };
+        let root = myself.clone();
+        gate.set_waiting(&order, true);
+        tokio::spawn(async move {
+            gate.start_in_order(&order).await;
+            gate.set_waiting(&order, false);
+            let _ = root.cast(RootMsg::GroupRestarted { group });
+        });
+    }
+
     fn child_restarting(&mut self, myself: &ActorRef<RootMsg>, worker: &str, delay: Duration) {
         use crate::spec::{ChildRef, RestartType, Strategy};
         if !matches!(self.phase, Phase::Running) {
@@ -615,7 +681,7 @@ impl RootState {
         };
         let dying_ref = dying_ref.clone();
         let group = self.spec.parent_of(worker).filter(|g| g.strategy.gated());
-        let Some(group) = group.filter(|g| !self.regrouping.contains(&g.name)) else {
+        let Some(group) = group.filter(|g| !self.regrouping.contains_key(&g.name)) else {
             resume_after(dying_ref, delay);
             return;
         };
@@ -667,7 +733,7 @@ impl RootState {
         tracing::warn!(group = %group_name, "{detail}");
         self.history
             .record_event(&group_name, "group_restart", &detail);
-        self.regrouping.insert(group_name.clone());
+        self.regrouping.insert(group_name.clone(), "restarting");
         let root = myself.clone();
         let gate = Gate {
             events: self.events.clone(),
@@ -1254,7 +1320,7 @@ impl RootState {
 fn tree_nodes(
     snapshots: Vec<WorkerSnapshot>,
     groups: &[crate::spec::GroupSpec],
-    regrouping: &HashSet<String>,
+    regrouping: &HashMap<String, &'static str>,
 ) -> Vec<Node> {
     use crate::snapshot::GroupInfo;
     use crate::spec::ChildRef;
@@ -1276,7 +1342,7 @@ fn tree_nodes(
         g: &crate::spec::GroupSpec,
         groups: &[crate::spec::GroupSpec],
         by_name: &mut HashMap<String, WorkerSnapshot>,
-        regrouping: &HashSet<String>,
+        regrouping: &HashMap<String, &'static str>,
     ) -> Node {
         let mut children = Vec::with_capacity(g.children.len());
         for child in &g.children {
@@ -1303,7 +1369,7 @@ fn tree_nodes(
                 name: g.name.clone(),
                 state: GroupInfo::state_of(
                     states.iter().map(String::as_str),
-                    regrouping.contains(&g.name),
+                    regrouping.get(&g.name).copied(),
                 ),
                 kind: "group".into(),
                 strategy: g.strategy.as_str().into(),

@@ -156,12 +156,12 @@ pub struct GroupInfo {
 }
 
 impl GroupInfo {
-    /// A group's state from its children's: `restarting` while its strategy restarts them,
+    /// A group's state from its children's: `during` while its strategy (re)starts them,
     /// `stopping` while one stops, `failed` when one failed, `starting` while one starts or
     /// waits, `stopped` when all are stopped, else `running`.
-    pub fn state_of<'a>(states: impl Iterator<Item = &'a str>, restarting: bool) -> String {
-        if restarting {
-            return "restarting".into();
+    pub fn state_of<'a>(states: impl Iterator<Item = &'a str>, during: Option<&str>) -> String {
+        if let Some(during) = during {
+            return during.into();
         }
         let states: Vec<&str> = states.collect();
         let any = |s: &[&str]| states.iter().any(|x| s.contains(x));
