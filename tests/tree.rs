@@ -273,3 +273,37 @@ fn a_gated_group_starts_each_child_once_the_one_before_is_running() {
     );
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn stop_and_start_a_group_act_on_its_workers_in_order() {
+    let home = Home::new(
+        "",
+        &group("pair", "OneForOne", &[member("a", ""), member("b", "")]),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 2, "both started");
+    control_wait_ready(&home);
+    let out = home.run(&["stop", "pair"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (pid, _) in &first {
+        assert!(!alive(*pid), "a worker of the stopped group still runs");
+    }
+    let dump = control_json(&home, &["dump"]);
+    assert_eq!(dump["root"]["children"][0]["state"], "stopped", "{dump}");
+    let out = home.run(&["start", "pair"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = wait_starts(&home, &mut server, 4, "both started again");
+    let names: Vec<&str> = after[2..].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let out = home.run(&["restart", "nope"]);
+    assert!(!out.status.success());
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}

@@ -1064,7 +1064,12 @@ impl RootState {
         let i = match self.slot_named(&worker) {
             Ok(i) => i,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                match self.spec.group_workers(&worker) {
+                    Some(members) => self.act_on_group(myself, &worker, members, action, reply),
+                    None => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
                 return;
             }
         };
@@ -1129,6 +1134,60 @@ impl RootState {
                 let _ = reply.send(Ok(self.placeholder(i)));
             }
         }
+    }
+
+    /// `vigil start|stop|restart GROUP`: the action on each of its workers in order (stop:
+    /// reverse order), each done before the next begins. Replies with the last worker's
+    /// snapshot.
+    fn act_on_group(
+        &self,
+        myself: &ActorRef<RootMsg>,
+        group: &str,
+        members: Vec<&str>,
+        action: WorkerAction,
+        reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
+    ) {
+        let mut members: Vec<String> = members.into_iter().map(str::to_string).collect();
+        if action == WorkerAction::Stop {
+            members.reverse();
+        }
+        if members.is_empty() {
+            let _ = reply.send(Err(ControlError::Failed(format!(
+                "group {group:?} has no workers"
+            ))));
+            return;
+        }
+        let timeout: Duration = self
+            .slots
+            .iter()
+            .filter(|s| members.contains(&s.spec.name))
+            .map(|s| s.spec.policy.shutdown.grace + STOP_MARGIN)
+            .max()
+            .unwrap_or(STOP_MARGIN);
+        let root = myself.clone();
+        tokio::spawn(async move {
+            let mut last = Err(ControlError::Failed("nothing done".into()));
+            for worker in members {
+                let asked = root
+                    .call(
+                        |reply| RootMsg::Act {
+                            worker: worker.clone(),
+                            action,
+                            reply,
+                        },
+                        Some(timeout),
+                    )
+                    .await;
+                last = match asked {
+                    Ok(ractor::rpc::CallResult::Success(result)) => result,
+                    Ok(_) | Err(_) => Err(ControlError::Timeout(worker.clone())),
+                };
+                if last.is_err() {
+                    break;
+                }
+            }
+            let _ = reply.send(last);
+        });
     }
 
     /// A snapshot for a worker that has no live supervisor (failed, held or down).
