@@ -307,3 +307,53 @@ fn stop_and_start_a_group_act_on_its_workers_in_order() {
     assert!(!out.status.success());
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+/// The start stamps (ns) a worker appended to `file`.
+fn stamps(home: &Home, file: &str) -> Vec<u128> {
+    home.lines(file)
+        .iter()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn each_child_has_its_own_backoff_for_failed_supervisors() {
+    let policy = "backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), intensity: (max_restarts: 0, within: \"60s\"), start_secs: \"0s\"";
+    let home = Home::new(
+        "root: (backoff: (initial: \"200ms\", max: \"20s\", multiplier: 2.0, jitter: 0.0)),",
+        &[
+            sh_worker("a", "date +%s%N >> a; exit 1", policy),
+            sh_worker(
+                "b",
+                "date +%s%N >> b; if [ -e trigger ]; then rm trigger; exit 1; fi; exec sleep 1000",
+                policy,
+            ),
+        ]
+        .join("\n"),
+    );
+    let mut server = home.serve();
+    // a escalates again and again: its fresh supervisors come 200, 400, 800, 1600 ms apart.
+    wait_for(LONG, "a's fifth start", || {
+        (stamps(&home, "a").len() >= 5).then_some(())
+    });
+    wait_for(LONG, "b running", || home.lines("b").first().map(|_| ()));
+    let dump = control_json(&home, &["dump"]);
+    let pid = dump["root"]["children"][1]["pid"]
+        .as_u64()
+        .expect("b's pid") as u32;
+    server.track(pid);
+    // b escalates twice (killed; then its next run exits at once): 200 then 400 ms of its own
+    // backoff, not the 6.4 s a's sequence has reached.
+    std::fs::write(home.file("trigger"), "").expect("write trigger");
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let b = wait_for(LONG, "b escalated and started afresh", || {
+        let s = stamps(&home, "b");
+        (s.len() >= 3).then_some(s)
+    });
+    let gap_ms = (b[2] - b[1]) / 1_000_000;
+    assert!(
+        gap_ms < 1500,
+        "b's second escalation waited {gap_ms} ms: a's escalations grew its backoff"
+    );
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}

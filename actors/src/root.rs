@@ -216,6 +216,10 @@ struct Slot {
     state: SlotState,
     /// Counters kept across WorkerSupervisor incarnations.
     carry: Carry,
+    /// This child's own backoff sequence for failed supervisors (its group's `backoff`).
+    counter: BackoffCounter,
+    /// When its current supervisor was started: a run of `reset_after` resets `counter`.
+    since: Instant,
 }
 
 /// Whether a worker's supervisor is alive.
@@ -250,7 +254,8 @@ pub struct RootState {
     events: EventBus,
     slots: Vec<Slot>,
     window: RestartWindow,
-    counter: BackoffCounter,
+    /// Each group's window of failed children (groups with an `intensity` only).
+    group_windows: HashMap<String, RestartWindow>,
     escalations: u64,
     next_ticket: u64,
     started: Instant,
@@ -296,6 +301,8 @@ impl Actor for RootSupervisor {
                 spec: spec.clone(),
                 state: SlotState::Down,
                 carry: Carry::default(),
+                counter: BackoffCounter::default(),
+                since: Instant::now(),
             })
             .collect();
         let mut state = RootState {
@@ -304,7 +311,7 @@ impl Actor for RootSupervisor {
             events: args.events,
             slots,
             window: RestartWindow::default(),
-            counter: BackoffCounter::default(),
+            group_windows: HashMap::new(),
             escalations: 0,
             next_ticket: 0,
             started: Instant::now(),
@@ -502,6 +509,7 @@ impl RootState {
         i: usize,
         initial: InitialState,
     ) {
+        self.slots[i].since = Instant::now();
         let slot = &self.slots[i];
         let args = WorkerArgs {
             spec: slot.spec.clone(),
@@ -581,8 +589,43 @@ impl RootState {
             self.shutdown(myself, None, TreeOutcome::Significant { code });
             return;
         }
-        if let Some(limit) = self.spec.root.intensity {
-            let n = self.window.add(Instant::now(), limit.within);
+        // Up the tree: the worker's group counts the failure; a group past its intensity has
+        // failed, which its parent counts in turn; what reaches the root counts against the
+        // root's intensity. A group without an intensity never fails.
+        let now = Instant::now();
+        let mut reaches_root = true;
+        let mut at = self.spec.parent_of(&name).cloned();
+        while let Some(g) = at {
+            let Some(limit) = g.intensity else {
+                reaches_root = false;
+                break;
+            };
+            let n = self
+                .group_windows
+                .entry(g.name.clone())
+                .or_default()
+                .add(now, limit.within);
+            if n <= limit.max_restarts {
+                reaches_root = false;
+                break;
+            }
+            let text = format!(
+                "{n} failed children within {:?} exceed group {:?}'s limit of {}",
+                limit.within, g.name, limit.max_restarts
+            );
+            tracing::error!(group = %g.name, "{text}");
+            self.history.record_event(&g.name, "group_failed", &text);
+            self.events.publish(|| {
+                Event::worker(EventKind::Failed, &g.name, 0, None).with_detail(text.clone())
+            });
+            at = g
+                .parent
+                .as_deref()
+                .and_then(|p| self.spec.group(p))
+                .cloned();
+        }
+        if let Some(limit) = self.spec.root.intensity.filter(|_| reaches_root) {
+            let n = self.window.add(now, limit.within);
             if n > limit.max_restarts {
                 let text = format!(
                     "{n} escalations within {:?} exceed the root limit of {}",
@@ -595,10 +638,14 @@ impl RootState {
                 return;
             }
         }
-        let attempt = self
-            .counter
-            .next_attempt(Duration::ZERO, self.spec.root.backoff.reset_after);
-        let delay = self.spec.root.backoff.delay(attempt, fastrand::f64());
+        // One backoff sequence per child, reset by a run of the backoff's `reset_after`.
+        let backoff = self
+            .spec
+            .parent_of(&name)
+            .map_or(self.spec.root.backoff, |g| g.backoff);
+        let ran = now.saturating_duration_since(self.slots[i].since);
+        let attempt = self.slots[i].counter.next_attempt(ran, backoff.reset_after);
+        let delay = backoff.delay(attempt, fastrand::f64());
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         tracing::error!(worker = %name, delay_ms = delay.as_millis() as u64, "worker supervisor escalated: {reason}; fresh supervisor after the root backoff");
@@ -922,6 +969,8 @@ impl RootState {
                         spec: spec.clone(),
                         state: SlotState::Down,
                         carry: Carry::default(),
+                        counter: BackoffCounter::default(),
+                        since: Instant::now(),
                     }
                 }
                 (Class::Updated, Some(mut slot)) => {
@@ -1108,8 +1157,8 @@ impl RootState {
                 SlotState::Failed { .. } | SlotState::Held | SlotState::Down,
                 WorkerAction::Start | WorkerAction::Restart,
             ) => {
-                // The operator asks for a fresh try: the root backoff starts again too.
-                self.counter.reset();
+                // The operator asks for a fresh try: its group's backoff starts again too.
+                self.slots[i].counter.reset();
                 self.spawn_supervisor(myself, i, InitialState::Start).await;
                 match &self.slots[i].state {
                     SlotState::Live(child) => {
