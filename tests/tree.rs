@@ -357,3 +357,66 @@ fn each_child_has_its_own_backoff_for_failed_supervisors() {
     );
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn a_group_past_its_intensity_fails_and_the_root_exits_3() {
+    let workers = format!(
+        "        (name: \"g\", kind: Group(intensity: (max_restarts: 1, within: \"60s\"), backoff: (initial: \"100ms\", max: \"1s\", jitter: 0.0), workers: [\n{}\n        ])),",
+        sh_worker(
+            "w",
+            "date +%s%N >> w; exit 1",
+            "backoff: (initial: \"0s\", jitter: 0.0), intensity: (max_restarts: 0, within: \"60s\")",
+        )
+    );
+    let home = Home::new(
+        "root: (intensity: (max_restarts: 0, within: \"60s\")),",
+        &workers,
+    );
+    let mut server = home.serve();
+    let status = server.wait(LONG).expect("the server exits");
+    assert_eq!(status.code(), Some(3), "{}", server.stderr());
+    // The group absorbed the first failure (one fresh supervisor), the second failed it.
+    assert_eq!(stamps(&home, "w").len(), 2, "{}", server.stderr());
+    assert!(
+        server.stderr().contains("exceed group"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn restart_of_an_instance_group_is_rolling() {
+    let home = Home::new(
+        "",
+        &sh_worker(
+            "w",
+            "echo $$ $VIGIL_WORKER $(date +%s%N) >> order; exec sleep 1000",
+            "backoff: (initial: \"0s\", jitter: 0.0), start_secs: \"500ms\", instances: 2",
+        ),
+    );
+    let mut server = home.serve();
+    wait_starts(&home, &mut server, 2, "two instances");
+    control_wait_ready(&home);
+    let out = home.run(&["restart", "w"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = wait_starts(&home, &mut server, 4, "both restarted");
+    let stamp = |l: &str| -> u128 {
+        l.split_whitespace()
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    let lines = home.lines("order");
+    assert_eq!(after[2].1, "w@0", "{lines:?}");
+    assert_eq!(after[3].1, "w@1", "{lines:?}");
+    let gap_ms = (stamp(&lines[3]) - stamp(&lines[2])) / 1_000_000;
+    assert!(
+        gap_ms >= 450,
+        "w@1 restarted {gap_ms} ms after w@0, before w@0 was running"
+    );
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}

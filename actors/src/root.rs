@@ -1186,7 +1186,8 @@ impl RootState {
     }
 
     /// `vigil start|stop|restart GROUP`: the action on each of its workers in order (stop:
-    /// reverse order), each done before the next begins. Replies with the last worker's
+    /// reverse order), each done before the next begins; a started one must be `running`
+    /// (or have ended) before the next (a rolling restart). Replies with the last worker's
     /// snapshot.
     fn act_on_group(
         &self,
@@ -1213,10 +1214,18 @@ impl RootState {
             .map(|s| s.spec.policy.shutdown.grace + STOP_MARGIN)
             .max()
             .unwrap_or(STOP_MARGIN);
+        let start_secs: HashMap<String, Duration> = self
+            .slots
+            .iter()
+            .filter(|s| members.contains(&s.spec.name))
+            .map(|s| (s.spec.name.clone(), s.spec.policy.start_secs))
+            .collect();
+        let events = self.events.clone();
         let root = myself.clone();
         tokio::spawn(async move {
             let mut last = Err(ControlError::Failed("nothing done".into()));
             for worker in members {
+                let mut rx = events.subscribe();
                 let asked = root
                     .call(
                         |reply| RootMsg::Act {
@@ -1233,6 +1242,38 @@ impl RootState {
                 };
                 if last.is_err() {
                     break;
+                }
+                // A rolling (re)start: the next one begins once this one is running again,
+                // so that a pool never goes fully down.
+                let starting = last
+                    .as_ref()
+                    .ok()
+                    .filter(|s| s.state == WorkerState::Starting)
+                    .map(|s| s.generation);
+                if let (true, Some(generation)) = (action != WorkerAction::Stop, starting) {
+                    let within = start_secs.get(&worker).copied().unwrap_or_default() + STOP_MARGIN;
+                    let _ = tokio::time::timeout(within, async {
+                        loop {
+                            match rx.recv().await {
+                                // The old process's exit is not the new one's.
+                                Ok(e)
+                                    if e.worker.as_deref() == Some(worker.as_str())
+                                        && e.generation.is_some_and(|g| g >= generation) =>
+                                {
+                                    if matches!(
+                                        e.event,
+                                        EventKind::Ready | EventKind::Exited | EventKind::Failed
+                                    ) {
+                                        return;
+                                    }
+                                }
+                                Ok(_)
+                                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            }
+                        }
+                    })
+                    .await;
                 }
             }
             let _ = reply.send(last);
