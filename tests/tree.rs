@@ -283,6 +283,14 @@ fn stop_and_start_a_group_act_on_its_workers_in_order() {
     let mut server = home.serve();
     let first = wait_starts(&home, &mut server, 2, "both started");
     control_wait_ready(&home);
+    let status = control_json(&home, &["status", "pair"]);
+    let names: Vec<&str> = status
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|w| w["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["a", "b"], "{status}");
     let out = home.run(&["stop", "pair"]);
     assert!(
         out.status.success(),

@@ -7,6 +7,18 @@
 //! history writer owns SQLite; nor parse config: a reload gets its new tree from the
 //! [`ReloadSource`] the program gave.
 //!
+//! # Groups
+//! The slots stay flat (depth-first start order); each worker's place in the tree comes from
+//! [`TreeSpec::groups`]. When a worker of a `OneForAll`/`RestForOne` group dies and its policy
+//! restarts it, its WorkerSupervisor waits and tells the root ([`RootMsg::ChildRestarting`]);
+//! the root stops the siblings the strategy names (reverse order) and, after the dying one's
+//! backoff, starts them in order, each once the one before is `running` (a task; the dump
+//! shows them `waiting`). The same gated start runs when the tree starts. A failed
+//! WorkerSupervisor is retried after its group's backoff (one counter per slot); groups with
+//! an intensity count such failures and, past it, fail into their parent's count, up to the
+//! root's intensity (exit 3). `start|stop|restart GROUP` acts on the group's workers in
+//! order (stop: reverse), each running again before the next (a rolling restart).
+//!
 //! # Reload
 //! The difference is computed by [`crate::reload::diff`], then applied: the root's own policy
 //! and the new order at once, and supervision-only changes sent to the running supervisors
@@ -1328,12 +1340,12 @@ impl RootState {
 
     /// Ask every live WorkerSupervisor (concurrently, with a timeout) and assemble snapshots
     /// in start order; `only` restricts to one slot.
-    fn gather(&self, only: Option<usize>) -> tokio::task::JoinHandle<Vec<WorkerSnapshot>> {
+    fn gather(&self, only: Option<Vec<usize>>) -> tokio::task::JoinHandle<Vec<WorkerSnapshot>> {
         let asks: Vec<(usize, Result<ActorRef<WorkerMsg>, WorkerSnapshot>, String)> = self
             .slots
             .iter()
             .enumerate()
-            .filter(|(i, _)| only.is_none_or(|o| o == *i))
+            .filter(|(i, _)| only.as_ref().is_none_or(|o| o.contains(i)))
             .map(|(i, s)| {
                 let target = match &s.state {
                     SlotState::Live(r) => Ok(r.clone()),
@@ -1449,13 +1461,22 @@ impl RootState {
         worker: Option<String>,
         reply: RpcReplyPort<Result<Vec<WorkerSnapshot>, ControlError>>,
     ) {
-        let only = match worker.as_deref().map(|w| self.slot_named(w)) {
+        let only = match worker.as_deref().map(|w| (w, self.slot_named(w))) {
             None => None,
-            Some(Ok(i)) => Some(i),
-            Some(Err(e)) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Some((_, Ok(i))) => Some(vec![i]),
+            // `vigil status GROUP`: its workers, in start order.
+            Some((w, Err(e))) => match self.spec.group_workers(w) {
+                Some(members) => Some(
+                    members
+                        .iter()
+                        .filter_map(|m| self.slots.iter().position(|s| s.spec.name == *m))
+                        .collect(),
+                ),
+                None => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
         };
         let gathered = self.gather(only);
         tokio::spawn(async move {
