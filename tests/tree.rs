@@ -428,3 +428,53 @@ fn restart_of_an_instance_group_is_rolling() {
     );
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn a_reload_that_changes_instances_leaves_the_others_untouched() {
+    let worker = |n: u32| {
+        sh_worker(
+            "w",
+            "echo $$ $VIGIL_WORKER $VIGIL_INSTANCE >> order; exec sleep 1000",
+            &format!("{FAST}, instances: {n}"),
+        )
+    };
+    let home = Home::new("", &worker(2));
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 2, "two instances");
+    control_wait_ready(&home);
+    home.write_config("", &worker(3));
+    let out = home.run(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = wait_starts(&home, &mut server, 3, "the third instance");
+    assert_eq!(after[2].1, "w@2", "{after:?}");
+    for (pid, _) in &first {
+        assert!(alive(*pid), "an untouched instance was restarted");
+    }
+    home.write_config("", &worker(1));
+    let out = home.run(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w1 = pid_of(&after, "w@1").expect("w@1");
+    let w2 = pid_of(&after, "w@2").expect("w@2");
+    wait_for(LONG, "w@1 and w@2 stopped", || {
+        (!alive(w1) && !alive(w2)).then_some(())
+    });
+    let w0 = pid_of(&first, "w@0").expect("w@0");
+    assert!(alive(w0), "w@0 was restarted by the reload");
+    let dump = control_json(&home, &["dump"]);
+    assert_eq!(
+        dump["root"]["children"][0]["children"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{dump}"
+    );
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
