@@ -3,7 +3,9 @@
 //! Owns every rule that a well-typed file can still break (unique, file-safe names; non-empty
 //! argv; multiplier >= 1; 0 <= jitter <= 1; initial <= max; ...), the merge of a worker type's
 //! default policy with what the file overrides, and the resolution of relative paths against the
-//! config file's folder. It must not read files or touch the OS beyond `current_exe`, the
+//! config file's folder; and the walk over nested `Group` entries into flat workers (depth-first,
+//! start order) plus [`GroupSpec`]s, with `instances: N` expanded to `NAME@0..NAME@{N-1}`. It
+//! must not read files or touch the OS beyond `current_exe`, the
 //! passwd and group databases (a worker's `user` and `group` must exist) and a worker's
 //! `env_file` (it must exist and parse; its variables are kept in the spec).
 
@@ -301,7 +303,10 @@ impl Walk<'_, '_> {
                 };
                 Arc::new(IndexingWorker { exe, settings })
             }
-            KindFile::Group { .. } => unreachable!("groups are resolved by Walk::children"),
+            // Walk::children resolves groups itself; a group never gets here.
+            KindFile::Group { .. } => {
+                return Err(src.worker_error(&w.name, "a group cannot be run as a worker".into()));
+            }
         };
         let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
         let log = log_spec(self.log_dir, name, &w.log.clone().unwrap_or_default())
