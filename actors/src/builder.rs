@@ -155,6 +155,7 @@ impl TreeBuilder {
             cgroup: crate::spec::CgroupMode::Off,
             containment: crate::containment::Containment::ProcessGroup,
             http: None,
+            groups: Vec::new(),
         })
     }
 

@@ -14,9 +14,34 @@
 //! child subreaper                     (reaper.rs)   adopts orphans, reaps zombies
 //! ```
 //!
+//! # Groups
+//! Between the root and the workers there may be groups (`TreeSpec::groups`; config
+//! `kind: Group(strategy, intensity, backoff, workers)`), nested to any depth:
+//!
+//! ```text
+//! root (OneForOne)
+//! ├─ group "backend" (RestForOne)
+//! │  ├─ worker "db"
+//! │  └─ worker "indexing"      starts once "db" is running; restarts after "db" does
+//! └─ group "web" (OneForOne)   `instances: 3`
+//!    ├─ worker "web@0"
+//!    ├─ worker "web@1"
+//!    └─ worker "web@2"
+//! ```
+//!
+//! Strategies, with OTP's meanings ([`spec::Strategy`]): `OneForOne` restarts only the child
+//! that died; `OneForAll` stops the other children (reverse start order) and starts them all
+//! again in order; `RestForOne` stops the children after the one that died (reverse order) and
+//! starts it and them again in order. A `Temporary` child is never restarted along with a
+//! sibling. In `OneForAll`/`RestForOne` groups each child starts only once the one before is
+//! `running` (state `waiting` meanwhile). The worker decides *whether* it restarts; its group
+//! decides *what else* restarts with it ([`root::RootMsg::ChildRestarting`]). A failed child
+//! supervisor is started afresh after its group's `backoff` (one counter per child); more than
+//! the group's `intensity` failures fail the group, counted by its parent, up to the root.
+//!
 //! # Who owns what
 //! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,
-//!   or a failed one waiting for the root's backoff. It never signals or spawns processes
+//!   or a failed one waiting for its group's backoff; it applies the groups' strategies. It never signals or spawns processes
 //!   (it reads `/proc` for the dump's usage figures).
 //! - A **WorkerSupervisor** ([`worker_supervisor::WorkerSupervisor`]) owns exactly one worker:
 //!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.

@@ -321,6 +321,7 @@ mod tests {
             cgroup: Default::default(),
             containment: Default::default(),
             http: None,
+            groups: Vec::new(),
         }
     }
 

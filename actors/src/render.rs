@@ -123,6 +123,17 @@ fn node_text(node: &Node, first: &str, rest: &str, paint: Paint, now: Timestamp,
     match &node.info {
         NodeInfo::Root(root) => root_lines(root, first, rest, paint, out),
         NodeInfo::Worker(worker) => worker_lines(worker, first, rest, paint, now, out),
+        NodeInfo::Group(group) => {
+            let _ = writeln!(
+                out,
+                "{first}{} group {} {}  {}  restarts {}",
+                paint.fg(Colour::Grey, "◆"),
+                paint.bold(&group.name),
+                group.strategy,
+                group.state,
+                group.restarts
+            );
+        }
     }
     let count = node.children.len();
     for (i, child) in node.children.iter().enumerate() {
@@ -415,7 +426,10 @@ impl Paint {
     fn state(self, state: WorkerState, text: &str) -> String {
         let colour = match state {
             WorkerState::Running => Colour::Green,
-            WorkerState::Starting | WorkerState::Backoff | WorkerState::Stopping => Colour::Yellow,
+            WorkerState::Starting
+            | WorkerState::Backoff
+            | WorkerState::Stopping
+            | WorkerState::Waiting => Colour::Yellow,
             WorkerState::Failed | WorkerState::Unresponsive => Colour::Red,
             WorkerState::Stopped => Colour::Grey,
         };
@@ -657,7 +671,7 @@ mod tests {
             .into_iter()
             .filter_map(|n| match n.info {
                 NodeInfo::Worker(w) => Some(*w),
-                NodeInfo::Root(_) => None,
+                NodeInfo::Root(_) | NodeInfo::Group(_) => None,
             })
             .collect();
         let text = status_text_at(&workers, false, now());

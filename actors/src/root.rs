@@ -7,6 +7,18 @@
 //! history writer owns SQLite; nor parse config: a reload gets its new tree from the
 //! [`ReloadSource`] the program gave.
 //!
+//! # Groups
+//! The slots stay flat (depth-first start order); each worker's place in the tree comes from
+//! [`TreeSpec::groups`]. When a worker of a `OneForAll`/`RestForOne` group dies and its policy
+//! restarts it, its WorkerSupervisor waits and tells the root ([`RootMsg::ChildRestarting`]);
+//! the root stops the siblings the strategy names (reverse order) and, after the dying one's
+//! backoff, starts them in order, each once the one before is `running` (a task; the dump
+//! shows them `waiting`). The same gated start runs when the tree starts. A failed
+//! WorkerSupervisor is retried after its group's backoff (one counter per slot); groups with
+//! an intensity count such failures and, past it, fail into their parent's count, up to the
+//! root's intensity (exit 3). `start|stop|restart GROUP` acts on the group's workers in
+//! order (stop: reverse), each running again before the next (a rolling restart).
+//!
 //! # Reload
 //! The difference is computed by [`crate::reload::diff`], then applied: the root's own policy
 //! and the new order at once, and supervision-only changes sent to the running supervisors
@@ -124,6 +136,19 @@ pub enum RootMsg {
     ReloadStopped,
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
+    /// From a WorkerSupervisor: its worker died and will be restarted after `delay`. Its
+    /// group's strategy decides which siblings restart with it (see [`crate::spec::Strategy`]).
+    ChildRestarting {
+        /// The worker.
+        worker: String,
+        /// Its own backoff before the restart.
+        delay: Duration,
+    },
+    /// Internal: the group restart of `group` is done.
+    GroupRestarted {
+        /// The group.
+        group: String,
+    },
     /// From a WorkerSupervisor: its significant worker ended and will not be restarted;
     /// the tree shuts down with [`TreeOutcome::Significant`].
     SignificantEnded {
@@ -203,6 +228,10 @@ struct Slot {
     state: SlotState,
     /// Counters kept across WorkerSupervisor incarnations.
     carry: Carry,
+    /// This child's own backoff sequence for failed supervisors (its group's `backoff`).
+    counter: BackoffCounter,
+    /// When its current supervisor was started: a run of `reset_after` resets `counter`.
+    since: Instant,
 }
 
 /// Whether a worker's supervisor is alive.
@@ -237,7 +266,8 @@ pub struct RootState {
     events: EventBus,
     slots: Vec<Slot>,
     window: RestartWindow,
-    counter: BackoffCounter,
+    /// Each group's window of failed children (groups with an `intensity` only).
+    group_windows: HashMap<String, RestartWindow>,
     escalations: u64,
     next_ticket: u64,
     started: Instant,
@@ -251,6 +281,13 @@ pub struct RootState {
     reloading: Option<InFlight>,
     /// Reloads waiting for it.
     queued: VecDeque<(bool, ReloadReply)>,
+    /// Groups whose strategy restart is under way (one at a time per group).
+    /// Value: the group's state meanwhile (`starting` or `restarting`).
+    regrouping: HashMap<String, &'static str>,
+    /// Workers not yet started because the sibling before them is not `running` yet.
+    waiting: Arc<Mutex<HashSet<String>>>,
+    /// Set once shutdown begins: a group restart under way starts nothing more.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The root supervisor behaviour (see [`RootMsg`] for its API).
@@ -276,6 +313,8 @@ impl Actor for RootSupervisor {
                 spec: spec.clone(),
                 state: SlotState::Down,
                 carry: Carry::default(),
+                counter: BackoffCounter::default(),
+                since: Instant::now(),
             })
             .collect();
         let mut state = RootState {
@@ -284,7 +323,7 @@ impl Actor for RootSupervisor {
             events: args.events,
             slots,
             window: RestartWindow::default(),
-            counter: BackoffCounter::default(),
+            group_windows: HashMap::new(),
             escalations: 0,
             next_ticket: 0,
             started: Instant::now(),
@@ -294,11 +333,28 @@ impl Actor for RootSupervisor {
             reload_source: args.reload,
             reloading: None,
             queued: VecDeque::new(),
+            regrouping: HashMap::new(),
+            waiting: Arc::new(Mutex::new(HashSet::new())),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let held = state.operator_stopped();
+        // In a OneForAll/RestForOne group each child starts once the one before is running:
+        // those workers are spawned stopped and started in order by a task.
+        let mut gated: Vec<(String, Vec<String>)> = Vec::new();
         for i in 0..state.slots.len() {
-            let initial = state.initial_state(&held, i);
+            let mut initial = state.initial_state(&held, i);
+            let name = state.slots[i].spec.name.clone();
+            if let (InitialState::Start, Some(group)) = (initial, state.gated_ancestor(&name)) {
+                initial = InitialState::Stopped;
+                match gated.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, members)) => members.push(name),
+                    None => gated.push((group, vec![name])),
+                }
+            }
             state.spawn_supervisor(&myself, i, initial).await;
+        }
+        for (group, members) in gated {
+            state.start_gated(&myself, group, &members, "starting");
         }
         Ok(state)
     }
@@ -333,6 +389,12 @@ impl Actor for RootSupervisor {
                         .spawn_supervisor(&myself, slot, InitialState::Start)
                         .await;
                 }
+            }
+            RootMsg::ChildRestarting { worker, delay } => {
+                state.child_restarting(&myself, &worker, delay);
+            }
+            RootMsg::GroupRestarted { group } => {
+                state.regrouping.remove(&group);
             }
             RootMsg::SignificantEnded { worker, code } => {
                 if matches!(state.phase, Phase::Running) {
@@ -459,6 +521,7 @@ impl RootState {
         i: usize,
         initial: InitialState,
     ) {
+        self.slots[i].since = Instant::now();
         let slot = &self.slots[i];
         let args = WorkerArgs {
             spec: slot.spec.clone(),
@@ -468,6 +531,10 @@ impl RootState {
             events: self.events.clone(),
             carry: slot.carry.clone(),
             initial,
+            group_restart: self
+                .spec
+                .parent_of(&slot.spec.name)
+                .is_some_and(|g| g.strategy.gated()),
         };
         match Actor::spawn_linked(None, WorkerSupervisor, args, myself.get_cell()).await {
             Ok((child, _join)) => self.slots[i].state = SlotState::Live(child),
@@ -534,8 +601,43 @@ impl RootState {
             self.shutdown(myself, None, TreeOutcome::Significant { code });
             return;
         }
-        if let Some(limit) = self.spec.root.intensity {
-            let n = self.window.add(Instant::now(), limit.within);
+        // Up the tree: the worker's group counts the failure; a group past its intensity has
+        // failed, which its parent counts in turn; what reaches the root counts against the
+        // root's intensity. A group without an intensity never fails.
+        let now = Instant::now();
+        let mut reaches_root = true;
+        let mut at = self.spec.parent_of(&name).cloned();
+        while let Some(g) = at {
+            let Some(limit) = g.intensity else {
+                reaches_root = false;
+                break;
+            };
+            let n = self
+                .group_windows
+                .entry(g.name.clone())
+                .or_default()
+                .add(now, limit.within);
+            if n <= limit.max_restarts {
+                reaches_root = false;
+                break;
+            }
+            let text = format!(
+                "{n} failed children within {:?} exceed group {:?}'s limit of {}",
+                limit.within, g.name, limit.max_restarts
+            );
+            tracing::error!(group = %g.name, "{text}");
+            self.history.record_event(&g.name, "group_failed", &text);
+            self.events.publish(|| {
+                Event::worker(EventKind::Failed, &g.name, 0, None).with_detail(text.clone())
+            });
+            at = g
+                .parent
+                .as_deref()
+                .and_then(|p| self.spec.group(p))
+                .cloned();
+        }
+        if let Some(limit) = self.spec.root.intensity.filter(|_| reaches_root) {
+            let n = self.window.add(now, limit.within);
             if n > limit.max_restarts {
                 let text = format!(
                     "{n} escalations within {:?} exceed the root limit of {}",
@@ -548,10 +650,14 @@ impl RootState {
                 return;
             }
         }
-        let attempt = self
-            .counter
-            .next_attempt(Duration::ZERO, self.spec.root.backoff.reset_after);
-        let delay = self.spec.root.backoff.delay(attempt, fastrand::f64());
+        // One backoff sequence per child, reset by a run of the backoff's `reset_after`.
+        let backoff = self
+            .spec
+            .parent_of(&name)
+            .map_or(self.spec.root.backoff, |g| g.backoff);
+        let ran = now.saturating_duration_since(self.slots[i].since);
+        let attempt = self.slots[i].counter.next_attempt(ran, backoff.reset_after);
+        let delay = backoff.delay(attempt, fastrand::f64());
         self.next_ticket += 1;
         let ticket = self.next_ticket;
         tracing::error!(worker = %name, delay_ms = delay.as_millis() as u64, "worker supervisor escalated: {reason}; fresh supervisor after the root backoff");
@@ -561,6 +667,172 @@ impl RootState {
             ticket,
             reason,
         };
+    }
+
+    /// A worker died and restarts after `delay`. In a `OneForAll` group every sibling
+    /// restarts with it, in a `RestForOne` group the siblings after it: those are stopped in
+    /// reverse start order, and after the dying one's backoff all are started in order, each
+    /// once the one before is `running` (a sibling an operator stopped stays stopped;
+    /// `Temporary` siblings are left alone). The dying worker of such a group waits for the
+    /// group ([`WorkerMsg::Resume`]); elsewhere it restarts itself. One group restart at a time
+    /// per group: a death during one only resumes that worker after its backoff.
+    /// The outermost `OneForAll`/`RestForOne` group holding `name`, if any.
+    fn gated_ancestor(&self, name: &str) -> Option<String> {
+        let mut found = None;
+        let mut at = self.spec.parent_of(name);
+        while let Some(g) = at {
+            if g.strategy.gated() {
+                found = Some(g.name.clone());
+            }
+            at = g.parent.as_deref().and_then(|p| self.spec.group(p));
+        }
+        found
+    }
+
+    /// Start the (stopped) `members` of `group` in order, each once the one before is
+    /// `running`, on a task; the group shows `state` meanwhile.
+    fn start_gated(
+        &mut self,
+        myself: &ActorRef<RootMsg>,
+        group: String,
+        members: &[String],
+        state: &'static str,
+    ) {
+        let order: Vec<Member> = members
+            .iter()
+            .filter_map(|n| self.slots.iter().find(|s| &s.spec.name == n))
+            .filter_map(|s| match &s.state {
+                SlotState::Live(r) => Some(Member {
+                    name: s.spec.name.clone(),
+                    grace: s.spec.policy.shutdown.grace,
+                    start_secs: s.spec.policy.start_secs,
+                    child: r.clone(),
+                    dying: false,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.regrouping.insert(group.clone(), state);
+        let gate = Gate {
+            events: self.events.clone(),
+            waiting: self.waiting.clone(),
+            stopping: self.stopping.clone(),
+        };
+        let root = myself.clone();
+        gate.set_waiting(&order, true);
+        tokio::spawn(async move {
+            gate.start_in_order(&order).await;
+            gate.set_waiting(&order, false);
+            let _ = root.cast(RootMsg::GroupRestarted { group });
+        });
+    }
+
+    fn child_restarting(&mut self, myself: &ActorRef<RootMsg>, worker: &str, delay: Duration) {
+        use crate::spec::{ChildRef, RestartType, Strategy};
+        if !matches!(self.phase, Phase::Running) {
+            return;
+        }
+        let Some(dying) = self.slots.iter().find(|s| s.spec.name == worker) else {
+            return;
+        };
+        let SlotState::Live(dying_ref) = &dying.state else {
+            return;
+        };
+        let dying_ref = dying_ref.clone();
+        let group = self.spec.parent_of(worker).filter(|g| g.strategy.gated());
+        let Some(group) = group.filter(|g| !self.regrouping.contains_key(&g.name)) else {
+            resume_after(dying_ref, delay);
+            return;
+        };
+        let pos = group
+            .children
+            .iter()
+            .position(|c| c.name() == worker)
+            .unwrap_or(0);
+        let picked: &[ChildRef] = match group.strategy {
+            Strategy::RestForOne => &group.children[pos..],
+            Strategy::OneForAll | Strategy::OneForOne => &group.children,
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for child in picked {
+            match child {
+                ChildRef::Worker(w) => names.push(w),
+                ChildRef::Group(g) => names.extend(self.spec.group_workers(g).unwrap_or_default()),
+            }
+        }
+        let order: Vec<Member> = names
+            .into_iter()
+            .filter_map(|n| self.slots.iter().find(|s| s.spec.name == n))
+            .filter(|s| s.spec.name == worker || s.spec.policy.restart != RestartType::Temporary)
+            .filter_map(|s| match &s.state {
+                SlotState::Live(r) => Some(Member {
+                    name: s.spec.name.clone(),
+                    grace: s.spec.policy.shutdown.grace,
+                    start_secs: s.spec.policy.start_secs,
+                    child: r.clone(),
+                    dying: s.spec.name == worker,
+                }),
+                _ => None,
+            })
+            .collect();
+        if order.len() < 2 {
+            resume_after(dying_ref, delay);
+            return;
+        }
+        let group_name = group.name.clone();
+        let detail = format!(
+            "{worker} died: {} restarts {}",
+            group.strategy.as_str(),
+            order
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tracing::warn!(group = %group_name, "{detail}");
+        self.history
+            .record_event(&group_name, "group_restart", &detail);
+        self.regrouping.insert(group_name.clone(), "restarting");
+        let root = myself.clone();
+        let gate = Gate {
+            events: self.events.clone(),
+            waiting: self.waiting.clone(),
+            stopping: self.stopping.clone(),
+        };
+        tokio::spawn(async move {
+            // A sibling an operator stopped stays stopped.
+            let mut kept = Vec::with_capacity(order.len());
+            for m in order {
+                let held = !m.dying
+                    && matches!(
+                        m.child.call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT)).await,
+                        Ok(ractor::rpc::CallResult::Success(s)) if s.state == WorkerState::Stopped
+                    );
+                if !held {
+                    kept.push(m);
+                }
+            }
+            for m in kept.iter().rev().filter(|m| !m.dying) {
+                let stopped = m
+                    .child
+                    .call(
+                        |reply| WorkerMsg::Act {
+                            action: WorkerAction::Stop,
+                            reply,
+                        },
+                        Some(m.grace + STOP_MARGIN),
+                    )
+                    .await;
+                if !matches!(stopped, Ok(ractor::rpc::CallResult::Success(Ok(_)))) {
+                    tracing::warn!(worker = %m.name, "group restart: the stop was not confirmed");
+                }
+            }
+            gate.set_waiting(&kept, true);
+            tokio::time::sleep(delay).await;
+            gate.start_in_order(&kept).await;
+            gate.set_waiting(&kept, false);
+            let _ = root.cast(RootMsg::GroupRestarted { group: group_name });
+        });
     }
 
     /// Stop every worker in reverse start order, one after the other, on a separate task so the
@@ -578,6 +850,8 @@ impl RootState {
             }
             Phase::Running => {}
         }
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(?outcome, "shutting down: stopping workers in reverse order");
         self.events.publish(|| Event::server(EventKind::Shutdown));
         self.phase = Phase::ShuttingDown {
@@ -707,6 +981,8 @@ impl RootState {
                         spec: spec.clone(),
                         state: SlotState::Down,
                         carry: Carry::default(),
+                        counter: BackoffCounter::default(),
+                        since: Instant::now(),
                     }
                 }
                 (Class::Updated, Some(mut slot)) => {
@@ -751,6 +1027,7 @@ impl RootState {
         self.slots = slots;
         self.spec.root = new.root;
         self.spec.workers = new.workers;
+        self.spec.groups = new.groups;
         self.history
             .record_event("root", "reload", &report.summary());
         self.reloading = Some(InFlight {
@@ -848,7 +1125,12 @@ impl RootState {
         let i = match self.slot_named(&worker) {
             Ok(i) => i,
             Err(e) => {
-                let _ = reply.send(Err(e));
+                match self.spec.group_workers(&worker) {
+                    Some(members) => self.act_on_group(myself, &worker, members, action, reply),
+                    None => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
                 return;
             }
         };
@@ -887,8 +1169,8 @@ impl RootState {
                 SlotState::Failed { .. } | SlotState::Held | SlotState::Down,
                 WorkerAction::Start | WorkerAction::Restart,
             ) => {
-                // The operator asks for a fresh try: the root backoff starts again too.
-                self.counter.reset();
+                // The operator asks for a fresh try: its group's backoff starts again too.
+                self.slots[i].counter.reset();
                 self.spawn_supervisor(myself, i, InitialState::Start).await;
                 match &self.slots[i].state {
                     SlotState::Live(child) => {
@@ -913,6 +1195,101 @@ impl RootState {
                 let _ = reply.send(Ok(self.placeholder(i)));
             }
         }
+    }
+
+    /// `vigil start|stop|restart GROUP`: the action on each of its workers in order (stop:
+    /// reverse order), each done before the next begins; a started one must be `running`
+    /// (or have ended) before the next (a rolling restart). Replies with the last worker's
+    /// snapshot.
+    fn act_on_group(
+        &self,
+        myself: &ActorRef<RootMsg>,
+        group: &str,
+        members: Vec<&str>,
+        action: WorkerAction,
+        reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
+    ) {
+        let mut members: Vec<String> = members.into_iter().map(str::to_string).collect();
+        if action == WorkerAction::Stop {
+            members.reverse();
+        }
+        if members.is_empty() {
+            let _ = reply.send(Err(ControlError::Failed(format!(
+                "group {group:?} has no workers"
+            ))));
+            return;
+        }
+        let timeout: Duration = self
+            .slots
+            .iter()
+            .filter(|s| members.contains(&s.spec.name))
+            .map(|s| s.spec.policy.shutdown.grace + STOP_MARGIN)
+            .max()
+            .unwrap_or(STOP_MARGIN);
+        let start_secs: HashMap<String, Duration> = self
+            .slots
+            .iter()
+            .filter(|s| members.contains(&s.spec.name))
+            .map(|s| (s.spec.name.clone(), s.spec.policy.start_secs))
+            .collect();
+        let events = self.events.clone();
+        let root = myself.clone();
+        tokio::spawn(async move {
+            let mut last = Err(ControlError::Failed("nothing done".into()));
+            for worker in members {
+                let mut rx = events.subscribe();
+                let asked = root
+                    .call(
+                        |reply| RootMsg::Act {
+                            worker: worker.clone(),
+                            action,
+                            reply,
+                        },
+                        Some(timeout),
+                    )
+                    .await;
+                last = match asked {
+                    Ok(ractor::rpc::CallResult::Success(result)) => result,
+                    Ok(_) | Err(_) => Err(ControlError::Timeout(worker.clone())),
+                };
+                if last.is_err() {
+                    break;
+                }
+                // A rolling (re)start: the next one begins once this one is running again,
+                // so that a pool never goes fully down.
+                let starting = last
+                    .as_ref()
+                    .ok()
+                    .filter(|s| s.state == WorkerState::Starting)
+                    .map(|s| s.generation);
+                if let (true, Some(generation)) = (action != WorkerAction::Stop, starting) {
+                    let within = start_secs.get(&worker).copied().unwrap_or_default() + STOP_MARGIN;
+                    let _ = tokio::time::timeout(within, async {
+                        loop {
+                            match rx.recv().await {
+                                // The old process's exit is not the new one's.
+                                Ok(e)
+                                    if e.worker.as_deref() == Some(worker.as_str())
+                                        && e.generation.is_some_and(|g| g >= generation) =>
+                                {
+                                    if matches!(
+                                        e.event,
+                                        EventKind::Ready | EventKind::Exited | EventKind::Failed
+                                    ) {
+                                        return;
+                                    }
+                                }
+                                Ok(_)
+                                | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            }
+                        }
+                    })
+                    .await;
+                }
+            }
+            let _ = reply.send(last);
+        });
     }
 
     /// A snapshot for a worker that has no live supervisor (failed, held or down).
@@ -963,12 +1340,12 @@ impl RootState {
 
     /// Ask every live WorkerSupervisor (concurrently, with a timeout) and assemble snapshots
     /// in start order; `only` restricts to one slot.
-    fn gather(&self, only: Option<usize>) -> tokio::task::JoinHandle<Vec<WorkerSnapshot>> {
+    fn gather(&self, only: Option<Vec<usize>>) -> tokio::task::JoinHandle<Vec<WorkerSnapshot>> {
         let asks: Vec<(usize, Result<ActorRef<WorkerMsg>, WorkerSnapshot>, String)> = self
             .slots
             .iter()
             .enumerate()
-            .filter(|(i, _)| only.is_none_or(|o| o == *i))
+            .filter(|(i, _)| only.as_ref().is_none_or(|o| o.contains(i)))
             .map(|(i, s)| {
                 let target = match &s.state {
                     SlotState::Live(r) => Ok(r.clone()),
@@ -980,6 +1357,7 @@ impl RootState {
         let placeholders: Vec<WorkerSnapshot> =
             asks.iter().map(|(i, _, _)| self.unresponsive(*i)).collect();
         let sampler = self.sampler.clone();
+        let waiting = self.waiting.clone();
         tokio::spawn(async move {
             // The /proc scan runs on the blocking pool while the supervisors answer.
             let usage = tokio::task::spawn_blocking(move || {
@@ -1020,6 +1398,12 @@ impl RootState {
                 .map(|(s, p)| s.unwrap_or(p))
                 .collect();
             fill_usage(usage.await.unwrap_or_default(), &mut snapshots);
+            let waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            for s in &mut snapshots {
+                if s.state == WorkerState::Stopped && waiting.contains(&s.name) {
+                    s.state = WorkerState::Waiting;
+                }
+            }
             snapshots
         })
     }
@@ -1058,15 +1442,11 @@ impl RootState {
     fn dump(&self, reply: RpcReplyPort<Dump>) {
         let info = self.root_info();
         let gathered = self.gather(None);
+        let groups = self.spec.groups.clone();
+        let regrouping = self.regrouping.clone();
         tokio::spawn(async move {
             let snapshots = gathered.await.unwrap_or_default();
-            let children = snapshots
-                .into_iter()
-                .map(|s| Node {
-                    info: NodeInfo::Worker(Box::new(s)),
-                    children: Vec::new(),
-                })
-                .collect();
+            let children = tree_nodes(snapshots, &groups, &regrouping);
             let _ = reply.send(Dump {
                 root: Node {
                     info: NodeInfo::Root(info),
@@ -1081,19 +1461,224 @@ impl RootState {
         worker: Option<String>,
         reply: RpcReplyPort<Result<Vec<WorkerSnapshot>, ControlError>>,
     ) {
-        let only = match worker.as_deref().map(|w| self.slot_named(w)) {
+        let only = match worker.as_deref().map(|w| (w, self.slot_named(w))) {
             None => None,
-            Some(Ok(i)) => Some(i),
-            Some(Err(e)) => {
-                let _ = reply.send(Err(e));
-                return;
-            }
+            Some((_, Ok(i))) => Some(vec![i]),
+            // `vigil status GROUP`: its workers, in start order.
+            Some((w, Err(e))) => match self.spec.group_workers(w) {
+                Some(members) => Some(
+                    members
+                        .iter()
+                        .filter_map(|m| self.slots.iter().position(|s| s.spec.name == *m))
+                        .collect(),
+                ),
+                None => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            },
         };
         let gathered = self.gather(only);
         tokio::spawn(async move {
             let _ = reply.send(Ok(gathered.await.unwrap_or_default()));
         });
     }
+}
+
+/// The root's children as dump nodes: workers in start order, each inside its groups
+/// (`groups` from [`TreeSpec::groups`]); a top-level group sits where its first worker is.
+fn tree_nodes(
+    snapshots: Vec<WorkerSnapshot>,
+    groups: &[crate::spec::GroupSpec],
+    regrouping: &HashMap<String, &'static str>,
+) -> Vec<Node> {
+    use crate::snapshot::GroupInfo;
+    use crate::spec::ChildRef;
+    let worker_node = |s: WorkerSnapshot| Node {
+        info: NodeInfo::Worker(Box::new(s)),
+        children: Vec::new(),
+    };
+    if groups.is_empty() {
+        return snapshots.into_iter().map(worker_node).collect();
+    }
+    let order: Vec<String> = snapshots.iter().map(|s| s.name.clone()).collect();
+    let mut by_name: HashMap<String, WorkerSnapshot> =
+        snapshots.into_iter().map(|s| (s.name.clone(), s)).collect();
+    let parent: HashMap<&str, &str> = groups
+        .iter()
+        .flat_map(|g| g.children.iter().map(move |c| (c.name(), g.name.as_str())))
+        .collect();
+    fn group_node(
+        g: &crate::spec::GroupSpec,
+        groups: &[crate::spec::GroupSpec],
+        by_name: &mut HashMap<String, WorkerSnapshot>,
+        regrouping: &HashMap<String, &'static str>,
+    ) -> Node {
+        let mut children = Vec::with_capacity(g.children.len());
+        for child in &g.children {
+            match child {
+                ChildRef::Worker(w) => {
+                    if let Some(s) = by_name.remove(w) {
+                        children.push(Node {
+                            info: NodeInfo::Worker(Box::new(s)),
+                            children: Vec::new(),
+                        });
+                    }
+                }
+                ChildRef::Group(name) => {
+                    if let Some(inner) = groups.iter().find(|x| &x.name == name) {
+                        children.push(group_node(inner, groups, by_name, regrouping));
+                    }
+                }
+            }
+        }
+        let states: Vec<String> = children.iter().map(node_state).collect();
+        let restarts = children.iter().map(node_restarts).sum();
+        Node {
+            info: NodeInfo::Group(GroupInfo {
+                name: g.name.clone(),
+                state: GroupInfo::state_of(
+                    states.iter().map(String::as_str),
+                    regrouping.get(&g.name).copied(),
+                ),
+                kind: "group".into(),
+                strategy: g.strategy.as_str().into(),
+                restarts,
+            }),
+            children,
+        }
+    }
+    let mut out = Vec::new();
+    let mut placed: HashSet<String> = HashSet::new();
+    for name in order {
+        let mut top = name.as_str();
+        while let Some(p) = parent.get(top) {
+            top = p;
+        }
+        if top == name {
+            if let Some(s) = by_name.remove(&name) {
+                out.push(worker_node(s));
+            }
+        } else if placed.insert(top.to_string()) {
+            if let Some(g) = groups.iter().find(|g| g.name == top) {
+                out.push(group_node(g, groups, &mut by_name, regrouping));
+            }
+        }
+    }
+    out
+}
+
+/// A dump node's state word.
+fn node_state(node: &Node) -> String {
+    match &node.info {
+        NodeInfo::Worker(w) => w.state.as_str().to_string(),
+        NodeInfo::Group(g) => g.state.clone(),
+        NodeInfo::Root(r) => r.state.clone(),
+    }
+}
+
+/// A dump node's restarts (a group's: its workers', summed).
+fn node_restarts(node: &Node) -> u64 {
+    match &node.info {
+        NodeInfo::Worker(w) => w.restarts,
+        NodeInfo::Group(g) => g.restarts,
+        NodeInfo::Root(_) => 0,
+    }
+}
+
+/// One worker of a group restart.
+struct Member {
+    name: String,
+    grace: Duration,
+    start_secs: Duration,
+    child: ActorRef<WorkerMsg>,
+    /// The one that died: it waits in backoff for [`WorkerMsg::Resume`].
+    dying: bool,
+}
+
+/// What a group restart needs from the root: the events (to see a child become `running`),
+/// the `waiting` set the dump shows, and whether shutdown has begun.
+struct Gate {
+    events: EventBus,
+    waiting: Arc<Mutex<HashSet<String>>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    fn set_waiting(&self, members: &[Member], on: bool) {
+        let mut w = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for m in members {
+            if on {
+                w.insert(m.name.clone());
+            } else {
+                w.remove(&m.name);
+            }
+        }
+    }
+
+    /// Start `members` in order, each once the one before is `running`; stops at the first
+    /// that does not get there (its own supervisor handles it; the later ones stay stopped).
+    async fn start_in_order(&self, members: &[Member]) {
+        for (i, m) in members.iter().enumerate() {
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let mut rx = self.events.subscribe();
+            self.set_waiting(std::slice::from_ref(m), false);
+            let started = if m.dying {
+                m.child.call(WorkerMsg::Resume, Some(STOP_MARGIN)).await
+            } else {
+                m.child
+                    .call(
+                        |reply| WorkerMsg::Act {
+                            action: WorkerAction::Start,
+                            reply,
+                        },
+                        Some(STOP_MARGIN),
+                    )
+                    .await
+            };
+            let Ok(ractor::rpc::CallResult::Success(Ok(snapshot))) = started else {
+                tracing::warn!(worker = %m.name, "group restart: could not start it; the later siblings stay stopped");
+                return;
+            };
+            if i + 1 == members.len() || snapshot.state == WorkerState::Running {
+                continue;
+            }
+            if snapshot.state != WorkerState::Starting {
+                tracing::warn!(worker = %m.name, state = snapshot.state.as_str(), "group restart: not started; the later siblings stay stopped");
+                return;
+            }
+            let ready = tokio::time::timeout(m.start_secs + STOP_MARGIN, async {
+                loop {
+                    match rx.recv().await {
+                        Ok(e) if e.worker.as_deref() == Some(m.name.as_str()) => match e.event {
+                            EventKind::Ready => return true,
+                            EventKind::Exited | EventKind::Stopped | EventKind::Failed => {
+                                return false;
+                            }
+                            _ => {}
+                        },
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                    }
+                }
+            })
+            .await;
+            if ready != Ok(true) {
+                tracing::warn!(worker = %m.name, "group restart: not running in time; the later siblings stay stopped");
+                return;
+            }
+        }
+    }
+}
+
+/// Start a worker waiting for its group ([`WorkerMsg::Resume`]) after `delay`.
+fn resume_after(child: ActorRef<WorkerMsg>, delay: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let _ = child.call(WorkerMsg::Resume, Some(STOP_MARGIN)).await;
+    });
 }
 
 /// Send a reload's outcome to whoever asked (nobody, for SIGHUP: it is logged already).

@@ -26,6 +26,9 @@ pub enum WorkerState {
     Failed,
     /// Its supervisor did not answer in time (dump only).
     Unresponsive,
+    /// In a `OneForAll` or `RestForOne` group: not started until the sibling before it is
+    /// `running`.
+    Waiting,
 }
 
 impl WorkerState {
@@ -39,6 +42,7 @@ impl WorkerState {
             WorkerState::Stopped => "stopped",
             WorkerState::Failed => "failed",
             WorkerState::Unresponsive => "unresponsive",
+            WorkerState::Waiting => "waiting",
         }
     }
 }
@@ -132,6 +136,48 @@ pub enum NodeInfo {
     Worker(Box<WorkerSnapshot>),
     /// The root's node.
     Root(RootInfo),
+    /// A group's node (its children are the group's workers and groups, in start order).
+    Group(GroupInfo),
+}
+
+/// What a group node carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    /// The group's name.
+    pub name: String,
+    /// `starting`, `running`, `restarting`, `stopping`, `stopped` or `failed`.
+    pub state: String,
+    /// Always `"group"`.
+    pub kind: String,
+    /// `"one_for_one"`, `"one_for_all"` or `"rest_for_one"`.
+    pub strategy: String,
+    /// Restarts of its workers since the server started, summed.
+    pub restarts: u64,
+}
+
+impl GroupInfo {
+    /// A group's state from its children's: `during` while its strategy (re)starts them,
+    /// `stopping` while one stops, `failed` when one failed, `starting` while one starts or
+    /// waits, `stopped` when all are stopped, else `running`.
+    pub fn state_of<'a>(states: impl Iterator<Item = &'a str>, during: Option<&str>) -> String {
+        if let Some(during) = during {
+            return during.into();
+        }
+        let states: Vec<&str> = states.collect();
+        let any = |s: &[&str]| states.iter().any(|x| s.contains(x));
+        let state = if any(&["stopping"]) {
+            "stopping"
+        } else if any(&["failed", "unresponsive"]) {
+            "failed"
+        } else if any(&["starting", "waiting", "backoff"]) {
+            "starting"
+        } else if !states.is_empty() && states.iter().all(|x| *x == "stopped") {
+            "stopped"
+        } else {
+            "running"
+        };
+        state.into()
+    }
 }
 
 /// What the root node carries.

@@ -312,6 +312,73 @@ pub struct TreeSpec {
     pub containment: Containment,
     /// Where `vigil serve` answers HTTP (`/metrics`, `/healthz`, `/readyz`); `None`: nowhere.
     pub http: Option<std::net::SocketAddr>,
+    /// The groups between the root and the workers, outermost first (a parent before its
+    /// children); empty for a flat tree. `workers` stays the flat, depth-first list.
+    pub groups: Vec<GroupSpec>,
+}
+
+/// A group's strategy, with OTP's meanings: what else restarts when a child restarts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only the child that died.
+    #[default]
+    OneForOne,
+    /// All the children: the others stopped in reverse start order, then all started in order.
+    OneForAll,
+    /// The child that died and the ones after it: those stopped in reverse order, then started
+    /// again in order.
+    RestForOne,
+}
+
+impl Strategy {
+    /// The dump's name: `"one_for_one"`, `"one_for_all"`, `"rest_for_one"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::OneForOne => "one_for_one",
+            Strategy::OneForAll => "one_for_all",
+            Strategy::RestForOne => "rest_for_one",
+        }
+    }
+
+    /// Whether each child starts only once the one before it is `running`.
+    pub fn gated(self) -> bool {
+        !matches!(self, Strategy::OneForOne)
+    }
+}
+
+/// A child of a group: a worker or another group, named (names are unique across the tree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChildRef {
+    /// The worker of that name (in [`TreeSpec::workers`]).
+    Worker(String),
+    /// The group of that name (in [`TreeSpec::groups`]).
+    Group(String),
+}
+
+impl ChildRef {
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ChildRef::Worker(n) | ChildRef::Group(n) => n,
+        }
+    }
+}
+
+/// One group of the tree: its strategy, its policy for failed children, its ordered children.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupSpec {
+    /// Unique across the tree (workers and groups together).
+    pub name: String,
+    /// The enclosing group; `None`: a child of the root.
+    pub parent: Option<String>,
+    /// What else restarts with a child.
+    pub strategy: Strategy,
+    /// With `Some`: more failed children than this within the window fail the group.
+    pub intensity: Option<IntensitySpec>,
+    /// Delay before a failed child is started afresh (one counter per child).
+    pub backoff: BackoffSpec,
+    /// The children, in start order.
+    pub children: Vec<ChildRef>,
 }
 
 /// `cgroup: Auto | Required | Off`.
@@ -338,5 +405,30 @@ impl TreeSpec {
     /// `<data_dir>/vigil.lock`.
     pub fn lock_path(&self) -> PathBuf {
         self.data_dir.join("vigil.lock")
+    }
+
+    /// The group named `name`, if any.
+    pub fn group(&self, name: &str) -> Option<&GroupSpec> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// The innermost group holding the worker (or group) `name`; `None`: a child of the root.
+    pub fn parent_of(&self, name: &str) -> Option<&GroupSpec> {
+        self.groups
+            .iter()
+            .find(|g| g.children.iter().any(|c| c.name() == name))
+    }
+
+    /// The workers of group `name`, depth-first in start order; `None` when no such group.
+    pub fn group_workers(&self, name: &str) -> Option<Vec<&str>> {
+        let group = self.group(name)?;
+        let mut out = Vec::new();
+        for child in &group.children {
+            match child {
+                ChildRef::Worker(w) => out.push(w.as_str()),
+                ChildRef::Group(g) => out.extend(self.group_workers(g).unwrap_or_default()),
+            }
+        }
+        Some(out)
     }
 }

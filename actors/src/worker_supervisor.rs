@@ -80,6 +80,10 @@ pub enum WorkerMsg {
         /// The snapshot afterwards, or why it failed.
         reply: RpcReplyPort<Result<WorkerSnapshot, ControlError>>,
     },
+    /// From the root (a group restart): the group's turn for this worker has come; start it
+    /// if it still waits in backoff (an operator's `stop` meanwhile wins). Replies with the
+    /// snapshot afterwards.
+    Resume(RpcReplyPort<Result<WorkerSnapshot, ControlError>>),
     /// Internal: something happened to the process of `generation`.
     Process {
         /// The generation the event belongs to.
@@ -119,6 +123,9 @@ pub struct WorkerArgs {
     pub carry: Carry,
     /// Start the worker, or wait.
     pub initial: InitialState,
+    /// In a `OneForAll`/`RestForOne` group: after a death the worker does not restart itself;
+    /// its group restarts it (and its siblings) in order ([`WorkerMsg::Resume`]).
+    pub group_restart: bool,
 }
 
 /// What survives a WorkerSupervisor's failure: counters and the last exit, for the next one.
@@ -292,6 +299,8 @@ pub struct SupervisorState {
     notify_latency: LatencyWindow,
     /// A significant end to report once linked to the root (it happened in `pre_start`).
     significant_pending: bool,
+    /// Its group restarts it after a death (see [`WorkerArgs::group_restart`]).
+    group_restart: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,6 +344,7 @@ impl Actor for WorkerSupervisor {
             removed: false,
             notify_latency: LatencyWindow::default(),
             significant_pending: false,
+            group_restart: args.group_restart,
         };
         if args.initial == InitialState::Start {
             state.start(&myself)?;
@@ -383,6 +393,14 @@ impl Actor for WorkerSupervisor {
                 let _ = reply.send(state.snapshot(&myself));
             }
             WorkerMsg::Act { action, reply } => state.act(&myself, action, reply)?,
+            WorkerMsg::Resume(reply) => {
+                if matches!(state.phase, Phase::Backoff { .. }) && !state.terminating {
+                    state.start(&myself)?;
+                    let _ = reply.send(state.started_or_error(&myself));
+                } else {
+                    let _ = reply.send(Ok(state.snapshot(&myself)));
+                }
+            }
             WorkerMsg::Shutdown(reply) => state.shutdown(&myself, reply),
             WorkerMsg::Remove(reply) => {
                 state.removed = true;
@@ -740,6 +758,25 @@ impl SupervisorState {
         match decision {
             Decision::Restart { delay } => {
                 self.restarts += 1;
+                let spontaneous = matches!(ended.cause, None | Some(StopCause::Watchdog));
+                if spontaneous {
+                    self.tell_group(myself, delay);
+                }
+                if spontaneous && self.group_restart && myself.try_get_supervisor().is_some() {
+                    // The group starts it again, in order with its siblings: wait without a
+                    // timer (the ticket is never armed) until WorkerMsg::Resume.
+                    self.events.publish(|| Event {
+                        delay_ms: Some(millis(delay)),
+                        ..Event::worker(EventKind::Backoff, &self.spec.name, ended.generation, None)
+                    });
+                    let ticket = self.ticket();
+                    self.phase = Phase::Backoff {
+                        until: Instant::now() + delay,
+                        delay,
+                        ticket,
+                    };
+                    return Ok(());
+                }
                 // A failed spawn is handled inside `start`: restarting it at once from here
                 // would recurse (a thousand failed spawns overflowed the stack). It goes
                 // through a 0 ms timer, one message per attempt.
@@ -772,6 +809,18 @@ impl SupervisorState {
                 escalation.carry.last_exit = self.last_exit.clone();
                 Err(escalation)
             }
+        }
+    }
+
+    /// Tell the root that this worker died and restarts after `delay`: its group's strategy
+    /// decides what else restarts with it (the worker decides *whether*, the group *what else*).
+    fn tell_group(&self, myself: &ActorRef<WorkerMsg>, delay: Duration) {
+        let msg = crate::root::RootMsg::ChildRestarting {
+            worker: self.spec.name.clone(),
+            delay,
+        };
+        if let Some(root) = myself.try_get_supervisor() {
+            let _ = root.send_message(msg);
         }
     }
 

@@ -188,6 +188,8 @@ impl Actor for FixedRoot {
             RootMsg::RestartSupervisor { .. }
             | RootMsg::ShutdownComplete
             | RootMsg::SignificantEnded { .. }
+            | RootMsg::ChildRestarting { .. }
+            | RootMsg::GroupRestarted { .. }
             | RootMsg::ReloadStopped => {}
         }
         Ok(())

@@ -50,6 +50,7 @@ async fn kill_restarts() {
         cgroup: CgroupMode::Off,
         containment: Default::default(),
         http: None,
+        groups: Vec::new(),
     };
     let history = History::open(&spec.history_path()).unwrap();
     let tree = Tree::start(spec, history.clone()).await.unwrap();

@@ -14,7 +14,10 @@
 //!   [`policy()`](vigil_actors::worker_type::WorkerType::policy) (for the built-in types:
 //!   Permanent; backoff 100ms..30s ×2 ±0.1 reset after 60s; intensity 5 within 60s;
 //!   SIGTERM with 5s grace; `start_secs` 1s; no heartbeat), and the root's omitted fields keep
-//!   [`RootSpec::default()`](vigil_actors::spec::RootSpec) (backoff 5s..5m, no intensity).
+//!   [`RootSpec::default()`](vigil_actors::spec::RootSpec) (backoff 5s..5m, no intensity);
+//! - a `Group` entry: strategy `OneForOne`, no intensity, the root's backoff; `instances` absent
+//!   means one worker of that name. Worker-only fields are `Option`s so that `resolve.rs` can
+//!   tell a group entry that wrote one of them ([`WorkerFile::worker_fields`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -75,15 +78,15 @@ pub struct WorkerFile {
     /// Permanent | Transient | Temporary.
     #[serde(default)]
     pub restart: Option<RestartType>,
-    /// Delay between restarts.
+    /// Delay between restarts (`None` when absent: a group entry must not have it).
     #[serde(default)]
-    pub backoff: BackoffFile,
-    /// Restarts allowed before escalating to the root.
+    pub backoff: Option<BackoffFile>,
+    /// Restarts allowed before escalating to the worker's group.
     #[serde(default)]
-    pub intensity: IntensityFile,
+    pub intensity: Option<IntensityFile>,
     /// How the worker is stopped.
     #[serde(default)]
-    pub shutdown: ShutdownFile,
+    pub shutdown: Option<ShutdownFile>,
     /// `running` after `READY=1` or this long alive.
     #[serde(default)]
     pub start_secs: Option<Dur>,
@@ -92,13 +95,16 @@ pub struct WorkerFile {
     pub heartbeat_timeout: Option<Option<Dur>>,
     /// Log rotation.
     #[serde(default)]
-    pub log: LogFile,
+    pub log: Option<LogFile>,
     /// Resource limits.
     #[serde(default)]
-    pub limits: LimitsFile,
+    pub limits: Option<LimitsFile>,
     /// `true`: this worker's final end shuts the server down, and `serve` exits with its code.
     #[serde(default)]
-    pub significant: bool,
+    pub significant: Option<bool>,
+    /// `N` copies `NAME@0..NAME@{N-1}` in a `OneForOne` group named `NAME` (default 1).
+    #[serde(default)]
+    pub instances: Option<u32>,
     /// Run as this user (name or uid); `None`: the server's.
     #[serde(default)]
     pub user: Option<String>,
@@ -116,11 +122,53 @@ pub struct WorkerFile {
     pub env_file: Option<PathBuf>,
     /// Only PATH, the `VIGIL_*` variables, `env_file` and `env`.
     #[serde(default)]
-    pub clear_env: bool,
+    pub clear_env: Option<bool>,
+}
+
+impl WorkerFile {
+    /// The worker-only fields written on this entry, by their key: a group entry may have
+    /// none of them (only `name` and `kind`).
+    pub fn worker_fields(&self) -> Vec<&'static str> {
+        let written = [
+            ("restart", self.restart.is_some()),
+            ("backoff", self.backoff.is_some()),
+            ("intensity", self.intensity.is_some()),
+            ("shutdown", self.shutdown.is_some()),
+            ("start_secs", self.start_secs.is_some()),
+            ("heartbeat_timeout", self.heartbeat_timeout.is_some()),
+            ("log", self.log.is_some()),
+            ("limits", self.limits.is_some()),
+            ("significant", self.significant.is_some()),
+            ("instances", self.instances.is_some()),
+            ("user", self.user.is_some()),
+            ("group", self.group.is_some()),
+            ("umask", self.umask.is_some()),
+            ("nice", self.nice.is_some()),
+            ("env_file", self.env_file.is_some()),
+            ("clear_env", self.clear_env.is_some()),
+        ];
+        written
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect()
+    }
+}
+
+/// `OneForOne` (default) | `OneForAll` | `RestForOne`: what else restarts with a child.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename = "strategy")]
+pub enum StrategyFile {
+    /// Only the child that died.
+    #[default]
+    OneForOne,
+    /// All children.
+    OneForAll,
+    /// The child that died and the ones after it.
+    RestForOne,
 }
 
 /// `limits: (memory_max, pids_max, cpu_max, nofile)`, each optional (default: unlimited).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename = "limits", deny_unknown_fields)]
 pub struct LimitsFile {
     /// Memory of all the worker's processes together: `"64MiB"`, `"2GiB"`, `"500MB"`, `"4096"`.
@@ -161,10 +209,25 @@ pub enum KindFile {
         #[serde(default)]
         cwd: Option<PathBuf>,
     },
+    /// A group of children (workers or groups) supervised together.
+    Group {
+        /// What else restarts with a child.
+        #[serde(default)]
+        strategy: StrategyFile,
+        /// `Some`: more failed children than this within the window fail the group.
+        #[serde(default)]
+        intensity: Option<IntensityFile>,
+        /// Delay before a failed child is started afresh.
+        #[serde(default)]
+        backoff: BackoffFile,
+        /// The children, in start order.
+        #[serde(default)]
+        workers: Vec<WorkerFile>,
+    },
 }
 
 /// `backoff: (initial, max, multiplier, jitter, reset_after)`, each optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename = "backoff", deny_unknown_fields)]
 pub struct BackoffFile {
     /// Delay before the first restart.
@@ -185,7 +248,7 @@ pub struct BackoffFile {
 }
 
 /// `intensity: (max_restarts, within)`, each optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename = "intensity", deny_unknown_fields)]
 pub struct IntensityFile {
     /// Restarts allowed inside the window.
@@ -197,7 +260,7 @@ pub struct IntensityFile {
 }
 
 /// `shutdown: (signal, grace)`, each optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename = "shutdown", deny_unknown_fields)]
 pub struct ShutdownFile {
     /// The first signal sent to the group.
@@ -209,7 +272,7 @@ pub struct ShutdownFile {
 }
 
 /// `log: (max_bytes, max_files)`: rotation of `<log_dir>/<name>.log`.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(rename = "log", deny_unknown_fields)]
 pub struct LogFile {
     /// Rotate when the file would grow past this.

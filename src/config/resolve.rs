@@ -3,7 +3,9 @@
 //! Owns every rule that a well-typed file can still break (unique, file-safe names; non-empty
 //! argv; multiplier >= 1; 0 <= jitter <= 1; initial <= max; ...), the merge of a worker type's
 //! default policy with what the file overrides, and the resolution of relative paths against the
-//! config file's folder. It must not read files or touch the OS beyond `current_exe`, the
+//! config file's folder; and the walk over nested `Group` entries into flat workers (depth-first,
+//! start order) plus [`GroupSpec`]s, with `instances: N` expanded to `NAME@0..NAME@{N-1}`. It
+//! must not read files or touch the OS beyond `current_exe`, the
 //! passwd and group databases (a worker's `user` and `group` must exist) and a worker's
 //! `env_file` (it must exist and parse; its variables are kept in the spec).
 
@@ -16,15 +18,15 @@ use std::time::Duration;
 use vigil_actors::cgroup::Limits;
 use vigil_actors::environ::{self, EnvSpec};
 use vigil_actors::spec::{
-    BackoffSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec, ShutdownSpec, TreeSpec,
-    WorkerSpec, check_worker_name,
+    BackoffSpec, ChildRef, GroupSpec, IntensitySpec, Launch, LogSpec, RestartPolicy, RootSpec,
+    ShutdownSpec, Strategy, TreeSpec, WorkerSpec, check_worker_name,
 };
 use vigil_actors::worker_type::{CommandWorker, WorkerType};
 
 use super::error::{ConfigError, Position};
 use super::file::{
     BackoffFile, ConfigFile, DEFAULT_LOG_SUBDIR, IntensityFile, KindFile, LimitsFile, LogFile,
-    ShutdownFile, Size, WorkerFile,
+    ShutdownFile, Size, StrategyFile, WorkerFile,
 };
 use crate::workers::indexing::IndexingSettings;
 use crate::workers::indexing::kind::IndexingWorker;
@@ -106,51 +108,23 @@ pub fn resolve(
     };
     let root = root(&file, src)?;
 
-    let mut seen = HashSet::new();
-    let mut workers = Vec::with_capacity(file.workers.len());
-    let mut indexing = Vec::new();
-    let mut exe = None;
-    for w in &file.workers {
-        check_worker_name(&w.name).map_err(|m| src.invalid(Some(&w.name), m))?;
-        if !seen.insert(w.name.as_str()) {
-            return Err(ConfigError::Invalid {
-                path: src.shown.to_path_buf(),
-                at: locate_nth_name(src.text, &w.name, 1),
-                message: format!(
-                    "worker name {:?} is used twice; names must be unique",
-                    w.name
-                ),
-            });
-        }
-        let worker_type: Arc<dyn WorkerType> = match &w.kind {
-            KindFile::Command { argv, env, cwd } => Arc::new(CommandWorker {
-                launch: launch(src, argv, env, cwd.as_deref(), &w.name)?,
-            }),
-            KindFile::Indexing { roots, interval } => {
-                let settings = indexing_settings(src, &w.name, roots, interval.0, &data_dir)?;
-                check_disjoint_roots(src, &indexing, &settings)?;
-                indexing.push(settings.clone());
-                let exe = match &exe {
-                    Some(exe) => PathBuf::clone(exe),
-                    None => exe.insert(current_exe(src, &w.name)?).clone(),
-                };
-                Arc::new(IndexingWorker { exe, settings })
-            }
-        };
-        let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
-        let log = log_spec(&log_dir, &w.name, &w.log).map_err(|m| src.worker_error(&w.name, m))?;
-        let limits = limits(&w.limits).map_err(|m| src.worker_error(&w.name, m))?;
-        let environment = environment(src, w)?;
-        workers.push(WorkerSpec {
-            name: w.name.clone(),
-            worker_type,
-            policy,
-            log,
-            limits,
-            significant: w.significant,
-            environment,
-        });
-    }
+    let mut tree_walk = Walk {
+        src,
+        data_dir: &data_dir,
+        log_dir: &log_dir,
+        seen: HashSet::new(),
+        workers: Vec::with_capacity(file.workers.len()),
+        groups: Vec::new(),
+        indexing: Vec::new(),
+        exe: None,
+    };
+    tree_walk.children(&file.workers, None)?;
+    let Walk {
+        workers,
+        groups,
+        indexing,
+        ..
+    } = tree_walk;
 
     let tree = TreeSpec {
         data_dir,
@@ -161,6 +135,7 @@ pub fn resolve(
         cgroup: file.cgroup,
         containment: Default::default(),
         http: file.http.map(|a| a.0),
+        groups,
     };
     let socket = tree.socket_path();
     if socket.as_os_str().len() > MAX_SOCKET_PATH {
@@ -174,6 +149,182 @@ pub fn resolve(
         ));
     }
     Ok(Resolved { tree, indexing })
+}
+
+/// The walk over the config's nested `workers:` lists: the flat workers (depth-first, in start
+/// order), the groups (a parent before its children), and the names seen so far.
+struct Walk<'a, 'b> {
+    src: &'a Source<'b>,
+    data_dir: &'a Path,
+    log_dir: &'a Path,
+    seen: HashSet<String>,
+    workers: Vec<WorkerSpec>,
+    groups: Vec<GroupSpec>,
+    indexing: Vec<IndexingSettings>,
+    exe: Option<PathBuf>,
+}
+
+/// The most `instances` a worker may ask for.
+pub const MAX_INSTANCES: u32 = 10_000;
+
+impl Walk<'_, '_> {
+    /// Resolves one `workers:` list whose entries are children of `parent` (`None`: the root).
+    fn children(
+        &mut self,
+        entries: &[WorkerFile],
+        parent: Option<&str>,
+    ) -> Result<Vec<ChildRef>, ConfigError> {
+        let src = self.src;
+        let mut refs = Vec::with_capacity(entries.len());
+        for w in entries {
+            check_worker_name(&w.name).map_err(|m| src.invalid(Some(&w.name), m))?;
+            self.claim(&w.name)?;
+            if let KindFile::Group {
+                strategy,
+                intensity: group_intensity,
+                backoff: group_backoff,
+                workers,
+            } = &w.kind
+            {
+                if let Some(key) = w.worker_fields().first() {
+                    return Err(ConfigError::Invalid {
+                        path: src.shown.to_path_buf(),
+                        at: locate_field(src.text, &w.name, key),
+                        message: format!(
+                            "group {:?}: {key} is a worker's field; a group entry has only \
+                             name and kind (its policy goes inside Group(...))",
+                            w.name
+                        ),
+                    });
+                }
+                let error = |m: String| src.worker_error(&w.name, format!("kind: {m}"));
+                let default = RootSpec::default();
+                let intensity = match group_intensity {
+                    None => None,
+                    Some(i) => Some(intensity(IntensitySpec::default(), i).map_err(error)?),
+                };
+                let backoff = backoff(default.backoff, group_backoff).map_err(error)?;
+                let at = self.groups.len();
+                self.groups.push(GroupSpec {
+                    name: w.name.clone(),
+                    parent: parent.map(str::to_string),
+                    strategy: match strategy {
+                        StrategyFile::OneForOne => Strategy::OneForOne,
+                        StrategyFile::OneForAll => Strategy::OneForAll,
+                        StrategyFile::RestForOne => Strategy::RestForOne,
+                    },
+                    intensity,
+                    backoff,
+                    children: Vec::new(),
+                });
+                let children = self.children(workers, Some(&w.name))?;
+                self.groups[at].children = children;
+                refs.push(ChildRef::Group(w.name.clone()));
+                continue;
+            }
+            match w.instances {
+                None => {
+                    self.worker(w, &w.name, None)?;
+                    refs.push(ChildRef::Worker(w.name.clone()));
+                }
+                Some(n) => {
+                    if n == 0 || n > MAX_INSTANCES {
+                        return Err(ConfigError::Invalid {
+                            path: src.shown.to_path_buf(),
+                            at: locate_field(src.text, &w.name, "instances"),
+                            message: format!(
+                                "worker {:?}: instances must be between 1 and {MAX_INSTANCES}, \
+                                 got {n}",
+                                w.name
+                            ),
+                        });
+                    }
+                    let mut instances = Vec::with_capacity(n as usize);
+                    for i in 0..n {
+                        let name = format!("{}@{i}", w.name);
+                        self.claim(&name)?;
+                        self.worker(w, &name, Some(i))?;
+                        instances.push(ChildRef::Worker(name));
+                    }
+                    self.groups.push(GroupSpec {
+                        name: w.name.clone(),
+                        parent: parent.map(str::to_string),
+                        strategy: Strategy::OneForOne,
+                        intensity: None,
+                        backoff: RootSpec::default().backoff,
+                        children: instances,
+                    });
+                    refs.push(ChildRef::Group(w.name.clone()));
+                }
+            }
+        }
+        Ok(refs)
+    }
+
+    /// Records `name` as used; an error when a worker or group already has it.
+    fn claim(&mut self, name: &str) -> Result<(), ConfigError> {
+        if self.seen.insert(name.to_string()) {
+            return Ok(());
+        }
+        let base = name.split('@').next().unwrap_or(name);
+        Err(ConfigError::Invalid {
+            path: self.src.shown.to_path_buf(),
+            at: locate_nth_name(self.src.text, base, 1)
+                .or_else(|| locate_name(self.src.text, base)),
+            message: format!(
+                "worker name {name:?} is used twice; names must be unique across the tree"
+            ),
+        })
+    }
+
+    /// Resolves worker entry `w` as the worker `name` (`NAME@i` for instance `i`).
+    fn worker(
+        &mut self,
+        w: &WorkerFile,
+        name: &str,
+        instance: Option<u32>,
+    ) -> Result<(), ConfigError> {
+        let src = self.src;
+        let worker_type: Arc<dyn WorkerType> = match &w.kind {
+            KindFile::Command { argv, env, cwd } => {
+                let mut launch = launch(src, argv, env, cwd.as_deref(), &w.name)?;
+                if let Some(i) = instance {
+                    launch.env.insert("VIGIL_INSTANCE".into(), i.to_string());
+                }
+                Arc::new(CommandWorker { launch })
+            }
+            KindFile::Indexing { roots, interval } => {
+                let settings = indexing_settings(src, name, roots, interval.0, self.data_dir)?;
+                check_disjoint_roots(src, &self.indexing, &settings)?;
+                self.indexing.push(settings.clone());
+                let exe = match &self.exe {
+                    Some(exe) => PathBuf::clone(exe),
+                    None => self.exe.insert(current_exe(src, &w.name)?).clone(),
+                };
+                Arc::new(IndexingWorker { exe, settings })
+            }
+            // Walk::children resolves groups itself; a group never gets here.
+            KindFile::Group { .. } => {
+                return Err(src.worker_error(&w.name, "a group cannot be run as a worker".into()));
+            }
+        };
+        let policy = policy(worker_type.policy(), w).map_err(|m| src.worker_error(&w.name, m))?;
+        let log = log_spec(self.log_dir, name, &w.log.clone().unwrap_or_default())
+            .map_err(|m| src.worker_error(&w.name, m))?;
+        let limits = limits(&w.limits.clone().unwrap_or_default())
+            .map_err(|m| src.worker_error(&w.name, m))?;
+        let environment = environment(src, w)?;
+        self.workers.push(WorkerSpec {
+            name: name.to_string(),
+            worker_type,
+            policy,
+            log,
+            limits,
+            significant: w.significant.unwrap_or(false),
+            environment,
+        });
+        Ok(())
+    }
 }
 
 /// `RootSpec::default()` with the file's `root:` laid over it.
@@ -318,7 +469,7 @@ fn environment(src: &Source, w: &WorkerFile) -> Result<EnvSpec, ConfigError> {
         nice: w.nice.map(|n| n.0),
         env_file,
         file_vars: Vec::new(),
-        clear_env: w.clear_env,
+        clear_env: w.clear_env.unwrap_or(false),
     };
     if !src.check_host {
         return Ok(spec);
@@ -369,9 +520,9 @@ fn policy(base: RestartPolicy, w: &WorkerFile) -> Result<RestartPolicy, String> 
     };
     Ok(RestartPolicy {
         restart: w.restart.unwrap_or(base.restart),
-        backoff: backoff(base.backoff, &w.backoff)?,
-        intensity: intensity(base.intensity, &w.intensity)?,
-        shutdown: shutdown(base.shutdown, &w.shutdown),
+        backoff: backoff(base.backoff, &w.backoff.clone().unwrap_or_default())?,
+        intensity: intensity(base.intensity, &w.intensity.clone().unwrap_or_default())?,
+        shutdown: shutdown(base.shutdown, &w.shutdown.clone().unwrap_or_default()),
         start_secs: w.start_secs.map_or(base.start_secs, |d| d.0),
         heartbeat_timeout,
     })

@@ -803,3 +803,129 @@ fn clients_load_without_checking_users_or_env_files() {
         Some("no-such-user-vigil")
     );
 }
+
+// ---------------------------------------------------------------- groups and instances
+
+const NESTED: &str = r#"(workers: [
+    (
+        name: "backend",
+        kind: Group(
+            strategy: RestForOne,
+            intensity: Some((max_restarts: 3, within: "60s")),
+            backoff: (initial: "1s", max: "1m"),
+            workers: [
+                (name: "db", kind: Command(argv: ["db"])),
+                (name: "inner", kind: Group(strategy: OneForAll, workers: [
+                    (name: "a", kind: Command(argv: ["a"])),
+                ])),
+                (name: "indexer", kind: Command(argv: ["ix"])),
+            ],
+        ),
+    ),
+    (name: "web", kind: Command(argv: ["web"]), instances: 3),
+])"#;
+
+#[test]
+fn groups_nest_and_workers_stay_flat_in_start_order() {
+    use vigil_actors::spec::{ChildRef, Strategy};
+    let l = ok(NESTED);
+    let names: Vec<&str> = l.tree.workers.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["db", "a", "indexer", "web@0", "web@1", "web@2"]);
+    let backend = l.tree.group("backend").unwrap();
+    assert_eq!(backend.parent, None);
+    assert_eq!(backend.strategy, Strategy::RestForOne);
+    assert_eq!(backend.intensity.map(|i| i.max_restarts), Some(3));
+    assert_eq!(backend.backoff.initial, secs(1));
+    assert_eq!(backend.backoff.max, secs(60));
+    assert_eq!(
+        backend.children,
+        [
+            ChildRef::Worker("db".into()),
+            ChildRef::Group("inner".into()),
+            ChildRef::Worker("indexer".into())
+        ]
+    );
+    let inner = l.tree.group("inner").unwrap();
+    assert_eq!(inner.parent.as_deref(), Some("backend"));
+    assert_eq!(inner.strategy, Strategy::OneForAll);
+    assert_eq!(
+        l.tree.parent_of("a").map(|g| g.name.as_str()),
+        Some("inner")
+    );
+    assert_eq!(
+        l.tree.group_workers("backend").unwrap(),
+        ["db", "a", "indexer"]
+    );
+    let web = l.tree.group("web").unwrap();
+    assert_eq!(web.strategy, Strategy::OneForOne);
+    assert_eq!(
+        l.tree.group_workers("web").unwrap(),
+        ["web@0", "web@1", "web@2"]
+    );
+}
+
+#[test]
+fn instances_have_their_own_log_and_vigil_instance() {
+    let l = ok(NESTED);
+    for i in 0..3 {
+        let at = 3 + i;
+        assert_eq!(l.tree.workers[at].name, format!("web@{i}"));
+        assert_eq!(
+            l.tree.workers[at].log.path,
+            Path::new("/cfg/var/log").join(format!("web@{i}.log"))
+        );
+        assert_eq!(
+            launch(&l, at).env.get("VIGIL_INSTANCE").map(String::as_str),
+            Some(i.to_string().as_str())
+        );
+    }
+    invalid(&one("instances: 0"), "instances must be between 1");
+}
+
+#[test]
+fn a_group_entry_takes_only_name_and_kind() {
+    let text = "(workers: [\n    (name: \"g\", kind: Group(workers: []),\n        restart: Some(Temporary)),\n])";
+    let e = err(text);
+    assert!(
+        e.to_string()
+            .contains("group \"g\": restart is a worker's field"),
+        "{e}"
+    );
+    assert_eq!(e.position(), Some(Position { line: 3, col: 9 }));
+    for field in [
+        "significant: true",
+        "log: (max_files: 2)",
+        "backoff: (initial: \"1s\")",
+        "instances: 2",
+        "clear_env: false",
+    ] {
+        let text = format!("(workers: [(name: \"g\", kind: Group(workers: []), {field})])");
+        let key = field.split(':').next().unwrap();
+        let e = err(&text);
+        assert!(
+            e.to_string()
+                .contains(&format!("{key} is a worker's field")),
+            "{field}: {e}"
+        );
+    }
+}
+
+#[test]
+fn names_are_unique_across_the_tree() {
+    for text in [
+        r#"(workers: [(name: "g", kind: Group(workers: [(name: "g", kind: Command(argv: ["x"]))]))])"#,
+        r#"(workers: [(name: "x", kind: Command(argv: ["x"])), (name: "g", kind: Group(workers: [(name: "x", kind: Command(argv: ["x"]))]))])"#,
+        r#"(workers: [(name: "w", kind: Command(argv: ["x"]), instances: 2), (name: "w", kind: Command(argv: ["x"]))])"#,
+    ] {
+        let e = err(text);
+        assert!(e.to_string().contains("is used twice"), "{text}: {e}");
+    }
+    let e = err(
+        r#"(workers: [(name: "g", kind: Group(workers: [(name: "b@d", kind: Command(argv: ["x"]))]))])"#,
+    );
+    assert!(e.to_string().contains("contains '@'"), "{e}");
+    let e = err(r#"(workers: [(name: "g", kind: Group(strategy: Sideways))])"#);
+    assert!(e.to_string().contains("Sideways"), "{e}");
+    let e = err(r#"(workers: [(name: "g", kind: Group(backoff: (initial: "2s", max: "1s")))])"#);
+    assert!(e.to_string().contains("backoff.initial"), "{e}");
+}
