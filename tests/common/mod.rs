@@ -190,7 +190,13 @@ impl Drop for Server {
             // SAFETY: killpg on a worker group this test observed.
             unsafe { libc::killpg(g as i32, libc::SIGKILL) };
         }
-        // The server's guardian lives in the server's group and may outlive it.
+        // The server's guardian lives in the server's group and may outlive it: give it a
+        // moment to finish (it kills and removes what the server left, cgroups included),
+        // then make sure it is gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !control_group_members(self.pid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // SAFETY: killpg on the group we created for the server.
         unsafe { libc::killpg(self.pid as i32, libc::SIGKILL) };
     }
