@@ -14,6 +14,17 @@ use std::sync::Arc;
 use crate::cgroup::{self, CgroupError, Hierarchies, Instance, Via, WorkerCgroup};
 use crate::spec::CgroupMode;
 
+/// Processes a dead server left in one worker's cgroup, killed by [`Containment::sweep_leftovers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    /// The worker (the cgroup's name).
+    pub worker: String,
+    /// A member that led its own process group (the worker's leader), when there was one.
+    pub leader: Option<u32>,
+    /// Every member that was killed.
+    pub pids: Vec<u32>,
+}
+
 /// Why containment could not be set up as the config asks.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainmentError {
@@ -92,18 +103,45 @@ impl Containment {
     }
 
     /// At startup, after the orphan sweep: kill whatever a previous server on this data
-    /// directory left in its workers' cgroups (processes that left their group, which the
-    /// history's rows cannot name), then remove the empty cgroups. Returns how many processes
-    /// were killed.
-    pub fn sweep_leftovers(&self) -> usize {
-        let mut killed = 0;
+    /// directory left in its workers' cgroups (processes that left their group, and workers
+    /// whose spawn the dead server had not yet recorded, which the history's rows cannot
+    /// name), then remove the empty cgroups. Returns what was killed, per worker.
+    pub fn sweep_leftovers(&self) -> Vec<Leftover> {
+        let mut found: Vec<Leftover> = Vec::new();
         for root in self.kill_roots() {
-            let members = cgroup::tree_members(&root);
-            if !members.is_empty() {
-                killed += members.len();
+            let Ok(entries) = std::fs::read_dir(&root) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let members = cgroup::tree_members(&e.path());
+                if !members.is_empty() {
+                    let worker = e.file_name().to_string_lossy().into_owned();
+                    // The same process is a member in every hierarchy: count it once.
+                    match found.iter_mut().find(|l| l.worker == worker) {
+                        Some(l) => {
+                            for p in members {
+                                if !l.pids.contains(&p) {
+                                    l.pids.push(p);
+                                }
+                            }
+                        }
+                        None => found.push(Leftover {
+                            leader: members
+                                .iter()
+                                .copied()
+                                .find(|&p| crate::procfs::pgid(p) == Some(p)),
+                            worker,
+                            pids: members,
+                        }),
+                    }
+                }
+            }
+            if !cgroup::tree_members(&root).is_empty() {
                 tracing::warn!(
                     cgroup = %root.display(),
-                    processes = members.len(),
                     "killing processes a previous server left in its workers' cgroups"
                 );
                 cgroup::kill_tree(Some(&root));
@@ -116,7 +154,7 @@ impl Containment {
                 }
             }
         }
-        killed
+        found
     }
 
     /// At the end of the server: remove the (empty) cgroups it created.

@@ -314,6 +314,37 @@ fn found_dead_record(row: &LiveProcess, by: Sweeper) -> ExitRecord {
 }
 
 /// The exit record of a killed leftover.
+/// Record what the startup sweep killed in a worker's cgroup
+/// ([`crate::containment::Containment::sweep_leftovers`]): one `orphan` record per worker, so
+/// a worker the dead server spawned but never wrote a row for still has its exit on record.
+pub fn record_cgroup_leftovers(history: &History, leftovers: &[crate::containment::Leftover]) {
+    for l in leftovers {
+        let exited_at = now_rfc3339();
+        history.record_exit(ExitRecord {
+            run_id: None,
+            oom_kills: None,
+            memory_peak_bytes: None,
+            worker: l.worker.clone(),
+            pid: l.leader.or(l.pids.first().copied()),
+            generation: 0,
+            started_at: exited_at.clone(),
+            exited_at,
+            uptime_ms: 0,
+            code: None,
+            signal: None,
+            signal_name: None,
+            core_dumped: false,
+            reason: ExitReason::Orphan,
+            restart_delay_ms: None,
+            log_tail: vec![format!(
+                "left in the worker's cgroup by a server that died, not in the history: killed {:?}",
+                l.pids
+            )],
+            decision: "killed by the startup orphan sweep (found in the worker's cgroup)".to_string(),
+        });
+    }
+}
+
 fn orphan_record(k: &KilledGroup, by: Sweeper) -> ExitRecord {
     let exited_at = now_rfc3339();
     let uptime_ms = match (

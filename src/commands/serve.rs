@@ -236,16 +236,27 @@ async fn serve(
 ) -> Result<ExitCode, CliError> {
     let history =
         History::open(&spec.history_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let mut recorded = std::collections::HashSet::new();
     match orphan::sweep(&history, &spec.history_path(), ORPHAN_GRACE).await {
-        Ok(report) => tracing::info!(?report, "orphan sweep done"),
+        Ok(report) => {
+            recorded.extend(report.killed.iter().map(|k| k.row.worker.clone()));
+            tracing::info!(?report, "orphan sweep done");
+        }
         Err(e) => tracing::error!(error = %e, "orphan sweep failed"),
     }
-    let escaped = spec.containment.sweep_leftovers();
-    if escaped > 0 {
+    let leftovers = spec.containment.sweep_leftovers();
+    if !leftovers.is_empty() {
         tracing::warn!(
-            processes = escaped,
+            ?leftovers,
             "killed processes a previous server left in its workers' cgroups"
         );
+        // Escapees of a worker the sweep just recorded are part of that record; a worker
+        // with no row at all (killed before its spawn was written down) gets one of its own.
+        let unrecorded: Vec<_> = leftovers
+            .into_iter()
+            .filter(|l| !recorded.contains(&l.worker))
+            .collect();
+        orphan::record_cgroup_leftovers(&history, &unrecorded);
     }
     if vigil_actors::reaper::active() {
         tokio::spawn(vigil_actors::reaper::run());
