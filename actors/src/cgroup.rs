@@ -357,10 +357,9 @@ impl Instance {
     /// where it is).
     pub fn remove(&self) {
         for base in &self.created {
-            remove_tree(&base.join("workers"));
-            // Fails while the server is still in `supervisor/` (it is removed by the next
-            // server on this data directory, or stays empty).
-            let _ = fs::remove_dir(base);
+            // The base stays while the server is still in `supervisor/` (the next server on
+            // this data directory removes it, or it stays empty).
+            remove_workers_tree(&base.join("workers"));
         }
     }
 }
@@ -926,6 +925,15 @@ pub fn tree_members(dir: &Path) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Remove an instance's `…/vigil-<hash>/workers` tree (a kill root) and, when nothing else is
+/// left in it, its `vigil-<hash>` parent.
+pub fn remove_workers_tree(workers: &Path) {
+    remove_tree(workers);
+    if let Some(base) = workers.parent() {
+        let _ = fs::remove_dir(base);
+    }
 }
 
 /// Remove `dir` and its descendant cgroups, deepest first (only empty ones can go).

@@ -875,18 +875,7 @@ impl RootState {
         let root = myself.clone();
         tokio::spawn(async move {
             for (name, grace, child) in order {
-                match child
-                    .call(WorkerMsg::Shutdown, Some(grace + STOP_MARGIN))
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(())) => {
-                        tracing::info!(worker = %name, "stopped")
-                    }
-                    Ok(_) | Err(_) => {
-                        tracing::error!(worker = %name, "did not confirm its stop in time; killing its supervisor (its group is killed on drop)");
-                        child.kill();
-                    }
-                }
+                stop_confirmed(&child, WorkerMsg::Shutdown, grace, &name, "stopped").await;
             }
             let _ = root.cast(RootMsg::ShutdownComplete);
         });
@@ -1039,18 +1028,14 @@ impl RootState {
         let root = myself.clone();
         tokio::spawn(async move {
             for (name, grace, child) in retiring {
-                match child
-                    .call(WorkerMsg::Remove, Some(grace + STOP_MARGIN))
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(())) => {
-                        tracing::info!(worker = %name, "reload: removed worker stopped")
-                    }
-                    Ok(_) | Err(_) => {
-                        tracing::error!(worker = %name, "reload: removed worker did not confirm its stop in time; killing its supervisor (its group is killed on drop)");
-                        child.kill();
-                    }
-                }
+                stop_confirmed(
+                    &child,
+                    WorkerMsg::Remove,
+                    grace,
+                    &name,
+                    "reload: removed worker stopped",
+                )
+                .await;
             }
             for (name, grace, child, spec) in replacing {
                 let spec = Box::new(spec);
@@ -1674,6 +1659,25 @@ impl Gate {
 }
 
 /// Start a worker waiting for its group ([`WorkerMsg::Resume`]) after `delay`.
+/// Ask `child` to stop (`msg`: shutdown or removal) and wait for its confirmation, at most its
+/// grace plus [`STOP_MARGIN`]; one that does not confirm is killed (its worker dies with it:
+/// the process is killed on drop).
+async fn stop_confirmed(
+    child: &ActorRef<WorkerMsg>,
+    msg: fn(RpcReplyPort<()>) -> WorkerMsg,
+    grace: Duration,
+    name: &str,
+    done: &str,
+) {
+    match child.call(msg, Some(grace + STOP_MARGIN)).await {
+        Ok(ractor::rpc::CallResult::Success(())) => tracing::info!(worker = %name, "{done}"),
+        Ok(_) | Err(_) => {
+            tracing::error!(worker = %name, "did not confirm its stop in time; killing its supervisor (its group is killed on drop)");
+            child.kill();
+        }
+    }
+}
+
 fn resume_after(child: ActorRef<WorkerMsg>, delay: Duration) {
     tokio::spawn(async move {
         tokio::time::sleep(delay).await;

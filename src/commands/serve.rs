@@ -131,10 +131,7 @@ fn guardian_cleanup(
     if leftovers.is_empty() {
         // Nothing alive, but the dead server's (empty) cgroups are still there.
         for dir in &leftovers.cgroups {
-            cgroup::remove_tree(dir);
-            if let Some(base) = dir.parent() {
-                let _ = std::fs::remove_dir(base);
-            }
+            cgroup::remove_workers_tree(dir);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -167,10 +164,7 @@ fn guardian_cleanup(
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         for dir in &cgroups {
-            cgroup::remove_tree(dir);
-            if let Some(base) = dir.parent() {
-                let _ = std::fs::remove_dir(base);
-            }
+            cgroup::remove_workers_tree(dir);
         }
         tracing::warn!(
             killed = report.killed.len(),
