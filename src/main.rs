@@ -16,7 +16,7 @@ mod workers;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vigil_actors::root::WorkerAction;
+use vigil_actors::protocol::WorkerAction;
 
 use crate::cli::{Cli, Command, WorkerCommand};
 use crate::error::CliError;

@@ -44,10 +44,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::protocol::WorkerAction;
 use crate::protocol::{
     ErrorKind, MAX_REQUEST_BYTES, Reply, Request, Subscribed, Timeouts, parse_request,
 };
-use crate::root::{RootMsg, WorkerAction};
+use crate::root::RootMsg;
 
 /// Why the control server could not start.
 #[derive(Debug, thiserror::Error)]

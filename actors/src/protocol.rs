@@ -38,7 +38,39 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::root::{ControlError, WorkerAction};
+/// What an operator can ask of one worker (`vigil start|stop|restart WORKER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerAction {
+    /// Start a stopped (or failed, or backing-off) worker now; no-op when it runs.
+    Start,
+    /// Stop it gracefully and keep it stopped until `start`.
+    Stop,
+    /// Stop it gracefully (if running) and start a new process at once.
+    Restart,
+}
+
+/// Why a request to the tree could not be carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ControlError {
+    /// No worker has that name.
+    #[error("no worker named {0:?}")]
+    UnknownWorker(String),
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The worker could not be (re)started; the reason says why.
+    #[error("{0}")]
+    Failed(String),
+    /// An actor did not answer in time.
+    #[error("no answer from {0} in time")]
+    Timeout(String),
+    /// A reload's new config is invalid or changes what a running server cannot; nothing
+    /// changed. The message is `vigil check`'s (`FILE:LINE:COL: message`).
+    #[error("{0}")]
+    InvalidConfig(String),
+}
+
 use crate::spec::TreeSpec;
 
 /// The longest request line the server reads (newline excluded).

@@ -41,6 +41,7 @@ use crate::history::{
 };
 use crate::metrics::{GroupSampler, GroupUsage};
 use crate::policy::{BackoffCounter, RestartWindow};
+use crate::protocol::{ControlError, WorkerAction};
 use crate::reload::{Class, ReloadReport, check_refused, diff, root_changes};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
@@ -52,39 +53,6 @@ use crate::worker_supervisor::{
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Added to a worker's grace when waiting for it to stop during shutdown.
 const STOP_MARGIN: Duration = Duration::from_secs(5);
-
-/// What an operator can ask of one worker (`vigil start|stop|restart WORKER`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerAction {
-    /// Start a stopped (or failed, or backing-off) worker now; no-op when it runs.
-    Start,
-    /// Stop it gracefully and keep it stopped until `start`.
-    Stop,
-    /// Stop it gracefully (if running) and start a new process at once.
-    Restart,
-}
-
-/// Why a request to the tree could not be carried out.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
-pub enum ControlError {
-    /// No worker has that name.
-    #[error("no worker named {0:?}")]
-    UnknownWorker(String),
-    /// The server is shutting down.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    /// The worker could not be (re)started; the reason says why.
-    #[error("{0}")]
-    Failed(String),
-    /// An actor did not answer in time.
-    #[error("no answer from {0} in time")]
-    Timeout(String),
-    /// A reload's new config is invalid or changes what a running server cannot; nothing
-    /// changed. The message is `vigil check`'s (`FILE:LINE:COL: message`).
-    #[error("{0}")]
-    InvalidConfig(String),
-}
 
 /// Reads and validates the config file again, for a reload: the new tree, or the message
 /// `vigil check` would print.

@@ -37,7 +37,7 @@ use crate::logfile::LogFile;
 use crate::notify::NotifyEvent;
 use crate::policy::{BackoffCounter, RestartWindow};
 use crate::process::{self, ExitReport, ProcessEvent, ProcessGroup, SpawnRequest};
-use crate::root::{ControlError, WorkerAction};
+use crate::protocol::{ControlError, WorkerAction};
 use crate::signal::Signal;
 use crate::snapshot::{WorkerSnapshot, WorkerState};
 use crate::spec::WorkerSpec;

@@ -13,7 +13,8 @@ use tokio::net::UnixStream;
 use vigil_actors::control::{ControlServer, Limits};
 use vigil_actors::events::{Event, EventBus, EventKind};
 use vigil_actors::protocol::Timeouts;
-use vigil_actors::root::{ControlError, RootMsg, Subscription, WorkerAction};
+use vigil_actors::protocol::{ControlError, WorkerAction};
+use vigil_actors::root::{RootMsg, Subscription};
 use vigil_actors::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 
 // ---------------------------------------------------------------- the root stand-in

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
+use vigil_actors::protocol::WorkerAction;
 use vigil_actors::protocol::{Request, Timeouts};
 use vigil_actors::render;
-use vigil_actors::root::WorkerAction;
 use vigil_actors::snapshot::{Dump, WorkerSnapshot};
 
 use crate::cli::{DumpArgs, ReloadArgs, StatusArgs, WorkerArg};
