@@ -12,7 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cgroup::{self, CgroupError, Hierarchies, Instance, Via, WorkerCgroup};
-use crate::spec::CgroupMode;
+
+/// `cgroup: Auto | Required | Off`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub enum CgroupMode {
+    /// A cgroup per worker whenever the server can create one; process groups otherwise.
+    #[default]
+    Auto,
+    /// A cgroup per worker, or the server refuses to start.
+    Required,
+    /// Process groups only.
+    Off,
+}
 
 /// Processes a dead server left in one worker's cgroup, killed by [`Containment::sweep_leftovers`].
 #[derive(Clone, Debug, PartialEq, Eq)]

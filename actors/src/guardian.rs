@@ -129,7 +129,7 @@ pub fn start() -> Result<Role, GuardianError> {
     if threads != 1 {
         return Err(GuardianError::Threads(threads));
     }
-    let (read, write) = crate::process::pipe_cloexec()?;
+    let (read, write) = crate::fd::pipe_cloexec()?;
     // SAFETY: F_SETPIPE_SZ on our own pipe; failure (above the system maximum) is harmless.
     unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
     // SAFETY: the process has one thread (checked above), so the child is a complete copy in
@@ -474,7 +474,7 @@ mod tests {
     #[test]
     fn finds_the_process_holding_a_pipe_at_fd_1() {
         use std::os::unix::process::CommandExt;
-        let (read, write) = crate::process::pipe_cloexec().unwrap();
+        let (read, write) = crate::fd::pipe_cloexec().unwrap();
         let inode = inode_of(write.as_raw_fd());
         let mut child = std::process::Command::new("sleep")
             .arg("30")

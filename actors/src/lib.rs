@@ -89,6 +89,7 @@ pub mod control;
 pub mod environ;
 pub mod events;
 pub mod exit;
+pub mod fd;
 pub mod guardian;
 pub mod history;
 pub mod http;

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cgroup::{CgroupError, Evidence, Limits, OomWatch, WorkerCgroup};
 use crate::environ;
+use crate::fd::pipe_cloexec;
 use crate::guardian;
 use crate::history::LiveProcess;
 use crate::logfile::{self, LogFile};
@@ -258,18 +259,6 @@ fn explain_nofile(e: io::Error, nofile: Option<u64>) -> io::Error {
         }
         _ => e,
     }
-}
-
-/// A pipe whose both ends are close-on-exec: `(read, write)`.
-pub(crate) fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid 2-element array for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Spawn a worker as the leader of a new process group.

@@ -46,7 +46,8 @@ use crate::reload::{Class, ReloadReport, check_refused, diff, root_changes};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
 use crate::worker_supervisor::{
-    Carry, Escalation, InitialState, WorkerArgs, WorkerMsg, WorkerSupervisor,
+    Carry, ChildNotice, Escalation, InitialState, ParentLink, WorkerArgs, WorkerMsg,
+    WorkerSupervisor,
 };
 
 /// How long the root waits for a WorkerSupervisor's snapshot before showing it `unresponsive`.
@@ -104,26 +105,13 @@ pub enum RootMsg {
     ReloadStopped,
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
-    /// From a WorkerSupervisor: its worker died and will be restarted after `delay`. Its
-    /// group's strategy decides which siblings restart with it (see [`crate::spec::Strategy`]).
-    ChildRestarting {
-        /// The worker.
-        worker: String,
-        /// Its own backoff before the restart.
-        delay: Duration,
-    },
+    /// From a WorkerSupervisor, unasked: its worker is restarting, or a significant worker
+    /// ended ([`ChildNotice`]).
+    Child(ChildNotice),
     /// Internal: the group restart of `group` is done.
     GroupRestarted {
         /// The group.
         group: String,
-    },
-    /// From a WorkerSupervisor: its significant worker ended and will not be restarted;
-    /// the tree shuts down with [`TreeOutcome::Significant`].
-    SignificantEnded {
-        /// The worker.
-        worker: String,
-        /// Its exit status ([`exit_status`]).
-        code: u8,
     },
 }
 
@@ -144,25 +132,17 @@ pub enum TreeOutcome {
     /// The root's own restart intensity was exceeded: everything was stopped (exit status 3).
     RootIntensityExceeded,
     /// A `significant` worker ended for good: everything was stopped, and `serve` exits with
-    /// `code`, the worker's own status ([`exit_status`]).
+    /// `code`, the worker's own status ([`crate::exit::exit_status`]).
     Significant {
         /// The exit status `serve` ends with.
         code: u8,
     },
 }
 
-/// The status a process ending like `exit` reports: its exit code, 128 + the signal number
-/// when killed, 127 when it never ran (spawn failed), 1 when nothing is known.
-pub fn exit_status(exit: Option<&crate::exit::ExitRecord>) -> u8 {
-    match exit {
-        Some(e) => match (e.code, e.signal) {
-            (Some(code), _) => (code & 0xff) as u8,
-            (None, Some(sig)) => (128 + (sig & 0x7f)) as u8,
-            (None, None) if e.reason == crate::exit::ExitReason::SpawnFailed => 127,
-            (None, None) => 1,
-        },
-        None => 1,
-    }
+/// The link a WorkerSupervisor tells the root through ([`RootMsg::Child`]).
+fn parent_of(root: &ActorRef<RootMsg>) -> ParentLink {
+    let root = root.clone();
+    Arc::new(move |notice| root.send_message(RootMsg::Child(notice)).is_ok())
 }
 
 /// What the root is started with.
@@ -358,13 +338,13 @@ impl Actor for RootSupervisor {
                         .await;
                 }
             }
-            RootMsg::ChildRestarting { worker, delay } => {
+            RootMsg::Child(ChildNotice::Restarting { worker, delay }) => {
                 state.child_restarting(&myself, &worker, delay);
             }
             RootMsg::GroupRestarted { group } => {
                 state.regrouping.remove(&group);
             }
-            RootMsg::SignificantEnded { worker, code } => {
+            RootMsg::Child(ChildNotice::SignificantEnded { worker, code }) => {
                 if matches!(state.phase, Phase::Running) {
                     let text = format!(
                         "significant worker ended; stopping everything (exit status {code})"
@@ -499,6 +479,7 @@ impl RootState {
             events: self.events.clone(),
             carry: slot.carry.clone(),
             initial,
+            parent: parent_of(myself),
             group_restart: self
                 .spec
                 .parent_of(&slot.spec.name)
@@ -560,7 +541,7 @@ impl RootState {
         }
         if self.slots[i].spec.significant {
             // Its group gave up: a significant worker's end.
-            let code = exit_status(self.slots[i].carry.last_exit.as_ref());
+            let code = crate::exit::exit_status(self.slots[i].carry.last_exit.as_ref());
             let text =
                 format!("significant worker gave up; stopping everything (exit status {code})");
             tracing::error!(worker = %name, "{text}");

@@ -293,8 +293,8 @@ mod tests {
 
     /// Run `script` under `sh -c` through `how`; what it wrote to stdout and to fd 3.
     fn run(how: fn(SpawnJob) -> io::Result<u32>, script: &str) -> (String, String) {
-        let (out_read, out_write) = crate::process::pipe_cloexec().unwrap();
-        let (notify_read, notify_write) = crate::process::pipe_cloexec().unwrap();
+        let (out_read, out_write) = crate::fd::pipe_cloexec().unwrap();
+        let (notify_read, notify_write) = crate::fd::pipe_cloexec().unwrap();
         let job = SpawnJob {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
@@ -373,7 +373,7 @@ mod tests {
             eprintln!("SKIP: the_parent_death_signal_survives_the_user_switch: not root");
             return;
         }
-        let (_r, w) = crate::process::pipe_cloexec().unwrap();
+        let (_r, w) = crate::fd::pipe_cloexec().unwrap();
         let out = w.as_raw_fd();
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
@@ -436,7 +436,7 @@ mod tests {
     #[test]
     fn a_missing_program_is_an_error_not_a_panic() {
         for how in [spawn as fn(SpawnJob) -> io::Result<u32>, spawn_in_place] {
-            let (_r, w) = crate::process::pipe_cloexec().unwrap();
+            let (_r, w) = crate::fd::pipe_cloexec().unwrap();
             let job = SpawnJob {
                 program: "/nonexistent/program".into(),
                 args: vec![],

@@ -1,116 +1,22 @@
 //! Resolved specifications: what the tree is asked to run, after config parsing and validation.
 //!
 //! Owns the plain data that describes a tree (`TreeSpec`), each worker (`WorkerSpec`) and its
-//! restart policy (`RestartPolicy`). Everything here is already validated and resolved: durations
+//! restart policy (`RestartPolicy`, re-exported from [`crate::worker_type`], which declares it). Everything here is already validated and resolved: durations
 //! are `Duration`s, signals are `Signal`s, paths are absolute. It must not read files, parse
 //! config text, or hold runtime state (pids, timers): that is the supervisors' job.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cgroup::Limits;
+pub use crate::containment::CgroupMode;
 use crate::containment::Containment;
 use crate::environ::EnvSpec;
-use crate::signal::Signal;
 use crate::worker_type::WorkerType;
-
-/// OTP restart types: which exits are followed by a restart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RestartType {
-    /// Always restarted, whatever the exit.
-    Permanent,
-    /// Restarted only after an abnormal exit (non-zero code, or killed by a signal).
-    Transient,
-    /// Never restarted.
-    Temporary,
-}
-
-/// Exponential backoff between restarts: `min(max, initial × multiplier^n)` with ± `jitter`,
-/// where `n` counts consecutive restarts and resets after a run of at least `reset_after`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BackoffSpec {
-    /// Delay before the first restart.
-    pub initial: Duration,
-    /// Upper bound of the delay (before jitter is applied, and after: jitter never exceeds it).
-    pub max: Duration,
-    /// Growth factor per consecutive restart, `>= 1`.
-    pub multiplier: f64,
-    /// Relative jitter in `[0, 1]`: the delay is scaled by a factor in `[1 - jitter, 1 + jitter]`.
-    pub jitter: f64,
-    /// A run at least this long resets the exponent to zero.
-    pub reset_after: Duration,
-}
-
-impl Default for BackoffSpec {
-    /// 100 ms initial, 30 s max, ×2, ±10 % jitter, reset after 60 s up.
-    fn default() -> Self {
-        BackoffSpec {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            multiplier: 2.0,
-            jitter: 0.1,
-            reset_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl BackoffSpec {
-    /// Whether this backoff can work: multiplier a number `>= 1`, jitter in `[0, 1]`,
-    /// `initial <= max`. The message names the offending field.
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
-            return Err(format!(
-                "backoff.multiplier must be a number >= 1, got {}",
-                self.multiplier
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(format!(
-                "backoff.jitter must be between 0 and 1, got {}",
-                self.jitter
-            ));
-        }
-        if self.initial > self.max {
-            return Err(format!(
-                "backoff.initial ({:?}) must not exceed backoff.max ({:?})",
-                self.initial, self.max
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Restart intensity: more than `max_restarts` restarts within `within` is an escalation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IntensitySpec {
-    /// Restarts allowed inside the window.
-    pub max_restarts: u32,
-    /// The sliding window.
-    pub within: Duration,
-}
-
-impl Default for IntensitySpec {
-    /// 5 restarts within 60 s.
-    fn default() -> Self {
-        IntensitySpec {
-            max_restarts: 5,
-            within: Duration::from_secs(60),
-        }
-    }
-}
-
-impl IntensitySpec {
-    /// Whether this window can work: `within` above zero.
-    pub fn check(&self) -> Result<(), String> {
-        if self.within.is_zero() {
-            return Err("intensity.within must be above 0s".into());
-        }
-        Ok(())
-    }
-}
+pub use crate::worker_type::{
+    BackoffSpec, IntensitySpec, Launch, RestartPolicy, RestartType, ShutdownSpec,
+};
 
 /// Whether `name` can name a worker (and be its log file's stem): `[A-Za-z0-9._-]+`, at most
 /// 128 characters, not starting with `.`.
@@ -165,59 +71,6 @@ pub fn quote_short(value: &str) -> String {
     format!("{head:?}… ({count} characters)")
 }
 
-/// How a worker is stopped: `signal` to its whole process group, then `SIGKILL` after `grace`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ShutdownSpec {
-    /// The first signal sent to the group.
-    pub signal: Signal,
-    /// How long to wait for the group to exit before `SIGKILL`.
-    pub grace: Duration,
-}
-
-impl Default for ShutdownSpec {
-    /// `SIGTERM`, 5 s grace.
-    fn default() -> Self {
-        ShutdownSpec {
-            signal: Signal::TERM,
-            grace: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Everything that decides when a worker is restarted, and how it is stopped.
-///
-/// There is no `Default`: a worker type must state its policy (see [`WorkerType::policy`]);
-/// the postmortem's indexing worker died for good because its registration had none.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RestartPolicy {
-    /// Which exits are restarted.
-    pub restart: RestartType,
-    /// Delay between restarts.
-    pub backoff: BackoffSpec,
-    /// How many restarts escalate to the root.
-    pub intensity: IntensitySpec,
-    /// How the worker is stopped.
-    pub shutdown: ShutdownSpec,
-    /// A worker is `running` after `READY=1`, or after this long alive.
-    pub start_secs: Duration,
-    /// With `Some(t)`: no `WATCHDOG=1` (or `READY=1`) for `t` kills the worker.
-    pub heartbeat_timeout: Option<Duration>,
-}
-
-impl RestartPolicy {
-    /// A permanent worker with the default backoff, intensity and shutdown, `running` after 1 s.
-    pub fn permanent() -> Self {
-        RestartPolicy {
-            restart: RestartType::Permanent,
-            backoff: BackoffSpec::default(),
-            intensity: IntensitySpec::default(),
-            shutdown: ShutdownSpec::default(),
-            start_secs: Duration::from_secs(1),
-            heartbeat_timeout: None,
-        }
-    }
-}
-
 /// Where a worker's output goes and how much of it is kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogSpec {
@@ -234,17 +87,6 @@ impl LogSpec {
     pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
     /// Default rotation: 5 rotated files kept.
     pub const DEFAULT_MAX_FILES: u32 = 5;
-}
-
-/// The program a worker runs: argv, extra environment, working directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Launch {
-    /// Program and arguments; never empty, never passed through a shell.
-    pub argv: Vec<OsString>,
-    /// Extra environment on top of the server's.
-    pub env: BTreeMap<String, String>,
-    /// Working directory; `None` keeps the server's.
-    pub cwd: Option<PathBuf>,
 }
 
 /// One supervised worker: its identity, its type (which builds the command), its policy.
@@ -379,18 +221,6 @@ pub struct GroupSpec {
     pub backoff: BackoffSpec,
     /// The children, in start order.
     pub children: Vec<ChildRef>,
-}
-
-/// `cgroup: Auto | Required | Off`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
-pub enum CgroupMode {
-    /// A cgroup per worker whenever the server can create one; process groups otherwise.
-    #[default]
-    Auto,
-    /// A cgroup per worker, or the server refuses to start.
-    Required,
-    /// Process groups only.
-    Off,
 }
 
 impl TreeSpec {

@@ -123,10 +123,36 @@ pub struct WorkerArgs {
     pub carry: Carry,
     /// Start the worker, or wait.
     pub initial: InitialState,
+    /// How the worker's parent (the root) is told what it must know unasked.
+    pub parent: ParentLink,
     /// In a `OneForAll`/`RestForOne` group: after a death the worker does not restart itself;
     /// its group restarts it (and its siblings) in order ([`WorkerMsg::Resume`]).
     pub group_restart: bool,
 }
+
+/// What a WorkerSupervisor tells its parent unasked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChildNotice {
+    /// The worker died and restarts after `delay`: its group's strategy decides which
+    /// siblings restart with it (see [`crate::spec::Strategy`]).
+    Restarting {
+        /// The worker.
+        worker: String,
+        /// Its own backoff before the restart.
+        delay: Duration,
+    },
+    /// The significant worker ended and will not be restarted: the tree shuts down.
+    SignificantEnded {
+        /// The worker.
+        worker: String,
+        /// Its exit status ([`crate::exit::exit_status`]).
+        code: u8,
+    },
+}
+
+/// Delivers a [`ChildNotice`] to the parent; `false` when the parent is gone. A function,
+/// not the parent's actor type, so the supervisor knows nothing of what is above it.
+pub type ParentLink = std::sync::Arc<dyn Fn(ChildNotice) -> bool + Send + Sync>;
 
 /// What survives a WorkerSupervisor's failure: counters and the last exit, for the next one.
 #[derive(Clone, Debug, Default)]
@@ -297,8 +323,8 @@ pub struct SupervisorState {
     next_spec: Option<Box<WorkerSpec>>,
     /// Reaped → exit handled, for the dump's `exit_notify_us`.
     notify_latency: LatencyWindow,
-    /// A significant end to report once linked to the root (it happened in `pre_start`).
-    significant_pending: bool,
+    /// Tells the parent what it must know unasked ([`ChildNotice`]).
+    parent: ParentLink,
     /// Its group restarts it after a death (see [`WorkerArgs::group_restart`]).
     group_restart: bool,
 }
@@ -343,7 +369,7 @@ impl Actor for WorkerSupervisor {
             next_spec: None,
             removed: false,
             notify_latency: LatencyWindow::default(),
-            significant_pending: false,
+            parent: args.parent.clone(),
             group_restart: args.group_restart,
         };
         if args.initial == InitialState::Start {
@@ -366,18 +392,6 @@ impl Actor for WorkerSupervisor {
             if cg.members().is_empty() {
                 cg.remove();
             }
-        }
-        Ok(())
-    }
-
-    /// Linked to the root by now: report a significant end that happened in `pre_start`.
-    async fn post_start(
-        &self,
-        myself: ActorRef<WorkerMsg>,
-        state: &mut SupervisorState,
-    ) -> Result<(), ActorProcessingErr> {
-        if std::mem::take(&mut state.significant_pending) {
-            state.significant_ended(&myself);
         }
         Ok(())
     }
@@ -760,7 +774,7 @@ impl SupervisorState {
                 self.restarts += 1;
                 let spontaneous = matches!(ended.cause, None | Some(StopCause::Watchdog));
                 if spontaneous {
-                    self.tell_group(myself, delay);
+                    self.tell_group(delay);
                 }
                 if spontaneous && self.group_restart && myself.try_get_supervisor().is_some() {
                     // The group starts it again, in order with its siblings: wait without a
@@ -800,7 +814,7 @@ impl SupervisorState {
                 self.phase = Phase::Stopped;
                 self.publish(EventKind::Stopped, ended.generation, None, Some(&why));
                 if final_end && self.spec.significant {
-                    self.significant_ended(myself);
+                    self.significant_ended();
                 }
                 Ok(())
             }
@@ -814,30 +828,21 @@ impl SupervisorState {
 
     /// Tell the root that this worker died and restarts after `delay`: its group's strategy
     /// decides what else restarts with it (the worker decides *whether*, the group *what else*).
-    fn tell_group(&self, myself: &ActorRef<WorkerMsg>, delay: Duration) {
-        let msg = crate::root::RootMsg::ChildRestarting {
+    fn tell_group(&self, delay: Duration) {
+        let _ = (self.parent)(ChildNotice::Restarting {
             worker: self.spec.name.clone(),
             delay,
-        };
-        if let Some(root) = myself.try_get_supervisor() {
-            let _ = root.send_message(msg);
-        }
+        });
     }
 
     /// Tell the root that this significant worker has ended for good (it shuts the tree down).
-    fn significant_ended(&mut self, myself: &ActorRef<WorkerMsg>) {
-        let msg = crate::root::RootMsg::SignificantEnded {
+    fn significant_ended(&self) {
+        let notice = ChildNotice::SignificantEnded {
             worker: self.spec.name.clone(),
-            code: crate::root::exit_status(self.last_exit.as_ref()),
+            code: crate::exit::exit_status(self.last_exit.as_ref()),
         };
-        match myself.try_get_supervisor() {
-            Some(root) => {
-                if root.send_message(msg).is_err() {
-                    tracing::error!(worker = %self.spec.name, "cannot tell the root that a significant worker ended");
-                }
-            }
-            // Still in pre_start (the link to the root comes after it): post_start tells.
-            None => self.significant_pending = true,
+        if !(self.parent)(notice) {
+            tracing::error!(worker = %self.spec.name, "cannot tell the root that a significant worker ended");
         }
     }
 

@@ -188,8 +188,7 @@ impl Actor for FixedRoot {
             }
             RootMsg::RestartSupervisor { .. }
             | RootMsg::ShutdownComplete
-            | RootMsg::SignificantEnded { .. }
-            | RootMsg::ChildRestarting { .. }
+            | RootMsg::Child(_)
             | RootMsg::GroupRestarted { .. }
             | RootMsg::ReloadStopped => {}
         }
