@@ -183,6 +183,20 @@ pub struct ExitRecord {
     pub memory_peak_bytes: Option<u64>,
 }
 
+/// The status a process ending like `exit` reports: its exit code, 128 + the signal number
+/// when killed, 127 when it never ran (spawn failed), 1 when nothing is known.
+pub fn exit_status(exit: Option<&ExitRecord>) -> u8 {
+    match exit {
+        Some(e) => match (e.code, e.signal) {
+            (Some(code), _) => (code & 0xff) as u8,
+            (None, Some(sig)) => (128 + (sig & 0x7f)) as u8,
+            (None, None) if e.reason == ExitReason::SpawnFailed => 127,
+            (None, None) => 1,
+        },
+        None => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,19 +221,5 @@ mod tests {
             Some(ExitReason::Stopped),
         );
         assert_eq!(stopped.reason, ExitReason::Stopped);
-    }
-}
-
-/// The status a process ending like `exit` reports: its exit code, 128 + the signal number
-/// when killed, 127 when it never ran (spawn failed), 1 when nothing is known.
-pub fn exit_status(exit: Option<&ExitRecord>) -> u8 {
-    match exit {
-        Some(e) => match (e.code, e.signal) {
-            (Some(code), _) => (code & 0xff) as u8,
-            (None, Some(sig)) => (128 + (sig & 0x7f)) as u8,
-            (None, None) if e.reason == ExitReason::SpawnFailed => 127,
-            (None, None) => 1,
-        },
-        None => 1,
     }
 }
