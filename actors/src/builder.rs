@@ -1,4 +1,4 @@
-//! Assembling a tree in code: `Tree::builder()…worker(…)…start()`.
+//! Assembling a tree in code: `Tree::builder()…worker(…)…group(…)…start()`.
 //!
 //! Owns the checks every tree must pass, whether it comes from a config file or from code
 //! (unique, file-safe worker names; at least a sane policy), and the convenience of starting a
@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::history::History;
-use crate::spec::{LogSpec, RestartPolicy, RootSpec, TreeSpec, WorkerSpec, check_worker_name};
+use crate::spec::{
+    BackoffSpec, ChildRef, GroupSpec, IntensitySpec, LogSpec, RestartPolicy, RootSpec, Strategy,
+    TreeSpec, WorkerSpec, check_worker_name,
+};
 use crate::tree::Tree;
 use crate::worker_type::WorkerType;
 
@@ -32,6 +35,9 @@ pub enum BuildError {
         /// What is wrong.
         problem: String,
     },
+    /// A group without children.
+    #[error("group {0:?} has no workers")]
+    EmptyGroup(String),
     /// No data directory was given.
     #[error("no data directory: call data_dir()")]
     NoDataDir,
@@ -51,6 +57,90 @@ pub struct TreeBuilder {
     config_path: Option<PathBuf>,
     root: RootSpec,
     workers: Vec<WorkerSpec>,
+    groups: Vec<GroupSpec>,
+}
+
+/// Describes one group for [`TreeBuilder::group`]: its children in start order, its intensity
+/// and its backoff for failed children.
+#[derive(Debug)]
+pub struct GroupBuilder {
+    spec: GroupSpec,
+    /// Its workers and those of its nested groups, depth-first.
+    workers: Vec<WorkerSpec>,
+    /// Its nested groups, outermost first.
+    groups: Vec<GroupSpec>,
+}
+
+impl GroupBuilder {
+    fn new(name: String, parent: Option<String>, strategy: Strategy) -> Self {
+        GroupBuilder {
+            spec: GroupSpec {
+                name,
+                parent,
+                strategy,
+                intensity: None,
+                backoff: BackoffSpec::default(),
+                children: Vec::new(),
+            },
+            workers: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+
+    /// More than `intensity.max_restarts` failed children within `intensity.within` fail the
+    /// group, which its parent then handles (default: the group never fails).
+    pub fn intensity(mut self, intensity: IntensitySpec) -> Self {
+        self.spec.intensity = Some(intensity);
+        self
+    }
+
+    /// The delay before a failed child is started afresh (one counter per child).
+    pub fn backoff(mut self, backoff: BackoffSpec) -> Self {
+        self.spec.backoff = backoff;
+        self
+    }
+
+    /// Add a worker with its type's own policy.
+    pub fn worker(self, name: impl Into<String>, worker_type: impl WorkerType) -> Self {
+        let policy = worker_type.policy();
+        self.worker_with_policy(name, worker_type, policy)
+    }
+
+    /// Add a worker with an explicit policy.
+    pub fn worker_with_policy(
+        mut self,
+        name: impl Into<String>,
+        worker_type: impl WorkerType,
+        policy: RestartPolicy,
+    ) -> Self {
+        let worker = worker_spec(name.into(), worker_type, policy);
+        self.spec
+            .children
+            .push(ChildRef::Worker(worker.name.clone()));
+        self.workers.push(worker);
+        self
+    }
+
+    /// Add a nested group.
+    pub fn group(
+        mut self,
+        name: impl Into<String>,
+        strategy: Strategy,
+        children: impl FnOnce(GroupBuilder) -> GroupBuilder,
+    ) -> Self {
+        let inner = children(GroupBuilder::new(
+            name.into(),
+            Some(self.spec.name.clone()),
+            strategy,
+        ));
+        self.spec
+            .children
+            .push(ChildRef::Group(inner.spec.name.clone()));
+        self.workers.extend(inner.workers);
+        self.groups.push(inner.spec);
+        self.groups.extend(inner.groups);
+        self
+    }
 }
 
 impl Tree {
@@ -84,6 +174,7 @@ impl TreeBuilder {
             config_path: spec.config_path,
             root: spec.root,
             workers: spec.workers,
+            groups: spec.groups,
         }
     }
 
@@ -118,20 +209,34 @@ impl TreeBuilder {
         worker_type: impl WorkerType,
         policy: RestartPolicy,
     ) -> Self {
-        let name = name.into();
-        self.workers.push(WorkerSpec {
-            log: LogSpec {
-                path: PathBuf::new(), // resolved in build(), once log_dir is known
-                max_bytes: LogSpec::DEFAULT_MAX_BYTES,
-                max_files: LogSpec::DEFAULT_MAX_FILES,
-            },
-            name,
-            worker_type: Arc::new(worker_type),
-            policy,
-            limits: crate::cgroup::Limits::default(),
-            significant: false,
-            environment: Default::default(),
-        });
+        self.workers
+            .push(worker_spec(name.into(), worker_type, policy));
+        self
+    }
+
+    /// Add a group of workers (and groups) under the root, after what is there so far:
+    ///
+    /// ```no_run
+    /// # fn demo(db: vigil_actors::worker_type::CommandWorker, indexer: vigil_actors::worker_type::CommandWorker) {
+    /// use vigil_actors::spec::Strategy;
+    /// use vigil_actors::tree::Tree;
+    ///
+    /// // The indexer starts once the database is running, and restarts after it does.
+    /// let tree = Tree::builder()
+    ///     .data_dir("/tmp/demo")
+    ///     .group("backend", Strategy::RestForOne, |g| g.worker("db", db).worker("indexing", indexer));
+    /// # }
+    /// ```
+    pub fn group(
+        mut self,
+        name: impl Into<String>,
+        strategy: Strategy,
+        children: impl FnOnce(GroupBuilder) -> GroupBuilder,
+    ) -> Self {
+        let group = children(GroupBuilder::new(name.into(), None, strategy));
+        self.workers.extend(group.workers);
+        self.groups.push(group.spec);
+        self.groups.extend(group.groups);
         self
     }
 
@@ -141,6 +246,7 @@ impl TreeBuilder {
         let log_dir = self.log_dir.unwrap_or_else(|| data_dir.join("log"));
         let mut workers = self.workers;
         validate(&workers)?;
+        validate_groups(&workers, &self.groups)?;
         for w in &mut workers {
             if w.log.path.as_os_str().is_empty() {
                 w.log.path = log_path(&log_dir, &w.name);
@@ -155,7 +261,7 @@ impl TreeBuilder {
             cgroup: crate::spec::CgroupMode::Off,
             containment: crate::containment::Containment::ProcessGroup,
             http: None,
-            groups: Vec::new(),
+            groups: self.groups,
         })
     }
 
@@ -172,6 +278,47 @@ impl TreeBuilder {
             .map_err(|e| BuildError::Start(e.to_string()))?;
         Ok((tree, history))
     }
+}
+
+/// A worker as the builder adds it: default log rotation (its path is set in `build`, once
+/// the log directory is known), no limits, the server's environment.
+fn worker_spec(name: String, worker_type: impl WorkerType, policy: RestartPolicy) -> WorkerSpec {
+    WorkerSpec {
+        log: LogSpec {
+            path: PathBuf::new(),
+            max_bytes: LogSpec::DEFAULT_MAX_BYTES,
+            max_files: LogSpec::DEFAULT_MAX_FILES,
+        },
+        name,
+        worker_type: Arc::new(worker_type),
+        policy,
+        limits: crate::cgroup::Limits::default(),
+        significant: false,
+        environment: Default::default(),
+    }
+}
+
+/// Groups' names are unique across the tree (workers too), and each is a valid name.
+fn validate_groups(workers: &[WorkerSpec], groups: &[GroupSpec]) -> Result<(), BuildError> {
+    let mut seen: std::collections::HashSet<&str> =
+        workers.iter().map(|w| w.name.as_str()).collect();
+    for g in groups {
+        check_worker_name(&g.name).map_err(|_| BuildError::InvalidName(g.name.clone()))?;
+        if g.children.is_empty() {
+            return Err(BuildError::EmptyGroup(g.name.clone()));
+        }
+        if !seen.insert(g.name.as_str()) {
+            return Err(BuildError::DuplicateName(g.name.clone()));
+        }
+        g.intensity
+            .map_or(Ok(()), |i| i.check())
+            .and_then(|()| g.backoff.check())
+            .map_err(|problem| BuildError::InvalidPolicy {
+                worker: g.name.clone(),
+                problem,
+            })?;
+    }
+    Ok(())
 }
 
 /// `<log_dir>/<name>.log`.

@@ -90,6 +90,7 @@ pub mod environ;
 pub mod events;
 pub mod exit;
 pub mod fd;
+pub mod group;
 pub mod guardian;
 pub mod history;
 pub mod http;
