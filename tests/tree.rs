@@ -25,6 +25,19 @@ fn member(name: &str, extra: &str) -> String {
         + ","
 }
 
+/// Like [`member`], but `running` only once its line is written (READY=1 after the write), so
+/// that "started after the one before was running" shows in the file's order.
+fn ready_member(name: &str) -> String {
+    sh_worker(
+        name,
+        "echo $$ $VIGIL_WORKER $VIGIL_INSTANCE >> order; echo READY=1 >&$VIGIL_NOTIFY_FD; exec sleep 1000",
+        &format!("{}, start_secs: \"30s\"", FAST.replace("start_secs: \"0s\", ", "")),
+    )
+    .trim_end_matches(',')
+    .to_string()
+        + ","
+}
+
 fn group(name: &str, strategy: &str, members: &[String]) -> String {
     format!(
         "        (name: \"{name}\", kind: Group(strategy: {strategy}, backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), workers: [\n{}\n        ])),",
@@ -122,7 +135,7 @@ fn one_for_all_restarts_every_sibling_in_order() {
         &group(
             "all",
             "OneForAll",
-            &[member("a", ""), member("b", ""), member("c", "")],
+            &[ready_member("a"), ready_member("b"), ready_member("c")],
         ),
     );
     let mut server = home.serve();
@@ -278,7 +291,7 @@ fn a_gated_group_starts_each_child_once_the_one_before_is_running() {
 fn stop_and_start_a_group_act_on_its_workers_in_order() {
     let home = Home::new(
         "",
-        &group("pair", "OneForOne", &[member("a", ""), member("b", "")]),
+        &group("pair", "OneForOne", &[ready_member("a"), ready_member("b")]),
     );
     let mut server = home.serve();
     let first = wait_starts(&home, &mut server, 2, "both started");
@@ -474,6 +487,161 @@ fn a_reload_that_changes_instances_leaves_the_others_untouched() {
             .as_array()
             .map(Vec::len),
         Some(1),
+        "{dump}"
+    );
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
+
+/// A group with `intensity` whose children are `members`.
+fn limited_group(name: &str, strategy: &str, max: u32, members: &[String]) -> String {
+    format!(
+        "        (name: \"{name}\", kind: Group(strategy: {strategy}, intensity: (max_restarts: {max}, within: \"60s\"), backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), workers: [\n{}\n        ])),",
+        members.join("\n")
+    )
+}
+
+/// A worker whose supervisor gives up at its first failure: it fails on its first start
+/// (and appends to `order`), then runs.
+fn fails_once(name: &str) -> String {
+    sh_worker(
+        name,
+        &format!(
+            "echo $$ $VIGIL_WORKER >> order; if [ -e {name}.failed ]; then exec sleep 1000; fi; touch {name}.failed; exit 1"
+        ),
+        "backoff: (initial: \"0s\", jitter: 0.0), start_secs: \"0s\", intensity: (max_restarts: 0, within: \"60s\")",
+    )
+}
+
+#[test]
+fn a_failed_group_is_restarted_as_a_whole_by_its_parent() {
+    // inner fails at x's first escalation (intensity 0): the root (its parent, no intensity)
+    // stops y and starts the whole group afresh after its backoff.
+    let home = Home::new(
+        "root: (backoff: (initial: \"200ms\", max: \"1s\", jitter: 0.0)),",
+        &limited_group("inner", "OneForOne", 0, &[member("y", ""), fails_once("x")]),
+    );
+    let mut server = home.serve();
+    let seen = wait_starts(&home, &mut server, 4, "the group started twice");
+    let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["y", "x", "y", "x"], "{}", server.stderr());
+    let first_y = seen[0].0;
+    assert!(!alive(first_y), "y of the failed group still runs");
+    assert!(
+        server.stderr().contains("exceed group \"inner\""),
+        "{}",
+        server.stderr()
+    );
+    control_wait_ready(&home);
+    wait_for(LONG, "the group running again", || {
+        let dump = control_json(&home, &["dump"]);
+        (dump["root"]["children"][0]["state"] == "running").then_some(())
+    });
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn escalation_goes_from_a_worker_through_two_groups_to_the_root() {
+    // x's supervisor gives up; inner (0) fails; outer (0) fails; the root (0) gives up: exit 3.
+    let inner = limited_group("inner", "OneForOne", 0, &[fails_once("x")]);
+    let home = Home::new(
+        "root: (intensity: (max_restarts: 0, within: \"60s\")),",
+        &limited_group("outer", "OneForAll", 0, &[member("y", ""), inner]),
+    );
+    let mut server = home.serve();
+    let status = server.wait(LONG).expect("the server exits");
+    assert_eq!(status.code(), Some(3), "{}", server.stderr());
+    let stderr = server.stderr();
+    assert!(stderr.contains("exceed group \"inner\""), "{stderr}");
+    assert!(stderr.contains("exceed group \"outer\""), "{stderr}");
+    assert!(stderr.contains("exceed the root limit"), "{stderr}");
+}
+
+#[test]
+fn a_reload_that_changes_a_strategy_restarts_only_that_group() {
+    let config = |strategy: &str| {
+        format!(
+            "{}\n{}",
+            group("g", strategy, &[ready_member("a"), ready_member("b")]),
+            member("c", "")
+        )
+    };
+    let home = Home::new("", &config("OneForOne"));
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 3, "all three");
+    control_wait_ready(&home);
+    home.write_config("", &config("RestForOne"));
+    let out = home.run(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let after = wait_starts(&home, &mut server, 5, "a and b again");
+    let again: Vec<&str> = after[3..].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(again, ["a", "b"], "{report}");
+    let c = pid_of(&first, "c").expect("c");
+    assert!(
+        alive(c),
+        "c is not in the group but was restarted: {report}"
+    );
+    // Now RestForOne: killing a restarts b after it.
+    kill(pid_of(&after, "a").expect("a"));
+    let later = wait_starts(&home, &mut server, 7, "a and b after a died");
+    let names: Vec<&str> = later[5..].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
+
+#[test]
+fn a_reload_that_moves_a_worker_to_another_group_removes_and_adds_it() {
+    let home = Home::new(
+        "",
+        &format!(
+            "{}\n{}",
+            group("g", "OneForOne", &[member("a", ""), member("b", "")]),
+            member("c", "")
+        ),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 3, "all three");
+    control_wait_ready(&home);
+    home.write_config(
+        "",
+        &format!(
+            "{}\n{}",
+            group(
+                "g",
+                "OneForOne",
+                &[member("a", ""), member("b", ""), member("c", "")]
+            ),
+            ""
+        ),
+    );
+    let out = home.run(&["reload", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert!(
+        report["removed"].to_string().contains("\"c\"")
+            && report["added"].to_string().contains("\"c\""),
+        "{report}"
+    );
+    let after = wait_starts(&home, &mut server, 4, "c started in its new place");
+    assert_eq!(after[3].1, "c");
+    assert!(!alive(pid_of(&first, "c").expect("c")));
+    for w in ["a", "b"] {
+        assert!(alive(pid_of(&first, w).expect(w)), "{w} was touched");
+    }
+    let dump = control_json(&home, &["dump"]);
+    assert_eq!(
+        dump["root"]["children"][0]["children"]
+            .as_array()
+            .map(Vec::len),
+        Some(3),
         "{dump}"
     );
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));

@@ -16,6 +16,13 @@
 //! - **unchanged**: nothing differs.
 //!
 //! Adding a worker setting is one line in one of the two tables.
+//!
+//! # The tree
+//! [`tree_diff`] adds what the groups change: a worker whose place in the tree changed (moved
+//! to another group) is **removed** and **added** — its old supervisor stopped, a fresh one
+//! started in the new place; the workers of a group whose `strategy` changed are
+//! **restarted** (field `strategy`) with fresh supervisors that follow the new strategy, and
+//! no other worker is touched. A group's `intensity` and `backoff` apply at once.
 
 use std::fmt;
 
@@ -114,6 +121,53 @@ pub fn diff(old: &[WorkerSpec], new: &[WorkerSpec]) -> Vec<Change> {
                 fields: Vec::new(),
             }),
     );
+    changes
+}
+
+/// Field name a worker is restarted for when its group's strategy changed.
+pub const STRATEGY_FIELD: &str = "strategy";
+/// Field name a worker is removed and added for when it moved to another group.
+pub const GROUP_FIELD: &str = "group";
+
+/// [`diff`] over the trees' workers, plus what the groups change (see the module doc): a
+/// moved worker is `Added` where it now is and `Removed` (field `group`) at the end; the
+/// workers of a group whose strategy changed are `Restarted` (field `strategy`).
+pub fn tree_diff(old: &TreeSpec, new: &TreeSpec) -> Vec<Change> {
+    let ancestors = |spec: &TreeSpec, name: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = spec.parent_of(name);
+        while let Some(g) = at {
+            out.push(g.name.clone());
+            at = g.parent.as_deref().and_then(|p| spec.group(p));
+        }
+        out
+    };
+    let mut changes = diff(&old.workers, &new.workers);
+    let mut moved = Vec::new();
+    for c in changes
+        .iter_mut()
+        .filter(|c| !matches!(c.class, Class::Added | Class::Removed))
+    {
+        let (was, is) = (ancestors(old, &c.name), ancestors(new, &c.name));
+        if was != is {
+            c.class = Class::Added;
+            c.fields.clear();
+            moved.push(Change {
+                name: c.name.clone(),
+                class: Class::Removed,
+                fields: vec![GROUP_FIELD],
+            });
+            continue;
+        }
+        let restrategized = is.iter().any(|g| {
+            matches!((old.group(g), new.group(g)), (Some(a), Some(b)) if a.strategy != b.strategy)
+        });
+        if restrategized {
+            c.class = Class::Restarted;
+            c.fields.push(STRATEGY_FIELD);
+        }
+    }
+    changes.extend(moved);
     changes
 }
 

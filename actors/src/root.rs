@@ -10,7 +10,7 @@
 //! # Groups
 //! The slots stay flat (depth-first start order); each worker's place in the tree comes from
 //! [`TreeSpec::groups`]. When a worker of a `OneForAll`/`RestForOne` group dies and its policy
-//! restarts it, its WorkerSupervisor waits and tells the root ([`RootMsg::ChildRestarting`]);
+//! restarts it, its WorkerSupervisor waits and tells the root ([`ChildNotice::Restarting`]);
 //! the root stops the siblings the strategy names (reverse order) and, after the dying one's
 //! backoff, starts them in order, each once the one before is `running` (a task; the dump
 //! shows them `waiting`). The same gated start runs when the tree starts. A failed
@@ -36,13 +36,13 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use tokio::sync::oneshot;
 
 use crate::events::{Event, EventBus, EventKind};
+use crate::group::{ChildId, Levels, Verdict, restart_set};
 use crate::history::{
     EVENT_OPERATOR_START, EVENT_OPERATOR_STOP, EVENT_REMOVED, History, query_operator_stopped,
 };
 use crate::metrics::{GroupSampler, GroupUsage};
-use crate::policy::{BackoffCounter, RestartWindow};
 use crate::protocol::{ControlError, WorkerAction};
-use crate::reload::{Class, ReloadReport, check_refused, diff, root_changes};
+use crate::reload::{Class, ReloadReport, STRATEGY_FIELD, check_refused, root_changes, tree_diff};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
 use crate::worker_supervisor::{
@@ -108,6 +108,14 @@ pub enum RootMsg {
     /// From a WorkerSupervisor, unasked: its worker is restarting, or a significant worker
     /// ended ([`ChildNotice`]).
     Child(ChildNotice),
+    /// Internal: the failed group's backoff is over and its workers are stopped: start it
+    /// (and the siblings its parent's strategy restarts with it) afresh.
+    RestartGroup {
+        /// The group.
+        group: String,
+        /// The failure's ticket (the workers' slots carry it; stale ones are ignored).
+        ticket: u64,
+    },
     /// Internal: the group restart of `group` is done.
     GroupRestarted {
         /// The group.
@@ -176,17 +184,24 @@ struct Slot {
     state: SlotState,
     /// Counters kept across WorkerSupervisor incarnations.
     carry: Carry,
-    /// This child's own backoff sequence for failed supervisors (its group's `backoff`).
-    counter: BackoffCounter,
-    /// When its current supervisor was started: a run of `reset_after` resets `counter`.
-    since: Instant,
+}
+
+impl Slot {
+    fn new(spec: WorkerSpec, carry: Carry) -> Slot {
+        Slot {
+            spec,
+            state: SlotState::Down,
+            carry,
+        }
+    }
 }
 
 /// Whether a worker's supervisor is alive.
 enum SlotState {
     /// A WorkerSupervisor runs it.
     Live(ActorRef<WorkerMsg>),
-    /// Its supervisor escalated; a fresh one starts at `until`.
+    /// Its supervisor escalated, or its group failed (then `ticket` is the group's); a
+    /// fresh one starts at `until`.
     Failed {
         until: Instant,
         ticket: u64,
@@ -213,9 +228,8 @@ pub struct RootState {
     history: History,
     events: EventBus,
     slots: Vec<Slot>,
-    window: RestartWindow,
-    /// Each group's window of failed children (groups with an `intensity` only).
-    group_windows: HashMap<String, RestartWindow>,
+    /// Every level's failed children and every child's backoff counter ([`Levels`]).
+    levels: Levels,
     escalations: u64,
     next_ticket: u64,
     started: Instant,
@@ -257,21 +271,14 @@ impl Actor for RootSupervisor {
             .spec
             .workers
             .iter()
-            .map(|spec| Slot {
-                spec: spec.clone(),
-                state: SlotState::Down,
-                carry: Carry::default(),
-                counter: BackoffCounter::default(),
-                since: Instant::now(),
-            })
+            .map(|spec| Slot::new(spec.clone(), Carry::default()))
             .collect();
         let mut state = RootState {
             spec: args.spec,
             history: args.history,
             events: args.events,
             slots,
-            window: RestartWindow::default(),
-            group_windows: HashMap::new(),
+            levels: Levels::default(),
             escalations: 0,
             next_ticket: 0,
             started: Instant::now(),
@@ -285,25 +292,8 @@ impl Actor for RootSupervisor {
             waiting: Arc::new(Mutex::new(HashSet::new())),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
-        let held = state.operator_stopped();
-        // In a OneForAll/RestForOne group each child starts once the one before is running:
-        // those workers are spawned stopped and started in order by a task.
-        let mut gated: Vec<(String, Vec<String>)> = Vec::new();
-        for i in 0..state.slots.len() {
-            let mut initial = state.initial_state(&held, i);
-            let name = state.slots[i].spec.name.clone();
-            if let (InitialState::Start, Some(group)) = (initial, state.gated_ancestor(&name)) {
-                initial = InitialState::Stopped;
-                match gated.iter_mut().find(|(g, _)| *g == group) {
-                    Some((_, members)) => members.push(name),
-                    None => gated.push((group, vec![name])),
-                }
-            }
-            state.spawn_supervisor(&myself, i, initial).await;
-        }
-        for (group, members) in gated {
-            state.start_gated(&myself, group, &members, "starting");
-        }
+        let all: Vec<usize> = (0..state.slots.len()).collect();
+        state.start_workers(&myself, &all, "starting").await;
         Ok(state)
     }
 
@@ -343,6 +333,11 @@ impl Actor for RootSupervisor {
             }
             RootMsg::GroupRestarted { group } => {
                 state.regrouping.remove(&group);
+            }
+            RootMsg::RestartGroup { group, ticket } => {
+                if matches!(state.phase, Phase::Running) {
+                    state.restart_group(&myself, &group, ticket).await;
+                }
             }
             RootMsg::Child(ChildNotice::SignificantEnded { worker, code }) => {
                 if matches!(state.phase, Phase::Running) {
@@ -469,7 +464,8 @@ impl RootState {
         i: usize,
         initial: InitialState,
     ) {
-        self.slots[i].since = Instant::now();
+        self.levels
+            .started(&self.slots[i].spec.name, Instant::now());
         let slot = &self.slots[i];
         let args = WorkerArgs {
             spec: slot.spec.clone(),
@@ -535,8 +531,9 @@ impl RootState {
         self.events.publish(|| {
             Event::worker(EventKind::Failed, &name, generation, None).with_detail(reason.clone())
         });
+        // Its supervisor is gone, whatever comes next.
+        self.slots[i].state = SlotState::Down;
         if !matches!(self.phase, Phase::Running) {
-            self.slots[i].state = SlotState::Down;
             return;
         }
         if self.slots[i].spec.significant {
@@ -550,72 +547,163 @@ impl RootState {
             self.shutdown(myself, None, TreeOutcome::Significant { code });
             return;
         }
-        // Up the tree: the worker's group counts the failure; a group past its intensity has
-        // failed, which its parent counts in turn; what reaches the root counts against the
-        // root's intensity. A group without an intensity never fails.
-        let now = Instant::now();
-        let mut reaches_root = true;
-        let mut at = self.spec.parent_of(&name).cloned();
-        while let Some(g) = at {
-            let Some(limit) = g.intensity else {
-                reaches_root = false;
-                break;
-            };
-            let n = self
-                .group_windows
-                .entry(g.name.clone())
-                .or_default()
-                .add(now, limit.within);
-            if n <= limit.max_restarts {
-                reaches_root = false;
-                break;
-            }
-            let text = format!(
-                "{n} failed children within {:?} exceed group {:?}'s limit of {}",
-                limit.within, g.name, limit.max_restarts
-            );
-            tracing::error!(group = %g.name, "{text}");
-            self.history.record_event(&g.name, "group_failed", &text);
+        // Up the tree (group.rs): the worker's group counts the failure; a group past its
+        // intensity has failed, which its parent counts in turn, up to the root.
+        let verdict = self.levels.child_failed(
+            &self.spec,
+            ChildId::Worker(name.clone()),
+            Instant::now(),
+            fastrand::f64(),
+        );
+        let failed = match &verdict {
+            Verdict::Restart { failed, .. } | Verdict::RootFailed { failed, .. } => failed.clone(),
+        };
+        for (group, why) in &failed {
+            tracing::error!(group = %group, "{why}");
+            self.history.record_event(group, "group_failed", why);
             self.events.publish(|| {
-                Event::worker(EventKind::Failed, &g.name, 0, None).with_detail(text.clone())
+                Event::worker(EventKind::Failed, group, 0, None).with_detail(why.clone())
             });
-            at = g
-                .parent
-                .as_deref()
-                .and_then(|p| self.spec.group(p))
-                .cloned();
         }
-        if let Some(limit) = self.spec.root.intensity.filter(|_| reaches_root) {
-            let n = self.window.add(now, limit.within);
-            if n > limit.max_restarts {
-                let text = format!(
-                    "{n} escalations within {:?} exceed the root limit of {}",
-                    limit.within, limit.max_restarts
-                );
-                tracing::error!(worker = %name, "{text}; stopping everything");
-                self.history.record_event(&name, "root_intensity", &text);
+        match verdict {
+            Verdict::RootFailed { why, .. } => {
+                tracing::error!(worker = %name, "{why}; stopping everything");
+                self.history.record_event(&name, "root_intensity", &why);
                 self.slots[i].state = SlotState::Down;
                 self.shutdown(myself, None, TreeOutcome::RootIntensityExceeded);
-                return;
+            }
+            Verdict::Restart {
+                child: ChildId::Group(group),
+                delay,
+                ..
+            } => self.fail_group(myself, &group, delay, &reason),
+            Verdict::Restart {
+                child: ChildId::Worker(_),
+                delay,
+                ..
+            } => {
+                self.next_ticket += 1;
+                let ticket = self.next_ticket;
+                tracing::error!(worker = %name, delay_ms = delay.as_millis() as u64, "worker supervisor escalated: {reason}; fresh supervisor after its group's backoff");
+                myself.send_after(delay, move || RootMsg::RestartSupervisor { ticket });
+                self.slots[i].state = SlotState::Failed {
+                    until: Instant::now() + delay,
+                    ticket,
+                    reason,
+                };
             }
         }
-        // One backoff sequence per child, reset by a run of the backoff's `reset_after`.
-        let backoff = self
-            .spec
-            .parent_of(&name)
-            .map_or(self.spec.root.backoff, |g| g.backoff);
-        let ran = now.saturating_duration_since(self.slots[i].since);
-        let attempt = self.slots[i].counter.next_attempt(ran, backoff.reset_after);
-        let delay = backoff.delay(attempt, fastrand::f64());
+    }
+
+    /// `group` failed (its intensity was exceeded): stop its workers — and the siblings its
+    /// parent's strategy restarts with it — in reverse order, and after its parent's backoff
+    /// for it (`delay`) start them all afresh ([`RootMsg::RestartGroup`]). Meanwhile the
+    /// group shows `failed` and its workers `failed`.
+    fn fail_group(
+        &mut self,
+        myself: &ActorRef<RootMsg>,
+        group: &str,
+        delay: Duration,
+        reason: &str,
+    ) {
+        let (_, names) = restart_set(&self.spec, group);
+        let names: Vec<String> = names.into_iter().map(str::to_string).collect();
         self.next_ticket += 1;
         let ticket = self.next_ticket;
-        tracing::error!(worker = %name, delay_ms = delay.as_millis() as u64, "worker supervisor escalated: {reason}; fresh supervisor after the root backoff");
-        myself.send_after(delay, move || RootMsg::RestartSupervisor { ticket });
-        self.slots[i].state = SlotState::Failed {
-            until: Instant::now() + delay,
-            ticket,
-            reason,
-        };
+        let until = Instant::now() + delay;
+        let why = format!("group {group:?} failed ({reason}); restarts after its backoff");
+        let mut stopping = Vec::new();
+        for name in &names {
+            let Some(slot) = self.slots.iter_mut().find(|s| &s.spec.name == name) else {
+                continue;
+            };
+            match std::mem::replace(&mut slot.state, SlotState::Down) {
+                SlotState::Live(child) => {
+                    stopping.push((name.clone(), slot.spec.policy.shutdown.grace, child));
+                }
+                SlotState::Held => {
+                    slot.state = SlotState::Held;
+                    continue;
+                }
+                SlotState::Failed { .. } | SlotState::Down => {}
+            }
+            slot.state = SlotState::Failed {
+                until,
+                ticket,
+                reason: why.clone(),
+            };
+        }
+        tracing::error!(group = %group, delay_ms = delay.as_millis() as u64, "group failed: stopping {} and starting it afresh after its parent's backoff", names.join(", "));
+        self.history.record_event(
+            group,
+            "group_restart",
+            &format!(
+                "{group} failed: {} restart after {:?}",
+                names.join(", "),
+                delay
+            ),
+        );
+        self.regrouping.insert(group.to_string(), "failed");
+        let root = myself.clone();
+        let group = group.to_string();
+        tokio::spawn(async move {
+            // Reverse start order, each gone before the next is signalled.
+            for (name, grace, child) in stopping.into_iter().rev() {
+                stop_confirmed(
+                    &child,
+                    WorkerMsg::Shutdown,
+                    grace,
+                    &name,
+                    "stopped: its group failed",
+                )
+                .await;
+                child.stop(Some("its group failed".into()));
+            }
+            tokio::time::sleep(delay).await;
+            let _ = root.cast(RootMsg::RestartGroup { group, ticket });
+        });
+    }
+
+    /// A failed group's backoff is over: start its slots (those still carrying `ticket`)
+    /// afresh, gated where their groups' strategies say so.
+    async fn restart_group(&mut self, myself: &ActorRef<RootMsg>, group: &str, ticket: u64) {
+        if self.regrouping.get(group) == Some(&"failed") {
+            self.regrouping.remove(group);
+        }
+        self.levels.started(group, Instant::now());
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| matches!(&self.slots[i].state, SlotState::Failed { ticket: t, .. } if *t == ticket))
+            .collect();
+        tracing::info!(group = %group, workers = due.len(), "group restarting afresh");
+        self.start_workers(myself, &due, "starting").await;
+    }
+
+    /// Start the supervisors of `slots` (in start order): an operator-stopped worker stays
+    /// stopped; in a `OneForAll`/`RestForOne` group each child starts once the one before is
+    /// running — those are spawned stopped and started in order by a task ([`Gate`]).
+    async fn start_workers(
+        &mut self,
+        myself: &ActorRef<RootMsg>,
+        slots: &[usize],
+        state: &'static str,
+    ) {
+        let held = self.operator_stopped();
+        let mut gated: Vec<(String, Vec<String>)> = Vec::new();
+        for &i in slots {
+            let mut initial = self.initial_state(&held, i);
+            let name = self.slots[i].spec.name.clone();
+            if let (InitialState::Start, Some(group)) = (initial, self.gated_ancestor(&name)) {
+                initial = InitialState::Stopped;
+                match gated.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, members)) => members.push(name),
+                    None => gated.push((group, vec![name])),
+                }
+            }
+            self.spawn_supervisor(myself, i, initial).await;
+        }
+        for (group, members) in gated {
+            self.start_gated(myself, group, &members, state);
+        }
     }
 
     /// A worker died and restarts after `delay`. In a `OneForAll` group every sibling
@@ -677,7 +765,6 @@ impl RootState {
     }
 
     fn child_restarting(&mut self, myself: &ActorRef<RootMsg>, worker: &str, delay: Duration) {
-        use crate::spec::{ChildRef, RestartType, Strategy};
         if !matches!(self.phase, Phase::Running) {
             return;
         }
@@ -688,31 +775,17 @@ impl RootState {
             return;
         };
         let dying_ref = dying_ref.clone();
-        let group = self.spec.parent_of(worker).filter(|g| g.strategy.gated());
-        let Some(group) = group.filter(|g| !self.regrouping.contains_key(&g.name)) else {
+        let (group, names) = restart_set(&self.spec, worker);
+        let Some(group) = group
+            .and_then(|g| self.spec.group(g))
+            .filter(|g| !self.regrouping.contains_key(&g.name))
+        else {
             resume_after(dying_ref, delay);
             return;
         };
-        let pos = group
-            .children
-            .iter()
-            .position(|c| c.name() == worker)
-            .unwrap_or(0);
-        let picked: &[ChildRef] = match group.strategy {
-            Strategy::RestForOne => &group.children[pos..],
-            Strategy::OneForAll | Strategy::OneForOne => &group.children,
-        };
-        let mut names: Vec<&str> = Vec::new();
-        for child in picked {
-            match child {
-                ChildRef::Worker(w) => names.push(w),
-                ChildRef::Group(g) => names.extend(self.spec.group_workers(g).unwrap_or_default()),
-            }
-        }
         let order: Vec<Member> = names
             .into_iter()
             .filter_map(|n| self.slots.iter().find(|s| s.spec.name == n))
-            .filter(|s| s.spec.name == worker || s.spec.policy.restart != RestartType::Temporary)
             .filter_map(|s| match &s.state {
                 SlotState::Live(r) => Some(Member {
                     name: s.spec.name.clone(),
@@ -880,8 +953,7 @@ impl RootState {
                 .unwrap_or_default();
             return refused(reply, &self.history, format!("{file}{e}"));
         }
-        let old: Vec<WorkerSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
-        let changes = diff(&old, &new.workers);
+        let changes = tree_diff(&self.spec, &new);
         let root = root_changes(&self.spec, &new);
         let report = ReloadReport::new(&changes, &root, dry_run);
         if dry_run {
@@ -904,6 +976,8 @@ impl RootState {
         };
         let mut slots = Vec::with_capacity(new.workers.len());
         let mut replacing = Vec::new();
+        // Stopped and started afresh by a new supervisor (their group's strategy changed).
+        let mut renewing: Vec<(String, Duration, ActorRef<WorkerMsg>)> = Vec::new();
         let mut start = Vec::new();
         for (change, spec) in changes
             .iter()
@@ -911,17 +985,25 @@ impl RootState {
             .zip(&new.workers)
         {
             debug_assert_eq!(change.name, spec.name);
-            let existing = take(&spec.name);
+            // A moved worker is added afresh; its old slot stays behind and is removed.
+            let existing = match change.class {
+                Class::Added => None,
+                _ => take(&spec.name),
+            };
             let slot = match (change.class, existing) {
                 (_, None) => {
                     start.push(spec.name.clone());
-                    Slot {
-                        spec: spec.clone(),
-                        state: SlotState::Down,
-                        carry: Carry::default(),
-                        counter: BackoffCounter::default(),
-                        since: Instant::now(),
+                    Slot::new(spec.clone(), Carry::default())
+                }
+                (Class::Restarted, Some(mut slot)) if change.fields.contains(&STRATEGY_FIELD) => {
+                    if let SlotState::Live(child) =
+                        std::mem::replace(&mut slot.state, SlotState::Down)
+                    {
+                        renewing.push((spec.name.clone(), slot.spec.policy.shutdown.grace, child));
                     }
+                    start.push(spec.name.clone());
+                    slot.spec = spec.clone();
+                    slot
                 }
                 (Class::Updated, Some(mut slot)) => {
                     if let SlotState::Live(child) = &slot.state {
@@ -968,10 +1050,15 @@ impl RootState {
         self.spec.groups = new.groups;
         self.history
             .record_event("root", "reload", &report.summary());
+        for name in &report.removed {
+            self.levels.forget(name);
+        }
+        let mut all_retiring = retiring.clone();
+        all_retiring.extend(renewing.iter().cloned());
         self.reloading = Some(InFlight {
             reply,
             report,
-            retiring: retiring.clone(),
+            retiring: all_retiring,
             start,
         });
         let root = myself.clone();
@@ -983,6 +1070,17 @@ impl RootState {
                     grace,
                     &name,
                     "reload: removed worker stopped",
+                )
+                .await;
+            }
+            // Reverse start order, as a group stop.
+            for (name, grace, child) in renewing.into_iter().rev() {
+                stop_confirmed(
+                    &child,
+                    WorkerMsg::Shutdown,
+                    grace,
+                    &name,
+                    "reload: stopped to start under its group's new strategy",
                 )
                 .await;
             }
@@ -1023,23 +1121,18 @@ impl RootState {
             answer_reload(job.reply, Err(ControlError::ShuttingDown));
             return;
         }
-        let held = if job.start.is_empty() {
-            HashSet::new()
-        } else {
-            self.operator_stopped()
-        };
-        for name in &job.start {
-            let Some(i) = self.slots.iter().position(|s| &s.spec.name == name) else {
-                continue;
-            };
-            // An operator may have started it meanwhile; never two supervisors for one slot.
-            if matches!(
-                self.slots[i].state,
-                SlotState::Down | SlotState::Failed { .. }
-            ) {
-                let initial = self.initial_state(&held, i);
-                self.spawn_supervisor(myself, i, initial).await;
-            }
+        // An operator may have started one meanwhile; never two supervisors for one slot.
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                job.start.contains(&self.slots[i].spec.name)
+                    && matches!(
+                        self.slots[i].state,
+                        SlotState::Down | SlotState::Failed { .. }
+                    )
+            })
+            .collect();
+        if !due.is_empty() {
+            self.start_workers(myself, &due, "starting").await;
         }
         tracing::info!("reload applied: {}", job.report.summary());
         answer_reload(job.reply, Ok(job.report));
@@ -1104,7 +1197,7 @@ impl RootState {
                 WorkerAction::Start | WorkerAction::Restart,
             ) => {
                 // The operator asks for a fresh try: its group's backoff starts again too.
-                self.slots[i].counter.reset();
+                self.levels.reset(&worker);
                 self.spawn_supervisor(myself, i, InitialState::Start).await;
                 match &self.slots[i].state {
                     SlotState::Live(child) => {
@@ -1364,12 +1457,7 @@ impl RootState {
                 .as_ref()
                 .map(|p| p.display().to_string()),
             escalations: self.escalations,
-            escalations_in_window: self
-                .spec
-                .root
-                .intensity
-                .map(|l| self.window.count(now, l.within))
-                .unwrap_or(0),
+            escalations_in_window: self.levels.root_failures(&self.spec, now),
         }
     }
 

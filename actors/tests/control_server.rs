@@ -189,6 +189,7 @@ impl Actor for FixedRoot {
             RootMsg::RestartSupervisor { .. }
             | RootMsg::ShutdownComplete
             | RootMsg::Child(_)
+            | RootMsg::RestartGroup { .. }
             | RootMsg::GroupRestarted { .. }
             | RootMsg::ReloadStopped => {}
         }
