@@ -204,6 +204,33 @@ struct Live {
     heartbeat_overdue: bool,
 }
 
+/// Why a spawn attempt failed (it goes down the exit path as `spawn_failed`, its message in
+/// the record's log tail).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The worker's log file could not be opened.
+    #[error("cannot create log file {}: {source}", path.display())]
+    LogFile {
+        /// The log file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The worker type's `before_start` refused.
+    #[error("start check failed: {0}")]
+    StartCheck(String),
+    /// The worker type could not say what to run ([`crate::worker_type::WorkerType::launch`]).
+    #[error("{0}")]
+    Launch(String),
+    /// The environment or credentials could not be prepared.
+    #[error(transparent)]
+    Environ(#[from] crate::environ::EnvError),
+    /// The process could not be spawned.
+    #[error(transparent)]
+    Spawn(#[from] process::SpawnError),
+}
+
 /// How long a passed heartbeat deadline waits for queued notify lines before the watchdog kills.
 const NOTIFY_DRAIN: Duration = Duration::from_millis(200);
 
@@ -518,7 +545,8 @@ impl SupervisorState {
                 }
                 Ok(())
             }
-            Err(message) => {
+            Err(error) => {
+                let message = error.to_string();
                 tracing::warn!(worker = %self.spec.name, generation, error = %message, "spawn failed");
                 if let Some(log) = &self.log {
                     log.note(&format!(
@@ -552,18 +580,16 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<WorkerMsg>,
         run_id: &str,
-    ) -> Result<ProcessGroup, String> {
+    ) -> Result<ProcessGroup, StartError> {
         let log = match &self.log {
             Some(log) => {
                 log.reopen_if_replaced();
                 log.clone()
             }
             None => {
-                let log = LogFile::open(&self.spec.log).map_err(|e| {
-                    format!(
-                        "cannot create log file {}: {e}",
-                        self.spec.log.path.display()
-                    )
+                let log = LogFile::open(&self.spec.log).map_err(|source| StartError::LogFile {
+                    path: self.spec.log.path.clone(),
+                    source,
                 })?;
                 self.log = Some(log.clone());
                 log
@@ -573,12 +599,15 @@ impl SupervisorState {
         self.spec
             .worker_type
             .before_start(&ctx)
-            .map_err(|e| format!("start check failed: {e}"))?;
-        let launch = self.spec.worker_type.launch(&ctx)?;
+            .map_err(StartError::StartCheck)?;
+        let launch = self
+            .spec
+            .worker_type
+            .launch(&ctx)
+            .map_err(StartError::Launch)?;
         // The user and group are looked up again at each spawn: a user deleted since the
         // config was loaded is a failed start that says so.
-        let setup =
-            environ::prepare(&self.spec.environment, &launch.env).map_err(|e| e.to_string())?;
+        let setup = environ::prepare(&self.spec.environment, &launch.env)?;
         let generation = self.generation;
         let me = myself.clone();
         let req = SpawnRequest {
@@ -591,10 +620,9 @@ impl SupervisorState {
             run_id,
             setup: &setup,
         };
-        process::spawn(&req, move |event| {
+        Ok(process::spawn(&req, move |event| {
             let _ = me.cast(WorkerMsg::Process { generation, event });
-        })
-        .map_err(|e| e.to_string())
+        })?)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1283,42 +1311,31 @@ impl SupervisorState {
             _ => (None, None),
         };
         WorkerSnapshot {
-            name: self.spec.name.clone(),
-            kind: self.spec.worker_type.kind().to_string(),
-            state: self.phase.name(),
             actor_id: Some(myself.get_id().to_string()),
             pid: live.map(|l| l.group.pid()),
             pgid: live.map(|l| l.group.pgid()),
             generation: self.generation,
             restarts: self.restarts,
             restarts_in_window: self.window.count(now, policy.intensity.within),
-            max_restarts: policy.intensity.max_restarts,
-            intensity_window_ms: millis(policy.intensity.within),
             backoff_ms,
             next_start_in_ms,
             uptime_ms: live
                 .map(|l| millis(now.saturating_duration_since(l.group.started())))
                 .unwrap_or(0),
-            log_path: self.spec.log.path.display().to_string(),
             status_text: self.status_text.clone(),
             heartbeat_age_ms: live
                 .and_then(|l| l.last_heartbeat)
                 .map(|t| millis(now.saturating_duration_since(t))),
             last_exit: self.last_exit.clone(),
-            rss_bytes: None,
-            cpu_percent: None,
             processes: self.cgroup.as_ref().and(live).map(|l| {
                 l.group
                     .cgroup()
                     .map(|cg| u32::try_from(cg.members().len()).unwrap_or(u32::MAX))
                     .unwrap_or(0)
             }),
-            containment: self.containment.to_string(),
-            memory_max_bytes: self.spec.limits.memory_max,
-            pids_max: self.spec.limits.pids_max,
-            cpu_max: self.spec.limits.cpu_max,
             oom_kills: self.oom_kills,
             exit_notify_us: self.notify_latency.summary(),
+            ..WorkerSnapshot::new(&self.spec, self.phase.name(), self.containment)
         }
     }
 }
