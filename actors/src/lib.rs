@@ -36,8 +36,9 @@
 //! sibling. In `OneForAll`/`RestForOne` groups each child starts only once the one before is
 //! `running` (state `waiting` meanwhile). The worker decides *whether* it restarts; its group
 //! decides *what else* restarts with it ([`worker_supervisor::ChildNotice::Restarting`]). A
-//! failed child supervisor is started afresh after its group's `backoff` (one counter per child); more than
-//! the group's `intensity` failures fail the group, counted by its parent, up to the root.
+//! failed child supervisor is started afresh after its group's `backoff` (one counter per
+//! child); more than the group's `intensity` failures fail the group, counted by its parent, up
+//! to the root.
 //!
 //! # Who owns what
 //! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,

@@ -308,8 +308,9 @@ impl SupervisorState {
         }
     }
 
-    /// The restart decision for one ended run: [`crate::policy::decide`] over this worker's
-    /// policy, window and counter, now, with a fresh jitter sample.
+    /// The restart decision for one ended run: [`crate::policy::decide`] (pure) over this
+    /// worker's policy, window and counter, with `now` and a jitter sample read here; the
+    /// counter updates it returns are applied here.
     pub(super) fn decide(&mut self, ended: &Ended) -> Decision {
         use crate::policy::{self, Cause};
         if matches!(ended.cause, Some(StopCause::Shutdown)) && self.removed {
@@ -331,15 +332,20 @@ impl SupervisorState {
             terminating: self.terminating,
         };
         let policy = self.spec.policy;
-        match policy::decide(
+        // The clock and the random source are read here, never inside the decision.
+        let outcome = policy::decide(
             &policy,
             self.spec.worker_type.kind(),
             input,
-            &mut self.window,
-            &mut self.counter,
+            &self.window,
+            self.counter,
             Instant::now(),
             fastrand::f64(),
-        ) {
+        );
+        outcome
+            .update
+            .apply(&mut self.window, &mut self.counter, policy.intensity.within);
+        match outcome.decision {
             policy::Decision::Restart { delay } => Decision::Restart { delay },
             policy::Decision::Stop(why) => Decision::Stop(why),
             policy::Decision::Escalate { restarts } => Decision::Escalate(Box::new(Escalation {
