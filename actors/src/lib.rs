@@ -112,6 +112,7 @@ pub mod root;
 pub mod sd_notify;
 pub mod signal;
 pub mod snapshot;
+pub mod spawn_journal;
 pub mod spawner;
 pub mod spec;
 pub mod timefmt;

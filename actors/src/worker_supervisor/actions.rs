@@ -77,10 +77,7 @@ impl SupervisorState {
                 tracing::info!(worker = %self.spec.name, generation, pid, run_id, "worker started");
                 // The `[vigil] started generation …` marker was written by the spawn, before
                 // any output of the worker could be.
-                // Without a start time the row could never be verified: do not write one.
-                if let Some(identity) = group.identity() {
-                    self.history.process_started(identity.clone());
-                }
+                // The guardian and the history know of it already (`SpawnJournal`).
                 self.status_text = None;
                 let policy = self.spec.policy;
                 let mut live = Live {
@@ -178,6 +175,7 @@ impl SupervisorState {
             limits: &self.spec.limits,
             run_id,
             setup: &setup,
+            journal: &self.journal,
         };
         Ok(process::spawn(&req, move |event| {
             let _ = me.cast(WorkerMsg::Process { generation, event });

@@ -86,8 +86,7 @@ impl SupervisorState {
             } => (live, false, Some(cause), waiters),
             Phase::Backoff { .. } | Phase::Stopped => return Ok(()),
         };
-        self.history
-            .process_reaped(&self.spec.name, live.group.pid());
+        self.journal.exit_handled(&self.spec.name, live.group.pid());
         let requested = match cause {
             Some(StopCause::Watchdog) => Some(ExitReason::Watchdog),
             Some(_) => Some(ExitReason::Stopped),

@@ -1,9 +1,9 @@
 //! The WorkerSupervisor actor: one worker's process group, its restarts, its state.
 //!
-//! Owns one worker: the live [`ProcessGroup`](crate::process::ProcessGroup) (only while one exists), the state machine of the
+//! Owns one worker: the live [`ProcessGroup`] (only while one exists), the state machine of the
 //! contract (`starting`, `running`, `backoff`, `stopping`, `stopped`), the backoff counter, the
 //! restart-intensity window and the timers. Every exit goes down one straight path:
-//! classify ([`Exit`](crate::exit::Exit)) → decide ([`crate::policy`]) → record (history) → apply (spawn, wait, stop or
+//! classify ([`Exit`]) → decide ([`crate::policy`]) → record (history) → apply (spawn, wait, stop or
 //! escalate). It must not touch other workers, SQLite (it sends records to the history
 //! writer), or the root's state: exceeding the restart intensity fails this actor for real and
 //! the root decides what happens next.
@@ -15,7 +15,7 @@
 //!
 //! # Guarantees
 //! - The process group is killed when the actor's state is dropped, whatever the reason the
-//!   actor ended (the `Drop` of [`ProcessGroup`](crate::process::ProcessGroup)); `post_stop` is not relied on.
+//!   actor ended (the `Drop` of [`ProcessGroup`]); `post_stop` is not relied on.
 //! - A worker is never left dead silently: every exit produces an exit record and either a
 //!   scheduled restart, a `stopped` state whose record says why, or an escalation.
 //! - After a shutdown request nothing is restarted, whatever arrives later (OTP's
@@ -29,6 +29,9 @@
 //!
 //! This file holds the API (messages, arguments, what survives a failure) and the [`Actor`]
 //! impl, which only dispatches to the rest. It must not hold any logic of its own.
+//!
+//! [`ProcessGroup`]: crate::process::ProcessGroup
+//! [`Exit`]: crate::exit::Exit
 
 mod actions;
 mod exit_path;
@@ -49,6 +52,7 @@ use crate::policy::{BackoffCounter, RestartWindow};
 use crate::process::ProcessEvent;
 use crate::protocol::{ControlError, WorkerAction};
 use crate::snapshot::WorkerSnapshot;
+use crate::spawn_journal::SpawnJournal;
 use crate::spec::WorkerSpec;
 
 pub use actions::StartError;
@@ -221,6 +225,7 @@ impl Actor for WorkerSupervisor {
             containment: args.containment.kind(),
             oom_kills: args.carry.oom_kills,
             data_dir: args.data_dir,
+            journal: SpawnJournal::new(args.history.clone()),
             history: args.history,
             events: args.events,
             log: None,

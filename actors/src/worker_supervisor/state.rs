@@ -20,6 +20,7 @@ use crate::policy::{BackoffCounter, RestartWindow};
 use crate::process::ProcessGroup;
 use crate::protocol::ControlError;
 use crate::snapshot::{WorkerSnapshot, WorkerState};
+use crate::spawn_journal::SpawnJournal;
 use crate::spec::WorkerSpec;
 
 use super::{ParentLink, WorkerMsg};
@@ -134,6 +135,8 @@ pub struct SupervisorState {
     pub(super) spec: WorkerSpec,
     pub(super) data_dir: PathBuf,
     pub(super) history: History,
+    /// Where spawns and reaps are written down (the guardian, the history's live rows).
+    pub(super) journal: SpawnJournal,
     /// The worker's cgroup, when the server contains workers in cgroups.
     pub(super) cgroup: Option<WorkerCgroup>,
     pub(super) containment: &'static str,
