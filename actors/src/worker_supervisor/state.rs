@@ -36,8 +36,8 @@ pub(super) struct Live {
     /// The last `READY=1` or `WATCHDOG=1`; `None` before the first.
     pub(super) last_heartbeat: Option<Instant>,
     pub(super) heartbeat_ticket: Option<u64>,
-    /// The deadline passed once: confirmed after [`NOTIFY_DRAIN`], so that heartbeats still
-    /// queued in the notify pipe (a paused or starved server) are read before the kill.
+    /// The deadline passed once: confirmed after `exit_path::NOTIFY_DRAIN`, so that heartbeats
+    /// still queued in the notify pipe (a paused or starved server) are read before the kill.
     pub(super) heartbeat_overdue: bool,
 }
 
