@@ -48,6 +48,8 @@
 //!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.
 //! - The **history writer** ([`history::History`]) owns `history.sqlite`; everyone else sends
 //!   it records.
+//! - The **spawn journal** ([`spawn_journal::SpawnJournal`]) is the one way a spawn and a reap
+//!   are written down, for the [`guardian`] and for the history's live rows (orphan sweep).
 //!
 //! # Messages
 //! - [`root::RootMsg`]: `Dump`, `Status`, `Act` (start/stop/restart one worker), `Shutdown`,
@@ -68,7 +70,8 @@
 //!   (`Permanent` always, `Transient` after an abnormal exit, `Temporary` never); then the
 //!   restart intensity, OTP's sliding window ([`policy::RestartWindow`]); then the delay,
 //!   `min(max, initial × multiplier^n) ± jitter` with `n` reset after a run of `reset_after`
-//!   ([`policy`]).
+//!   ([`policy`]). The decision is a pure function ([`policy::decide`]): the clock and the
+//!   jitter sample are passed in, and the counter updates come back for the caller to apply.
 //! - **record**: an [`exit::ExitRecord`] with the delay chosen and the last output lines.
 //! - **apply**: spawn again (at once, or after the delay), stay `stopped`, or **escalate**:
 //!   the WorkerSupervisor fails with [`worker_supervisor::Escalation`]; the root records it,

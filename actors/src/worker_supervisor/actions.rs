@@ -424,3 +424,33 @@ impl SupervisorState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StartError;
+
+    /// A failed start's message is what the exit record's log tail and `vigil` show: the
+    /// typed error says it as the strings before it did.
+    #[test]
+    fn start_error_messages() {
+        let log = StartError::LogFile {
+            path: "/var/log/w.log".into(),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert_eq!(
+            log.to_string(),
+            format!(
+                "cannot create log file /var/log/w.log: {}",
+                std::io::Error::from_raw_os_error(libc::EMFILE)
+            )
+        );
+        assert_eq!(
+            StartError::StartCheck("no index".into()).to_string(),
+            "start check failed: no index"
+        );
+        assert_eq!(StartError::Launch("no argv".into()).to_string(), "no argv");
+        let spawn = crate::process::SpawnError::EmptyArgv;
+        let text = spawn.to_string();
+        assert_eq!(StartError::from(spawn).to_string(), text);
+    }
+}
