@@ -35,9 +35,10 @@
 //! starts it and them again in order. A `Temporary` child is never restarted along with a
 //! sibling. In `OneForAll`/`RestForOne` groups each child starts only once the one before is
 //! `running` (state `waiting` meanwhile). The worker decides *whether* it restarts; its group
-//! decides *what else* restarts with it ([`worker_supervisor::ChildNotice::Restarting`]). A failed child
-//! supervisor is started afresh after its group's `backoff` (one counter per child); more than
-//! the group's `intensity` failures fail the group, counted by its parent, up to the root.
+//! decides *what else* restarts with it ([`worker_supervisor::ChildNotice::Restarting`]). A
+//! failed child supervisor is started afresh after its group's `backoff` (one counter per
+//! child); more than the group's `intensity` failures fail the group, counted by its parent, up
+//! to the root.
 //!
 //! # Who owns what
 //! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,
@@ -47,6 +48,8 @@
 //!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.
 //! - The **history writer** ([`history::History`]) owns `history.sqlite`; everyone else sends
 //!   it records.
+//! - The **spawn journal** ([`spawn_journal::SpawnJournal`]) is the one way a spawn and a reap
+//!   are written down, for the [`guardian`] and for the history's live rows (orphan sweep).
 //!
 //! # Messages
 //! - [`root::RootMsg`]: `Dump`, `Status`, `Act` (start/stop/restart one worker), `Shutdown`,
@@ -67,7 +70,8 @@
 //!   (`Permanent` always, `Transient` after an abnormal exit, `Temporary` never); then the
 //!   restart intensity, OTP's sliding window ([`policy::RestartWindow`]); then the delay,
 //!   `min(max, initial × multiplier^n) ± jitter` with `n` reset after a run of `reset_after`
-//!   ([`policy`]).
+//!   ([`policy`]). The decision is a pure function ([`policy::decide`]): the clock and the
+//!   jitter sample are passed in, and the counter updates come back for the caller to apply.
 //! - **record**: an [`exit::ExitRecord`] with the delay chosen and the last output lines.
 //! - **apply**: spawn again (at once, or after the delay), stay `stopped`, or **escalate**:
 //!   the WorkerSupervisor fails with [`worker_supervisor::Escalation`]; the root records it,
@@ -112,6 +116,7 @@ pub mod root;
 pub mod sd_notify;
 pub mod signal;
 pub mod snapshot;
+pub mod spawn_journal;
 pub mod spawner;
 pub mod spec;
 pub mod timefmt;

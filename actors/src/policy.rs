@@ -173,28 +173,72 @@ pub enum Decision {
     },
 }
 
+/// What a decision changes in the counters, for the caller to apply ([`Update::apply`]):
+/// [`decide`] itself only reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// A restart to count in the restart window, at this instant (also for an escalation: the
+    /// restart that tripped the limit is counted).
+    pub count_restart: Option<Instant>,
+    /// The backoff counter afterwards.
+    pub counter: BackoffCounter,
+}
+
+impl Update {
+    /// Apply the update: count the restart in `window` (whose period is `within`, the policy's
+    /// intensity window) and replace `counter`.
+    pub fn apply(self, window: &mut RestartWindow, counter: &mut BackoffCounter, within: Duration) {
+        if let Some(at) = self.count_restart {
+            window.add(at, within);
+        }
+        *counter = self.counter;
+    }
+}
+
+/// A decision and the counter updates that go with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// What follows the exit.
+    pub decision: Decision,
+    /// What changes in the window and the counter.
+    pub update: Update,
+}
+
 /// The exit decision as a pure function: OTP's restart semantics over `policy`, the worker
-/// type's `verdict`, what caused the end, the restart `window` and the backoff `counter` (both
-/// advanced when a restart counts), at `now`, with `jitter` a uniform sample in `[0, 1)`.
-/// `kind` names the worker type in a "do not restart" reason.
+/// type's `verdict`, what caused the end, the restart `window` and the backoff `counter` as
+/// they are, at `now`, with `jitter` a uniform sample in `[0, 1)`. Reads no clock and no random
+/// source, and changes nothing: the counters' updates come back in the [`Outcome`] for the
+/// caller to apply. `kind` names the worker type in a "do not restart" reason.
 pub fn decide(
     policy: &RestartPolicy,
     kind: &str,
     ended: Ended<'_>,
-    window: &mut RestartWindow,
-    counter: &mut BackoffCounter,
+    window: &RestartWindow,
+    counter: BackoffCounter,
     now: Instant,
     jitter: f64,
-) -> Decision {
-    let shutting_down = || Decision::Stop("server shutting down".into());
+) -> Outcome {
+    let unchanged = Update {
+        count_restart: None,
+        counter,
+    };
+    let outcome = |decision, update| Outcome { decision, update };
+    let shutting_down = || outcome(Decision::Stop("server shutting down".into()), unchanged);
     match ended.cause {
-        Cause::Operator => return Decision::Stop("stopped by operator".into()),
+        Cause::Operator => {
+            return outcome(Decision::Stop("stopped by operator".into()), unchanged);
+        }
         Cause::Shutdown => return shutting_down(),
         Cause::Restart if !ended.terminating => {
-            counter.reset();
-            return Decision::Restart {
-                delay: Duration::ZERO,
-            };
+            return outcome(
+                Decision::Restart {
+                    delay: Duration::ZERO,
+                },
+                Update {
+                    count_restart: None,
+                    counter: BackoffCounter::default(),
+                },
+            );
         }
         Cause::Restart => return shutting_down(),
         Cause::Watchdog | Cause::Own => {}
@@ -203,24 +247,41 @@ pub fn decide(
         return shutting_down();
     }
     let floor = match ended.verdict {
-        ExitVerdict::DoNotRestart => return Decision::Stop(format!("{kind} says do not restart")),
+        ExitVerdict::DoNotRestart => {
+            return outcome(
+                Decision::Stop(format!("{kind} says do not restart")),
+                unchanged,
+            );
+        }
         ExitVerdict::RetryAfter(d) => d,
         ExitVerdict::UsePolicy => {
             if !should_restart(policy.restart, ended.exit) {
-                return Decision::Stop(format!("{:?} worker", policy.restart).to_lowercase());
+                return outcome(
+                    Decision::Stop(format!("{:?} worker", policy.restart).to_lowercase()),
+                    unchanged,
+                );
             }
             Duration::ZERO
         }
     };
-    let in_window = window.add(now, policy.intensity.within);
+    // This restart, counted with those still inside the window.
+    let in_window = window.count(now, policy.intensity.within).saturating_add(1);
+    let counted = Update {
+        count_restart: Some(now),
+        counter,
+    };
     if in_window > policy.intensity.max_restarts {
-        return Decision::Escalate {
-            restarts: in_window,
-        };
+        return outcome(
+            Decision::Escalate {
+                restarts: in_window,
+            },
+            counted,
+        );
     }
+    let mut counter = counter;
     let attempt = counter.next_attempt(ended.uptime, policy.backoff.reset_after);
     let delay = policy.backoff.delay(attempt, jitter).max(floor);
-    Decision::Restart { delay }
+    outcome(Decision::Restart { delay }, Update { counter, ..counted })
 }
 
 #[cfg(test)]
@@ -444,8 +505,243 @@ mod tests {
                 uptime: Duration::ZERO,
                 terminating: *terminating,
             };
-            let got = decide(&policy, "test", ended, &mut window, &mut counter, now, 0.5);
+            let got = decide(&policy, "test", ended, &window, counter, now, 0.5).decision;
             assert_eq!(&got, expected, "row {n}");
+        }
+    }
+
+    fn policy(
+        restart: RestartType,
+        backoff: BackoffSpec,
+        max_restarts: u32,
+        within_s: u64,
+    ) -> RestartPolicy {
+        use crate::spec::{IntensitySpec, ShutdownSpec};
+        RestartPolicy {
+            restart,
+            backoff,
+            intensity: IntensitySpec {
+                max_restarts,
+                within: Duration::from_secs(within_s),
+            },
+            shutdown: ShutdownSpec {
+                signal: crate::signal::Signal::TERM,
+                grace: Duration::from_secs(1),
+            },
+            start_secs: Duration::ZERO,
+            heartbeat_timeout: None,
+        }
+    }
+
+    fn exit(code: Option<i32>, signal: Option<i32>) -> Exit {
+        Exit {
+            code,
+            signal,
+            core_dumped: false,
+            reason: ExitReason::Exited,
+        }
+    }
+
+    fn own(exit: &Exit, uptime: Duration) -> Ended<'_> {
+        Ended {
+            exit,
+            verdict: ExitVerdict::UsePolicy,
+            cause: Cause::Own,
+            uptime,
+            terminating: false,
+        }
+    }
+
+    /// Restart type × normal (code 0) / abnormal (code 1, SIGKILL) exit: the decision, and
+    /// the counter updates that go with it (a restart is counted, a stop changes nothing).
+    #[test]
+    fn decide_restart_type_by_exit_table() {
+        use RestartType::*;
+        let ms = Duration::from_millis;
+        let restart = Decision::Restart { delay: ms(100) };
+        let normal = exit(Some(0), None);
+        let failed = exit(Some(1), None);
+        let killed = exit(None, Some(9));
+        #[rustfmt::skip]
+        let rows: &[(RestartType, &Exit, Decision)] = &[
+            (Permanent, &normal, restart.clone()),
+            (Permanent, &failed, restart.clone()),
+            (Permanent, &killed, restart.clone()),
+            (Transient, &normal, Decision::Stop("transient worker".into())),
+            (Transient, &failed, restart.clone()),
+            (Transient, &killed, restart.clone()),
+            (Temporary, &normal, Decision::Stop("temporary worker".into())),
+            (Temporary, &failed, Decision::Stop("temporary worker".into())),
+            (Temporary, &killed, Decision::Stop("temporary worker".into())),
+        ];
+        for (n, (rt, exit, expected)) in rows.iter().enumerate() {
+            let p = policy(*rt, spec(100, 10_000, 2.0, 0.0), 5, 60);
+            let now = Instant::now();
+            let window = RestartWindow::default();
+            let counter = BackoffCounter::default();
+            let got = decide(
+                &p,
+                "test",
+                own(exit, Duration::ZERO),
+                &window,
+                counter,
+                now,
+                0.5,
+            );
+            assert_eq!(&got.decision, expected, "row {n}");
+            let restarted = matches!(expected, Decision::Restart { .. });
+            assert_eq!(
+                got.update.count_restart,
+                restarted.then_some(now),
+                "row {n}: counted"
+            );
+            let mut advanced = BackoffCounter::default();
+            if restarted {
+                advanced.next_attempt(Duration::ZERO, p.backoff.reset_after);
+            }
+            assert_eq!(got.update.counter, advanced, "row {n}: counter");
+        }
+    }
+
+    /// A sequence of exits through `decide`, each update applied as the supervisor applies it:
+    /// (seconds since the first exit, uptime of the run in seconds) → the decision. Backoff
+    /// 100 ms doubling up to 1 s, reset after a 60 s run; at most 3 restarts within 10 s.
+    #[test]
+    fn decide_sequence_table() {
+        let ms = Duration::from_millis;
+        let restart = |d: u64| Decision::Restart { delay: ms(d) };
+        let mut b = spec(100, 1000, 2.0, 0.0);
+        b.reset_after = Duration::from_secs(60);
+        let p = policy(RestartType::Permanent, b, 3, 10);
+        #[rustfmt::skip]
+        let rows: &[(u64, u64, Decision)] = &[
+            // Backoff grows with each restart of a short run ...
+            (0, 1, restart(100)),
+            (11, 1, restart(200)),
+            (22, 1, restart(400)),
+            (33, 1, restart(800)),
+            // ... up to its max ...
+            (44, 1, restart(1000)),
+            (55, 1, restart(1000)),
+            // ... and starts again after a run of at least `reset_after`.
+            (200, 60, restart(100)),
+            (211, 1, restart(200)),
+            // Intensity: restarts 2 and 3 inside the window are allowed, the 4th escalates.
+            (212, 1, restart(400)),
+            (213, 1, restart(800)),
+            (214, 1, Decision::Escalate { restarts: 4 }),
+        ];
+        let t0 = Instant::now();
+        let mut window = RestartWindow::default();
+        let mut counter = BackoffCounter::default();
+        let crash = exit(None, Some(9));
+        for (n, (at, uptime, expected)) in rows.iter().enumerate() {
+            let now = t0 + Duration::from_secs(*at);
+            let ended = own(&crash, Duration::from_secs(*uptime));
+            let got = decide(&p, "test", ended, &window, counter, now, 0.5);
+            assert_eq!(&got.decision, expected, "row {n}");
+            got.update
+                .apply(&mut window, &mut counter, p.intensity.within);
+        }
+    }
+
+    /// The jitter sample scales the delay within `[1 - jitter, 1 + jitter]`, never past `max`,
+    /// and the same inputs always give the same decision.
+    #[test]
+    fn decide_jitter_bounds_table() {
+        let ms = Duration::from_millis;
+        #[rustfmt::skip]
+        let rows: &[(u64, f64, f64, u64)] = &[
+            // (initial ms, jitter, sample, expected delay ms)
+            (1000, 0.0, 0.0, 1000),
+            (1000, 0.0, 0.99, 1000),
+            (1000, 0.2, 0.0, 800),
+            (1000, 0.2, 0.5, 1000),
+            (1000, 0.2, 1.0, 1200),
+            (1000, 1.0, 0.0, 0),
+            // At the cap, jitter may only go down.
+            (5000, 0.5, 1.0, 5000),
+            (5000, 0.5, 0.0, 2500),
+        ];
+        let crash = exit(Some(1), None);
+        for (n, (initial, jitter, sample, expected)) in rows.iter().enumerate() {
+            let p = policy(
+                RestartType::Permanent,
+                spec(*initial, 5000, 2.0, *jitter),
+                10,
+                60,
+            );
+            let now = Instant::now();
+            let window = RestartWindow::default();
+            let counter = BackoffCounter::default();
+            let got = decide(
+                &p,
+                "t",
+                own(&crash, Duration::ZERO),
+                &window,
+                counter,
+                now,
+                *sample,
+            );
+            let again = decide(
+                &p,
+                "t",
+                own(&crash, Duration::ZERO),
+                &window,
+                counter,
+                now,
+                *sample,
+            );
+            assert_eq!(
+                got.decision,
+                Decision::Restart {
+                    delay: ms(*expected)
+                },
+                "row {n}"
+            );
+            assert_eq!(got, again, "row {n}: not reproducible");
+        }
+    }
+
+    /// An operator's restart resets the backoff and is not counted; a stop changes nothing.
+    #[test]
+    fn decide_updates_for_requested_ends() {
+        let p = policy(RestartType::Permanent, spec(100, 1000, 2.0, 0.0), 3, 10);
+        let now = Instant::now();
+        let mut window = RestartWindow::default();
+        window.add(now, p.intensity.within);
+        let mut counter = BackoffCounter::default();
+        counter.next_attempt(Duration::ZERO, p.backoff.reset_after);
+        let crash = exit(None, Some(15));
+        let with = |cause| Ended {
+            cause,
+            ..own(&crash, Duration::ZERO)
+        };
+        let got = decide(&p, "t", with(Cause::Restart), &window, counter, now, 0.5);
+        assert_eq!(
+            got.decision,
+            Decision::Restart {
+                delay: Duration::ZERO
+            }
+        );
+        assert_eq!(
+            got.update,
+            Update {
+                count_restart: None,
+                counter: BackoffCounter::default()
+            }
+        );
+        for cause in [Cause::Operator, Cause::Shutdown] {
+            let got = decide(&p, "t", with(cause), &window, counter, now, 0.5);
+            assert!(matches!(got.decision, Decision::Stop(_)), "{cause:?}");
+            assert_eq!(
+                got.update,
+                Update {
+                    count_restart: None,
+                    counter
+                },
+                "{cause:?}"
+            );
         }
     }
 }

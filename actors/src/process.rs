@@ -6,7 +6,8 @@
 //! created by [`crate::spawner`]. A task awaits the leader's exit on its pidfd — nothing polls —
 //! then reaps it (`waitid(P_PIDFD)`), kills what is left of the worker, reads the kernel's
 //! evidence (OOM kills, peak memory), collects the output tail, and reports one
-//! [`ProcessEvent::Exited`]. It must not decide restarts or touch the history: it reports, the
+//! [`ProcessEvent::Exited`]. It must not decide restarts or touch the history (a spawn and a
+//! reap are written down only through its request's [`SpawnJournal`]): it reports, the
 //! WorkerSupervisor decides.
 //!
 //! # Guarantees
@@ -43,11 +44,11 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cgroup::{CgroupError, Evidence, Limits, OomWatch, WorkerCgroup};
 use crate::environ;
 use crate::fd::pipe_cloexec;
-use crate::guardian;
 use crate::history::LiveProcess;
 use crate::logfile::{self, LogFile};
 use crate::notify::{self, NotifyEvent};
 use crate::signal::Signal;
+use crate::spawn_journal::SpawnJournal;
 use crate::spawner::{self, SpawnJob};
 use crate::spec::Launch;
 
@@ -139,6 +140,8 @@ pub struct SpawnRequest<'a> {
     pub run_id: &'a str,
     /// Credentials and the variables below the `VIGIL_*` ones (the launch's `env` included).
     pub setup: &'a environ::Prepared,
+    /// Where the spawn and the reap are written down (the guardian, the history).
+    pub journal: &'a SpawnJournal,
 }
 
 /// A live process group led by a worker. Dropping it kills the group unless it was reaped.
@@ -277,12 +280,11 @@ pub fn spawn(
     };
     let (out_read, out_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
     let (notify_read, notify_write) = pipe_cloexec().map_err(SpawnError::Pipe)?;
-    let guarded = guardian::active();
-    let pipe_inode = if guarded {
-        guardian::inode_of(out_write.as_raw_fd())
-    } else {
-        0
-    };
+    // The guardian hears of the spawn before it happens.
+    let pending = req
+        .journal
+        .spawning(out_write.as_raw_fd(), req.generation, req.name);
+    let guarded = pending.guarded();
     let mut env: Vec<(OsString, OsString)> = req.setup.env.clone();
     env.push(("VIGIL_WORKER".into(), req.name.into()));
     env.push(("VIGIL_GENERATION".into(), req.generation.to_string().into()));
@@ -313,9 +315,6 @@ pub fn spawn(
         nofile: req.limits.nofile,
         credentials: req.setup.credentials.clone(),
     };
-    if guarded {
-        guardian::spawning(pipe_inode, req.generation, req.name);
-    }
     // The reaper must not take the new leader for an orphan before it is registered.
     let mut registry = crate::reaper::Registry::lock();
     let spawned = spawner::spawn(job);
@@ -329,9 +328,7 @@ pub fn spawn(
     let pid = match spawned {
         Ok(pid) => pid,
         Err(source) => {
-            if guarded {
-                guardian::spawn_failed(pipe_inode);
-            }
+            pending.failed();
             return Err(SpawnError::Exec {
                 program: program.to_string_lossy().into_owned(),
                 source: explain_nofile(source, req.limits.nofile),
@@ -351,9 +348,7 @@ pub fn spawn(
             let _ = killpg(pid, libc::SIGKILL);
             // Nobody waits for it now: the reaper (if any) collects it.
             crate::reaper::release(pid);
-            if guarded {
-                guardian::spawn_failed(pipe_inode);
-            }
+            pending.failed();
             return Err(SpawnError::Exec {
                 program: program.to_string_lossy().into_owned(),
                 source,
@@ -370,13 +365,7 @@ pub fn spawn(
         generation: req.generation,
         started_at: crate::timefmt::rfc3339(started_at),
     });
-    if guarded {
-        match &identity {
-            Some(identity) => guardian::spawned(pipe_inode, identity),
-            // Gone already: its exit is on the way; nothing for the guardian to watch.
-            None => guardian::spawn_failed(pipe_inode),
-        }
-    }
+    let reap_note = pending.spawned(identity.as_ref());
     let reaped = Arc::new(AtomicBool::new(false));
     let on_event = Arc::new(on_event);
 
@@ -468,9 +457,7 @@ pub fn spawn(
         }
         let _ = killpg(pid, libc::SIGKILL);
         reaped_flag.store(true, Ordering::Release);
-        if guarded {
-            guardian::reaped(pid);
-        }
+        reap_note.reaped(pid);
         let log_tail = match capture {
             Some(task) => match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
                 Ok(Ok(tail)) => tail.into_lines(),

@@ -1322,46 +1322,24 @@ impl RootState {
     /// A snapshot for a worker that has no live supervisor (failed, held or down).
     fn placeholder(&self, i: usize) -> WorkerSnapshot {
         let slot = &self.slots[i];
-        let now = Instant::now();
-        let (state, next) = match &slot.state {
-            SlotState::Failed { until, .. } => (
+        let (state, next, status_text) = match &slot.state {
+            SlotState::Failed { until, reason, .. } => (
                 WorkerState::Failed,
-                Some(until.saturating_duration_since(now)),
+                Some(until.saturating_duration_since(Instant::now())),
+                Some(reason.clone()),
             ),
-            SlotState::Held | SlotState::Down | SlotState::Live(_) => (WorkerState::Stopped, None),
+            SlotState::Held | SlotState::Down | SlotState::Live(_) => {
+                (WorkerState::Stopped, None, None)
+            }
         };
-        let p = slot.spec.policy;
         WorkerSnapshot {
-            name: slot.spec.name.clone(),
-            kind: slot.spec.worker_type.kind().to_string(),
-            state,
-            actor_id: None,
-            pid: None,
-            pgid: None,
             generation: slot.carry.generation,
             restarts: slot.carry.restarts,
-            restarts_in_window: 0,
-            max_restarts: p.intensity.max_restarts,
-            intensity_window_ms: p.intensity.within.as_millis() as u64,
-            backoff_ms: None,
             next_start_in_ms: next.map(|d| d.as_millis() as u64),
-            uptime_ms: 0,
-            log_path: slot.spec.log.path.display().to_string(),
-            status_text: match &slot.state {
-                SlotState::Failed { reason, .. } => Some(reason.clone()),
-                _ => None,
-            },
-            heartbeat_age_ms: None,
+            status_text,
             last_exit: slot.carry.last_exit.clone(),
-            rss_bytes: None,
-            cpu_percent: None,
-            processes: None,
-            containment: self.spec.containment.kind().to_string(),
-            memory_max_bytes: slot.spec.limits.memory_max,
-            pids_max: slot.spec.limits.pids_max,
-            cpu_max: slot.spec.limits.cpu_max,
             oom_kills: slot.carry.oom_kills,
-            exit_notify_us: None,
+            ..WorkerSnapshot::new(&slot.spec, state, self.spec.containment.kind())
         }
     }
 

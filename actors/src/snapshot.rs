@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitRecord;
 use crate::latency::NotifyLatency;
+use crate::spec::WorkerSpec;
 
 /// A worker's state, as the contract spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +117,45 @@ pub struct WorkerSnapshot {
     /// the last exits, `null` before the first exit. Not in the contract: for benchmarks.
     #[serde(default)]
     pub exit_notify_us: Option<NotifyLatency>,
+}
+
+impl WorkerSnapshot {
+    /// A snapshot of `spec` in `state` under `containment` (`"cgroup"` or `"process-group"`):
+    /// what the spec says (name, kind, log path, intensity, limits) filled in, everything about
+    /// a run empty (no pid, generation 0, no restarts, no last exit). Callers set the rest with
+    /// struct update syntax (`WorkerSnapshot { pid, ..WorkerSnapshot::new(..) }`).
+    pub fn new(spec: &WorkerSpec, state: WorkerState, containment: &str) -> Self {
+        let intensity = spec.policy.intensity;
+        WorkerSnapshot {
+            name: spec.name.clone(),
+            kind: spec.worker_type.kind().to_string(),
+            state,
+            actor_id: None,
+            pid: None,
+            pgid: None,
+            generation: 0,
+            restarts: 0,
+            restarts_in_window: 0,
+            max_restarts: intensity.max_restarts,
+            intensity_window_ms: u64::try_from(intensity.within.as_millis()).unwrap_or(u64::MAX),
+            backoff_ms: None,
+            next_start_in_ms: None,
+            uptime_ms: 0,
+            log_path: spec.log.path.display().to_string(),
+            status_text: None,
+            heartbeat_age_ms: None,
+            last_exit: None,
+            rss_bytes: None,
+            cpu_percent: None,
+            processes: None,
+            containment: containment.to_string(),
+            memory_max_bytes: spec.limits.memory_max,
+            pids_max: spec.limits.pids_max,
+            cpu_max: spec.limits.cpu_max,
+            oom_kills: 0,
+            exit_notify_us: None,
+        }
+    }
 }
 
 /// A node of the dump: the root, or a worker (its snapshot's fields at the top level).
