@@ -266,6 +266,9 @@ fn out_of_descriptors(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
 }
 
+/// How often a recurring accept failure is logged at most.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// The longest pause of the accept loop while descriptors are exhausted.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -274,6 +277,9 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
     let mut closing = shared.closing.clone();
     // While accept fails: the next pause, and how many failures were not logged.
     let mut backoff: Option<(Duration, u64)> = None;
+    // When an accept failure was last logged: a server that keeps running out (a client
+    // answered with the reserve in between) says so once per ACCEPT_LOG_EVERY, not per client.
+    let mut logged: Option<tokio::time::Instant> = None;
     reserve_descriptor();
     loop {
         tokio::select! {
@@ -313,7 +319,11 @@ async fn accept_loop(listener: UnixListener, shared: Arc<Shared>) {
                         // Said once; then back off (50 ms doubling to 1 s) instead of spinning.
                         let (pause, suppressed) = match backoff {
                             None => {
-                                tracing::warn!(error = %err, "control socket: accept failed; backing off (not logged again until it works)");
+                                let now = tokio::time::Instant::now();
+                                if logged.is_none_or(|t| now.duration_since(t) >= ACCEPT_LOG_EVERY) {
+                                    logged = Some(now);
+                                    tracing::warn!(error = %err, "control socket: accept failed; backing off (not logged again for a minute)");
+                                }
                                 (Duration::from_millis(50), 0)
                             }
                             Some((pause, n)) => ((pause * 2).min(ACCEPT_BACKOFF_MAX), n + 1),
