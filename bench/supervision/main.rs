@@ -10,11 +10,12 @@
 //! not be made; missed goals are reported, not fatal.
 //!
 //! Options (after `--`): `--trials N` (100), `--settle-ms N` (150), `--scale 100,1000`,
-//! `--idle-secs N` (10), `--dump-runs N` (30), `--only restart|restart-user|scale`, `--keep` (keep the
+//! `--idle-secs N` (10), `--dump-runs N` (30), `--only restart|restart-user|groups|scale`, `--keep` (keep the
 //! scratch directory). It owns nothing of the server: it drives it only from the outside
 //! (config, signals, CLI), as a user would.
 
 mod floor;
+mod groups;
 mod procstat;
 mod starts;
 
@@ -217,13 +218,22 @@ impl Supervised {
         let file = dir.join("starts");
         let mut workers = String::new();
         for id in 0..n {
-            let _ = writeln!(
-                workers,
-                "        (name: \"w{id}\", kind: Command(argv: [{:?}, {:?}, \"{id}\"]), {fields} {FAST_POLICY}),",
-                worker.display().to_string(),
-                file.display().to_string(),
-            );
+            workers.push_str(&worker_entry(worker, &file, id, fields));
         }
+        Self::vigil_config(dir, n, label, extra, &workers)
+    }
+
+    /// vigil on a config whose `workers: [...]` list is `workers` (entries from
+    /// [`worker_entry`], possibly inside groups), `n` workers in all.
+    fn vigil_config(
+        dir: &Path,
+        n: usize,
+        label: &'static str,
+        extra: &str,
+        workers: &str,
+    ) -> Res<Supervised> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let file = dir.join("starts");
         let config = dir.join("config.ron");
         std::fs::write(
             &config,
@@ -458,6 +468,15 @@ impl Drop for Supervised {
     }
 }
 
+/// One generated worker's config entry: worker `id` appending to `file`, the fast policy.
+fn worker_entry(worker: &Path, file: &Path, id: usize, fields: &str) -> String {
+    format!(
+        "        (name: \"w{id}\", kind: Command(argv: [{:?}, {:?}, \"{id}\"]), {fields} {FAST_POLICY}),\n",
+        worker.display().to_string(),
+        file.display().to_string(),
+    )
+}
+
 /// Whether `pid` is a live `bench-worker` in process group `group`.
 fn is_our_worker(pid: u32, group: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -522,6 +541,9 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
     if opts.wants("restart-user") {
         restart_user_cost(opts, root, &worker, &mut r, &mut goals)?;
     }
+    if opts.wants("groups") {
+        groups::run(opts, root, &worker, &mut r, &mut goals)?;
+    }
     if opts.wants("scale") {
         for &n in &opts.scales {
             scale(
@@ -574,7 +596,7 @@ fn run_in(opts: &Opts, root: &Path) -> Res<String> {
     );
     let _ = writeln!(
         r,
-        "## Goals (issue 7)\n\n| goal | measured | met |\n|---|---|---|"
+        "## Goals (issues 7, 13)\n\n| goal | measured | met |\n|---|---|---|"
     );
     for (goal, measured, ok) in &goals {
         let _ = writeln!(
