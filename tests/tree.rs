@@ -646,3 +646,27 @@ fn a_reload_that_moves_a_worker_to_another_group_removes_and_adds_it() {
     );
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn shutdown_stops_nested_groups_depth_first_in_reverse_each_gone_before_the_next() {
+    let stopper = |name: &str| {
+        sh_worker(
+            name,
+            "trap 'echo $VIGIL_WORKER term >> stops; sleep 0.1; echo $VIGIL_WORKER exit >> stops; exit 0' TERM; echo $$ $VIGIL_WORKER >> order; sleep 1000 & wait",
+            FAST,
+        )
+    };
+    let inner = group("g2", "OneForOne", &[stopper("c"), stopper("d")]);
+    let outer = group("g1", "OneForAll", &[stopper("b"), inner]);
+    let home = Home::new("", &format!("{}\n{outer}\n{}", stopper("a"), stopper("e")));
+    let mut server = home.serve();
+    wait_starts(&home, &mut server, 5, "all five");
+    control_wait_ready(&home);
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+    let stops = home.lines("stops");
+    let expected: Vec<String> = ["e", "d", "c", "b", "a"]
+        .iter()
+        .flat_map(|w| [format!("{w} term"), format!("{w} exit")])
+        .collect();
+    assert_eq!(stops, expected);
+}
