@@ -670,3 +670,39 @@ fn shutdown_stops_nested_groups_depth_first_in_reverse_each_gone_before_the_next
         .collect();
     assert_eq!(stops, expected);
 }
+
+#[test]
+fn start_of_a_failed_worker_spawns_it_once() {
+    // Its supervisor gives up at the first exit; the root's backoff (1 h) keeps it failed.
+    let home = Home::new(
+        "root: (backoff: (initial: \"1h\", max: \"1h\", jitter: 0.0)),",
+        &sh_worker(
+            "w",
+            "echo $$ >> spawns; [ -e ok ] || exit 1; exec sleep 1000",
+            "backoff: (initial: \"0s\", jitter: 0.0), start_secs: \"0s\", intensity: (max_restarts: 0, within: \"60s\")",
+        ),
+    );
+    let mut server = home.serve();
+    control_wait_ready(&home);
+    wait_for(LONG, "w failed", || {
+        (control_worker(&home, "w")["state"] == "failed").then_some(())
+    });
+    assert_eq!(home.pids("spawns").len(), 1);
+    std::fs::write(home.file("ok"), "").expect("write ok");
+    let out = home.run(&["start", "w"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node = wait_for(LONG, "w running", || {
+        let node = control_worker(&home, "w");
+        (node["state"] == "running").then_some(node)
+    });
+    for pid in home.pids("spawns") {
+        server.track(pid);
+    }
+    assert_eq!(node["generation"], 2, "{node}");
+    assert_eq!(home.pids("spawns").len(), 2, "{node}");
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
