@@ -2,9 +2,11 @@
 //! worker's process group.
 //!
 //! ```text
-//! RootSupervisor                      (root.rs)     escalations, root backoff/intensity, shutdown order
-//! ├─ WorkerSupervisor "indexing"      (worker_supervisor.rs)  state machine, backoff, restart window
-//! │  └─ cgroup + process group        (process.rs)  spawn, signal all, kill-on-drop, OOM watch
+//! RootSupervisor                      (root.rs)     the outermost group; applies every level's verdicts
+//! ├─ group "search" (RestForOne)      (group.rs)    strategy, intensity window, a backoff per child
+//! │  ├─ WorkerSupervisor "indexing"   (worker_supervisor/)  state machine, backoff, restart window
+//! │  │  └─ cgroup + process group     (process.rs)  spawn, signal all, kill-on-drop, OOM watch
+//! │  └─ WorkerSupervisor "index-size"
 //! └─ WorkerSupervisor "…"
 //! history writer thread               (history.rs)  the only SQLite writer
 //! event bus                           (events.rs)   the live stream beside history, for `vigil events`
@@ -35,15 +37,26 @@
 //! starts it and them again in order. A `Temporary` child is never restarted along with a
 //! sibling. In `OneForAll`/`RestForOne` groups each child starts only once the one before is
 //! `running` (state `waiting` meanwhile). The worker decides *whether* it restarts; its group
-//! decides *what else* restarts with it ([`worker_supervisor::ChildNotice::Restarting`]). A
-//! failed child supervisor is started afresh after its group's `backoff` (one counter per
-//! child); more than the group's `intensity` failures fail the group, counted by its parent, up
-//! to the root.
+//! decides *what else* restarts with it ([`worker_supervisor::ChildNotice::Restarting`],
+//! [`group::restart_set`]).
+//!
+//! Every level — the root and each group — is the same supervision logic ([`group::Levels`]):
+//! a child whose supervisor failed is started afresh after its parent's `backoff` (one counter
+//! per child, reset once the child ran `reset_after`); more than the parent's `intensity` such
+//! failures within the window fail the parent itself: a failed group's workers are stopped
+//! (reverse order) and *its* parent starts the whole group afresh after its own backoff for it,
+//! or fails in turn — up to the root, past whose intensity the tree stops
+//! ([`root::TreeOutcome::RootIntensityExceeded`], `serve` exits 3). A level without an
+//! intensity never fails. Shutdown goes depth-first in reverse start order, each child gone
+//! before the next is signalled.
 //!
 //! # Who owns what
-//! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,
-//!   or a failed one waiting for its group's backoff; it applies the groups' strategies. It never signals or spawns processes
-//!   (it reads `/proc` for the dump's usage figures).
+//! - The **root** ([`root::RootSupervisor`]) owns one slot per worker (a live
+//!   WorkerSupervisor, or a failed one waiting for its parent's backoff) and the tree's
+//!   [`group::Levels`]; it applies the levels' verdicts and the groups' strategies. It never
+//!   signals or spawns processes (it reads `/proc` for the dump's usage figures).
+//! - **group.rs** ([`group`]) decides, as plain functions of the spec: who restarts with a
+//!   dying child, and what a failed child means for each level up to the root.
 //! - A **WorkerSupervisor** ([`worker_supervisor::WorkerSupervisor`]) owns exactly one worker:
 //!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.
 //! - The **history writer** ([`history::History`]) owns `history.sqlite`; everyone else sends
@@ -54,7 +67,9 @@
 //! # Messages
 //! - [`root::RootMsg`]: `Dump`, `Status`, `Act` (start/stop/restart one worker), `Shutdown`,
 //!   `Reload` (apply a new config: [`reload`] computes the difference); internally
-//!   `RestartSupervisor` (root backoff elapsed), `ReloadStopped` and `ShutdownComplete`.
+//!   `RestartSupervisor` (a failed worker's backoff elapsed), `RestartGroup` (a failed
+//!   group's), `GroupRestarted`, `ReloadStopped` and `ShutdownComplete`; from the
+//!   WorkerSupervisors, `Child` ([`worker_supervisor::ChildNotice`]).
 //! - [`worker_supervisor::WorkerMsg`]: `Snapshot`, `Act`, `Shutdown` from the root, and for a
 //!   reload `Update` (supervision settings), `Replace` (what runs) and `Remove`; internally
 //!   `Process { generation, event }` (an exit or a notify line, tagged with the generation it

@@ -9,18 +9,21 @@
 //!
 //! # Groups
 //! The slots stay flat (depth-first start order); each worker's place in the tree comes from
-//! [`TreeSpec::groups`]. When a worker of a `OneForAll`/`RestForOne` group dies and its policy
-//! restarts it, its WorkerSupervisor waits and tells the root ([`ChildNotice::Restarting`]);
-//! the root stops the siblings the strategy names (reverse order) and, after the dying one's
-//! backoff, starts them in order, each once the one before is `running` (a task; the dump
-//! shows them `waiting`). The same gated start runs when the tree starts. A failed
-//! WorkerSupervisor is retried after its group's backoff (one counter per slot); groups with
-//! an intensity count such failures and, past it, fail into their parent's count, up to the
-//! root's intensity (exit 3). `start|stop|restart GROUP` acts on the group's workers in
-//! order (stop: reverse), each running again before the next (a rolling restart).
+//! [`TreeSpec::groups`], and every level's failure bookkeeping lives in [`Levels`] — the root
+//! is the outermost group. When a worker of a `OneForAll`/`RestForOne` group dies and its
+//! policy restarts it, its WorkerSupervisor waits and tells the root
+//! ([`ChildNotice::Restarting`]); the root stops the siblings [`restart_set`] names (reverse
+//! order) and, after the dying one's backoff, starts them in order, each once the one before
+//! is `running` (a task; the dump shows them `waiting`). The same gated start runs when the
+//! tree starts. A failed WorkerSupervisor is retried after its parent's backoff (one counter
+//! per child); a group past its intensity has failed ([`Verdict`]): its workers (and the
+//! siblings its parent's strategy restarts with it) are stopped in reverse order and started
+//! afresh after the parent's backoff for the group ([`RootMsg::RestartGroup`]); past the
+//! root's intensity the tree stops (exit 3). `start|stop|restart GROUP` acts on the group's
+//! workers in order (stop: reverse), each running again before the next (a rolling restart).
 //!
 //! # Reload
-//! The difference is computed by [`crate::reload::diff`], then applied: the root's own policy
+//! The difference is computed by [`crate::reload::tree_diff`], then applied: the root's own policy
 //! and the new order at once, and supervision-only changes sent to the running supervisors
 //! ([`WorkerMsg::Update`]); then, on a separate task so the root keeps answering, removed
 //! workers are stopped as on shutdown (reverse order) and changed ones restarted

@@ -114,9 +114,11 @@ pub struct WorkerSpec {
 /// The root supervisor's own policy: how it restarts a WorkerSupervisor that escalated.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RootSpec {
-    /// Delay before a failed WorkerSupervisor is started afresh.
+    /// Delay before a failed child of the root (a worker's supervisor, or a failed group) is
+    /// started afresh; one counter per child.
     pub backoff: BackoffSpec,
-    /// With `Some`: more escalations than this stop the whole server (exit status 3).
+    /// With `Some`: more failed children than this within the window stop the whole server
+    /// (exit status 3).
     pub intensity: Option<IntensitySpec>,
 }
 
