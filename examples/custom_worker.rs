@@ -17,7 +17,7 @@ use vigil_actors::root::RootMsg;
 use vigil_actors::snapshot::{Dump, NodeInfo, WorkerState};
 use vigil_actors::spec::{Launch, RestartPolicy, RestartType};
 use vigil_actors::tree::Tree;
-use vigil_actors::worker_type::{ExitVerdict, LaunchContext, WorkerType};
+use vigil_actors::worker_type::{ExitVerdict, LaunchContext, LaunchError, WorkerType};
 
 /// Step 1, the worker type: what to run, its restart policy, and how to read its exits.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl WorkerType for Snapshotter {
         "snapshotter"
     }
 
-    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, String> {
+    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, LaunchError> {
         let out = ctx.data_dir.join("snapshots");
         // Ready once the first snapshot exists; then one every 2 s, reported with STATUS=.
         let script = "mkdir -p \"$OUT\" || exit 64; \
