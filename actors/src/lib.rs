@@ -35,14 +35,16 @@
 //! starts it and them again in order. A `Temporary` child is never restarted along with a
 //! sibling. In `OneForAll`/`RestForOne` groups each child starts only once the one before is
 //! `running` (state `waiting` meanwhile). The worker decides *whether* it restarts; its group
-//! decides *what else* restarts with it ([`root::RootMsg::ChildRestarting`]). A failed child
+//! decides *what else* restarts with it (the WorkerSupervisor tells its parent through its
+//! [`worker_supervisor::ParentLink`]: [`worker_supervisor::ChildNotice::Restarting`]). A failed child
 //! supervisor is started afresh after its group's `backoff` (one counter per child); more than
 //! the group's `intensity` failures fail the group, counted by its parent, up to the root.
 //!
 //! # Who owns what
 //! - The **root** ([`root::RootSupervisor`]) owns one slot per worker: a live WorkerSupervisor,
-//!   or a failed one waiting for its group's backoff; it applies the groups' strategies. It never signals or spawns processes
-//!   (it reads `/proc` for the dump's usage figures).
+//!   or a failed one waiting for its group's backoff; it applies the groups' strategies. It
+//!   neither spawns nor signals worker processes; it only reads about them (`/proc`, for the
+//!   dump's usage figures).
 //! - A **WorkerSupervisor** ([`worker_supervisor::WorkerSupervisor`]) owns exactly one worker:
 //!   its live [`process::ProcessGroup`] (only while one exists), its state, its timers.
 //! - The **history writer** ([`history::History`]) owns `history.sqlite`; everyone else sends

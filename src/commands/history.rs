@@ -24,16 +24,14 @@ pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
     let loaded = config::load_for_client(config)?;
     let db = loaded.tree.history_path();
     if args.events {
-        let events = query_events(&db, args.worker.as_deref(), args.limit)
-            .map_err(|e| CliError::Runtime(e.to_string()))?;
+        let events = query_events(&db, args.worker.as_deref(), args.limit)?;
         return write_out(&if args.json {
             json(&events)?
         } else {
             render_events(&events)
         });
     }
-    let records = query_exits(&db, args.worker.as_deref(), args.limit)
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let records = query_exits(&db, args.worker.as_deref(), args.limit)?;
     let text = if args.json {
         json(&records)?
     } else {
@@ -43,8 +41,10 @@ pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
-    let mut s = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::Runtime(format!("cannot encode the history as JSON: {e}")))?;
+    let mut s = serde_json::to_string_pretty(value).map_err(|source| CliError::Encode {
+        what: "the history",
+        source,
+    })?;
     s.push('\n');
     Ok(s)
 }
@@ -55,7 +55,7 @@ fn write_out(text: &str) -> Result<ExitCode, CliError> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // `vigil history | head`: the reader has all it wanted.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(CliError::Stdout(e)),
     }
 }
 
