@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use vigil_actors::builder::BuildError;
 use vigil_actors::exit::Exit;
 use vigil_actors::history::query_exits;
-use vigil_actors::root::RootMsg;
 use vigil_actors::snapshot::{NodeInfo, WorkerState};
 use vigil_actors::spec::{Launch, RestartPolicy};
 use vigil_actors::tree::Tree;
@@ -120,24 +119,14 @@ async fn an_exit_classifier_decides_restarts() {
     );
     // The positive event after the decision: the worker shows `stopped` (a restart would show
     // `backoff` or `starting` first, and a start counted before it).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(ractor::rpc::CallResult::Success(d)) = tree
-            .root()
-            .call(RootMsg::Dump, Some(Duration::from_secs(2)))
-            .await
-        {
-            let stopped =
-                d.root.children.iter().any(
-                    |n| matches!(&n.info, NodeInfo::Worker(w) if w.state == WorkerState::Stopped),
-                );
-            if stopped {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "w never showed stopped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let dump = example::dump_when_all(&tree, WorkerState::Stopped, Duration::from_secs(20)).await;
+    let stopped = dump.is_some_and(|d| {
+        d.root
+            .children
+            .iter()
+            .all(|n| matches!(&n.info, NodeInfo::Worker(w) if w.state == WorkerState::Stopped))
+    });
+    assert!(stopped, "w never showed stopped");
     assert_eq!(
         starts.load(Ordering::SeqCst),
         2,
