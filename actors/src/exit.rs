@@ -266,5 +266,55 @@ mod tests {
             Some(ExitReason::Stopped),
         );
         assert_eq!(stopped.reason, ExitReason::Stopped);
+        assert_eq!(stopped.describe(), "stopped (killed by SIGTERM)");
+    }
+
+    #[test]
+    fn a_record_is_described_in_the_same_words() {
+        let record = ExitRecord {
+            worker: "w".into(),
+            pid: Some(10),
+            generation: 2,
+            run_id: None,
+            started_at: String::new(),
+            exited_at: String::new(),
+            uptime_ms: 0,
+            code: None,
+            signal: Some(9),
+            signal_name: Some("SIGKILL".into()),
+            core_dumped: false,
+            reason: ExitReason::Watchdog,
+            restart_delay_ms: None,
+            log_tail: Vec::new(),
+            decision: String::new(),
+            oom_kills: None,
+            memory_peak_bytes: Some(48 << 20),
+        };
+        let exit = Exit {
+            code: record.code,
+            signal: record.signal,
+            core_dumped: record.core_dumped,
+            reason: record.reason,
+        };
+        assert_eq!(record.describe(), exit.describe());
+        assert_eq!(record.describe(), "killed by SIGKILL by the watchdog");
+        let oom = ExitRecord {
+            reason: ExitReason::Oom,
+            ..record.clone()
+        };
+        assert_eq!(
+            oom.describe(),
+            "out of memory: OOM killer (killed by SIGKILL, peak 48 MiB)"
+        );
+        let orphan = ExitRecord {
+            reason: ExitReason::Orphan,
+            signal: None,
+            signal_name: None,
+            ..record
+        };
+        assert_eq!(
+            orphan.describe(),
+            "orphan of a dead server, killed at startup"
+        );
     }
 }
