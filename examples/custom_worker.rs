@@ -9,7 +9,7 @@
 //! Run it: `cargo run --example custom_worker`
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vigil_actors::builder::BuildError;
 use vigil_actors::exit::Exit;
@@ -17,7 +17,7 @@ use vigil_actors::root::RootMsg;
 use vigil_actors::snapshot::{Dump, NodeInfo, WorkerState};
 use vigil_actors::spec::{Launch, RestartPolicy, RestartType};
 use vigil_actors::tree::Tree;
-use vigil_actors::worker_type::{ExitVerdict, LaunchContext, WorkerType};
+use vigil_actors::worker_type::{ExitVerdict, LaunchContext, LaunchError, WorkerType};
 
 /// Step 1, the worker type: what to run, its restart policy, and how to read its exits.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl WorkerType for Snapshotter {
         "snapshotter"
     }
 
-    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, String> {
+    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, LaunchError> {
         let out = ctx.data_dir.join("snapshots");
         // Ready once the first snapshot exists; then one every 2 s, reported with STATUS=.
         let script = "mkdir -p \"$OUT\" || exit 64; \
@@ -86,28 +86,39 @@ pub async fn run(data_dir: &Path, source: &Path) -> Result<Dump, BuildError> {
         )
         .start()
         .await?;
-    let mut dump = None;
-    for _ in 0..500 {
+    let dump = dump_when_all(&tree, WorkerState::Running, Duration::from_secs(5)).await;
+    tree.request_shutdown();
+    tree.wait().await;
+    history.flush().await;
+    dump.ok_or_else(|| BuildError::Start("the tree never answered a dump".into()))
+}
+
+/// Step 3, watching it: the dump, asked every 10 ms until every worker shows `state` or
+/// `within` has passed. The last dump the tree answered; `None` if it never did.
+pub async fn dump_when_all(tree: &Tree, state: WorkerState, within: Duration) -> Option<Dump> {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    loop {
         if let Ok(ractor::rpc::CallResult::Success(d)) = tree
             .root()
             .call(RootMsg::Dump, Some(Duration::from_secs(2)))
             .await
         {
-            let running =
-                d.root.children.iter().all(
-                    |n| matches!(&n.info, NodeInfo::Worker(w) if w.state == WorkerState::Running),
-                );
-            dump = Some(d);
-            if running {
-                break;
+            let all = d
+                .root
+                .children
+                .iter()
+                .all(|n| matches!(&n.info, NodeInfo::Worker(w) if w.state == state));
+            last = Some(d);
+            if all {
+                return last;
             }
+        }
+        if Instant::now() >= deadline {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tree.request_shutdown();
-    tree.wait().await;
-    history.flush().await;
-    dump.ok_or_else(|| BuildError::Start("the tree never answered a dump".into()))
 }
 
 #[tokio::main]

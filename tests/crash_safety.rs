@@ -33,6 +33,20 @@ fn serve_with_grandchild(home: &Home) -> (Server, u32, u32) {
     (server, leader, gc)
 }
 
+/// [`serve_with_grandchild`], once the server's guardian is up: also the guardian's pid.
+fn serve_with_guardian(home: &Home) -> (Server, u32, u32, u32) {
+    let (server, leader, gc) = serve_with_grandchild(home);
+    let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
+    (server, leader, gc, guardian)
+}
+
+/// `sig` to the server's process group: the server and its guardian (the workers have groups
+/// of their own).
+fn signal_server_group(server: &Server, sig: i32) {
+    // SAFETY: killpg on the group the test created for the server.
+    unsafe { libc::killpg(server.pid as i32, sig) };
+}
+
 fn server_log(home: &Home) -> String {
     std::fs::read_to_string(home.path().join("var/log/vigil.log")).unwrap_or_default()
 }
@@ -70,8 +84,7 @@ fn a_second_server_is_refused_without_touching_the_first() {
 #[test]
 fn server_kill_9_the_guardian_kills_the_whole_group_at_once() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
-    let (mut server, leader, gc) = serve_with_grandchild(&home);
-    let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
+    let (mut server, leader, gc, guardian) = serve_with_guardian(&home);
     server.signal(libc::SIGKILL);
     server.wait(LONG).expect("server died");
     // The guardian kills the leader and the grandchild, with no server running.
@@ -139,13 +152,12 @@ fn a_server_started_right_after_a_crash_waits_for_the_guardians_cleanup() {
 #[test]
 fn when_the_guardian_dies_too_the_next_start_sweeps_the_group() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
-    let (mut server, leader, gc) = serve_with_grandchild(&home);
-    wait_for(LONG, "guardian", || guardian_of(server.pid));
+    let (mut server, leader, gc, guardian) = serve_with_guardian(&home);
     // The server and its guardian share a process group; the workers have their own.
-    // SAFETY: killpg on the group the test created for the server.
-    unsafe { libc::killpg(server.pid as i32, libc::SIGKILL) };
+    signal_server_group(&server, libc::SIGKILL);
     server.wait(LONG).expect("server died");
-    std::thread::sleep(Duration::from_millis(300));
+    // Once both are gone nobody is left who could kill them: no need to wait any longer.
+    wait_for(LONG, "guardian gone", || (!alive(guardian)).then_some(()));
     assert!(alive(leader) && alive(gc), "nobody was left to kill them");
     // The next server's startup sweep is the last line of defence.
     let mut next = home.serve();
@@ -161,11 +173,9 @@ fn when_the_guardian_dies_too_the_next_start_sweeps_the_group() {
 #[test]
 fn ctrl_c_to_the_servers_group_is_a_clean_shutdown() {
     let home = Home::new("", &sh_worker("w", WITH_GRANDCHILD, FAST));
-    let (mut server, leader, gc) = serve_with_grandchild(&home);
-    let guardian = wait_for(LONG, "guardian", || guardian_of(server.pid));
+    let (mut server, leader, gc, guardian) = serve_with_guardian(&home);
     // What a terminal does on Ctrl-C: SIGINT to the foreground group (server and guardian).
-    // SAFETY: killpg on the group the test created for the server.
-    unsafe { libc::killpg(server.pid as i32, libc::SIGINT) };
+    signal_server_group(&server, libc::SIGINT);
     assert_eq!(server.wait(LONG).and_then(|s| s.code()), Some(0));
     // The server waited for (and reaped) its guardian before exiting: nothing of it is left
     // to hold the lock, and a new server starts at once, without waiting.
@@ -248,18 +258,25 @@ fn a_hung_worker_is_killed_by_the_watchdog_and_restarted() {
 
 #[test]
 fn heartbeats_keep_a_worker_alive() {
-    let script = "echo $$ >> pids; while :; do echo WATCHDOG=1 >&$VIGIL_NOTIFY_FD; sleep 0.1; done";
+    // Each heartbeat is also written down, with the pid that sent it.
+    let script = "echo $$ >> pids; while :; do echo WATCHDOG=1 >&$VIGIL_NOTIFY_FD; echo $$ >> beats; sleep 0.1; done";
     let policy = format!("{FAST}, heartbeat_timeout: Some(\"500ms\")");
     let home = Home::new("", &sh_worker("w", script, &policy));
     let mut server = home.serve();
     let pid = wait_for(LONG, "start", || home.pids("pids").first().copied());
     server.track(pid);
-    // Three timeouts' worth: still the same process, no record.
-    let until = Instant::now() + Duration::from_millis(1500);
-    while Instant::now() < until {
-        assert!(alive(pid), "a heartbeating worker was killed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Three timeouts' worth of heartbeats (at least 100 ms apart: 16 span 1.5 s): all sent by
+    // the same process, which is still alive, and no record.
+    let beats = wait_for(LONG, "16 heartbeats", || {
+        let beats = home.pids("beats");
+        (beats.len() >= 16).then_some(beats)
+    });
+    assert!(
+        beats.iter().all(|&b| b == pid),
+        "a heartbeating worker was killed: {beats:?}"
+    );
+    assert!(alive(pid), "a heartbeating worker was killed");
+    assert_eq!(home.pids("pids"), [pid]);
     assert!(home.history(Some("w")).is_empty());
 }
 

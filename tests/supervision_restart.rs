@@ -219,8 +219,13 @@ fn missing_program_is_spawn_failed_and_the_server_keeps_running() {
         home.pids("pids").last().copied()
     });
     assert!(alive(pid));
+    // The positive event after: the failed spawn's retry failed too, and was recorded.
+    wait_for(LONG, "a second spawn_failed record", || {
+        (home.history(Some("ghost")).len() >= 2).then_some(())
+    });
     assert!(
-        server.wait(Duration::from_millis(300)).is_none(),
+        server.wait(Duration::ZERO).is_none(),
         "server must keep running"
     );
+    assert!(alive(pid));
 }

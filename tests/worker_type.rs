@@ -15,7 +15,7 @@ use vigil_actors::history::query_exits;
 use vigil_actors::snapshot::{NodeInfo, WorkerState};
 use vigil_actors::spec::{Launch, RestartPolicy};
 use vigil_actors::tree::Tree;
-use vigil_actors::worker_type::{ExitVerdict, LaunchContext, WorkerType};
+use vigil_actors::worker_type::{ExitVerdict, LaunchContext, LaunchError, WorkerType};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_runs_and_its_worker_reaches_running() {
@@ -47,7 +47,7 @@ impl WorkerType for Scripted {
     fn kind(&self) -> &str {
         "scripted"
     }
-    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, String> {
+    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, LaunchError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         let script = match self.codes.get(ctx.generation as usize - 1) {
             Some(code) => format!("exit {code}"),
@@ -117,7 +117,16 @@ async fn an_exit_classifier_decides_restarts() {
         "{}",
         exits[0].decision
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The positive event after the decision: the worker shows `stopped` (a restart would show
+    // `backoff` or `starting` first, and a start counted before it).
+    let dump = example::dump_when_all(&tree, WorkerState::Stopped, Duration::from_secs(20)).await;
+    let stopped = dump.is_some_and(|d| {
+        d.root
+            .children
+            .iter()
+            .all(|n| matches!(&n.info, NodeInfo::Worker(w) if w.state == WorkerState::Stopped))
+    });
+    assert!(stopped, "w never showed stopped");
     assert_eq!(
         starts.load(Ordering::SeqCst),
         2,

@@ -335,9 +335,7 @@ pub fn validate(workers: &[WorkerSpec]) -> Result<(), BuildError> {
             return Err(BuildError::DuplicateName(w.name.clone()));
         }
         w.policy
-            .backoff
             .check()
-            .and_then(|()| w.policy.intensity.check())
             .map_err(|problem| BuildError::InvalidPolicy {
                 worker: w.name.clone(),
                 problem,

@@ -113,27 +113,54 @@ impl Exit {
         self.signal.map(signal_name)
     }
 
-    /// In words: `exited with code 3`, `killed by SIGSEGV (core dumped)`.
+    /// In words: `exited with code 3`, `killed by SIGSEGV (core dumped)`,
+    /// `stopped (killed by SIGTERM)`, `killed by SIGKILL by the watchdog`, ...
     pub fn describe(&self) -> String {
-        let what = match (self.code, self.signal) {
-            (_, Some(sig)) => {
-                let core = if self.core_dumped {
-                    " (core dumped)"
-                } else {
-                    ""
-                };
-                format!("killed by {}{core}", signal_name(sig))
+        describe(
+            self.code,
+            self.signal.map(signal_name),
+            self.core_dumped,
+            self.reason,
+            None,
+        )
+    }
+}
+
+/// The one wording of an exit, for the dump, the events, the worker's log and `vigil history`:
+/// the status (`signal` is its name), then why it ended; `peak` (bytes) is added to an OOM kill.
+fn describe(
+    code: Option<i32>,
+    signal: Option<String>,
+    core_dumped: bool,
+    reason: ExitReason,
+    peak: Option<u64>,
+) -> String {
+    let status = match (code, signal) {
+        (_, Some(name)) => {
+            let core = if core_dumped { " (core dumped)" } else { "" };
+            Some(format!("killed by {name}{core}"))
+        }
+        (Some(code), None) => Some(format!("exited with code {code}")),
+        (None, None) => None,
+    };
+    match (reason, status) {
+        (ExitReason::Exited | ExitReason::Killed, Some(s)) => s,
+        (ExitReason::Exited | ExitReason::Killed, None) => "ended (status unknown)".to_string(),
+        (ExitReason::Watchdog, Some(s)) => format!("{s} by the watchdog"),
+        (ExitReason::Watchdog, None) => "killed by the watchdog".to_string(),
+        (ExitReason::Stopped, Some(s)) => format!("stopped ({s})"),
+        (ExitReason::Stopped, None) => "stopped".to_string(),
+        (ExitReason::SpawnFailed, _) => "failed to start".to_string(),
+        (ExitReason::Orphan, Some(s)) => format!("orphan of a dead server ({s})"),
+        (ExitReason::Orphan, None) => "orphan of a dead server, killed at startup".to_string(),
+        (ExitReason::Oom, status) => {
+            let peak = peak
+                .map(|b| format!(", peak {} MiB", b / (1024 * 1024)))
+                .unwrap_or_default();
+            match status {
+                Some(s) => format!("out of memory: OOM killer ({s}{peak})"),
+                None => format!("out of memory: OOM killer{peak}"),
             }
-            (Some(code), None) => format!("exited with code {code}"),
-            (None, None) => "never started".to_string(),
-        };
-        match self.reason {
-            ExitReason::Exited | ExitReason::Killed => what,
-            ExitReason::Watchdog => format!("{what} by the watchdog"),
-            ExitReason::Stopped => format!("stopped ({what})"),
-            ExitReason::SpawnFailed => "failed to start".to_string(),
-            ExitReason::Orphan => format!("orphan of a dead server ({what})"),
-            ExitReason::Oom => format!("out of memory: OOM killer ({what})"),
         }
     }
 }
@@ -183,6 +210,24 @@ pub struct ExitRecord {
     pub memory_peak_bytes: Option<u64>,
 }
 
+impl ExitRecord {
+    /// In words, as `vigil history` prints it: [`Exit::describe`] of the record's status and
+    /// reason, with the run's peak memory after an OOM kill
+    /// (`out of memory: OOM killer (killed by SIGKILL, peak 48 MiB)`).
+    pub fn describe(&self) -> String {
+        let signal = self
+            .signal
+            .map(|sig| self.signal_name.clone().unwrap_or_else(|| signal_name(sig)));
+        describe(
+            self.code,
+            signal,
+            self.core_dumped,
+            self.reason,
+            self.memory_peak_bytes,
+        )
+    }
+}
+
 /// The status a process ending like `exit` reports: its exit code, 128 + the signal number
 /// when killed, 127 when it never ran (spawn failed), 1 when nothing is known.
 pub fn exit_status(exit: Option<&ExitRecord>) -> u8 {
@@ -221,5 +266,55 @@ mod tests {
             Some(ExitReason::Stopped),
         );
         assert_eq!(stopped.reason, ExitReason::Stopped);
+        assert_eq!(stopped.describe(), "stopped (killed by SIGTERM)");
+    }
+
+    #[test]
+    fn a_record_is_described_in_the_same_words() {
+        let record = ExitRecord {
+            worker: "w".into(),
+            pid: Some(10),
+            generation: 2,
+            run_id: None,
+            started_at: String::new(),
+            exited_at: String::new(),
+            uptime_ms: 0,
+            code: None,
+            signal: Some(9),
+            signal_name: Some("SIGKILL".into()),
+            core_dumped: false,
+            reason: ExitReason::Watchdog,
+            restart_delay_ms: None,
+            log_tail: Vec::new(),
+            decision: String::new(),
+            oom_kills: None,
+            memory_peak_bytes: Some(48 << 20),
+        };
+        let exit = Exit {
+            code: record.code,
+            signal: record.signal,
+            core_dumped: record.core_dumped,
+            reason: record.reason,
+        };
+        assert_eq!(record.describe(), exit.describe());
+        assert_eq!(record.describe(), "killed by SIGKILL by the watchdog");
+        let oom = ExitRecord {
+            reason: ExitReason::Oom,
+            ..record.clone()
+        };
+        assert_eq!(
+            oom.describe(),
+            "out of memory: OOM killer (killed by SIGKILL, peak 48 MiB)"
+        );
+        let orphan = ExitRecord {
+            reason: ExitReason::Orphan,
+            signal: None,
+            signal_name: None,
+            ..record
+        };
+        assert_eq!(
+            orphan.describe(),
+            "orphan of a dead server, killed at startup"
+        );
     }
 }

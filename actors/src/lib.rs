@@ -37,8 +37,9 @@
 //! starts it and them again in order. A `Temporary` child is never restarted along with a
 //! sibling. In `OneForAll`/`RestForOne` groups each child starts only once the one before is
 //! `running` (state `waiting` meanwhile). The worker decides *whether* it restarts; its group
-//! decides *what else* restarts with it ([`worker_supervisor::ChildNotice::Restarting`],
-//! [`group::restart_set`]).
+//! decides *what else* restarts with it (the WorkerSupervisor tells its parent through its
+//! [`worker_supervisor::ParentLink`]: [`worker_supervisor::ChildNotice::Restarting`];
+//! [`group::restart_set`] names who restarts with it).
 //!
 //! Every level — the root and each group — is the same supervision logic ([`group::Levels`]):
 //! a child whose supervisor failed is started afresh after its parent's `backoff` (one counter
@@ -53,8 +54,9 @@
 //! # Who owns what
 //! - The **root** ([`root::RootSupervisor`]) owns one slot per worker (a live
 //!   WorkerSupervisor, or a failed one waiting for its parent's backoff) and the tree's
-//!   [`group::Levels`]; it applies the levels' verdicts and the groups' strategies. It never
-//!   signals or spawns processes (it reads `/proc` for the dump's usage figures).
+//!   [`group::Levels`]; it applies the levels' verdicts and the groups' strategies. It
+//!   neither spawns nor signals worker processes; it only reads about them (`/proc`, for the
+//!   dump's usage figures).
 //! - **group.rs** ([`group`]) decides, as plain functions of the spec: who restarts with a
 //!   dying child, and what a failed child means for each level up to the root.
 //! - A **WorkerSupervisor** ([`worker_supervisor::WorkerSupervisor`]) owns exactly one worker:

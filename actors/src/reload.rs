@@ -337,7 +337,7 @@ mod tests {
     use super::*;
     use crate::signal::Signal;
     use crate::spec::{IntensitySpec, Launch, LogSpec, RestartPolicy, RestartType, RootSpec};
-    use crate::worker_type::{CommandWorker, LaunchContext, WorkerType};
+    use crate::worker_type::{CommandWorker, LaunchContext, LaunchError, WorkerType};
 
     fn command(argv: &[&str]) -> CommandWorker {
         CommandWorker {
@@ -386,7 +386,7 @@ mod tests {
         fn kind(&self) -> &str {
             "opaque"
         }
-        fn launch(&self, _: &LaunchContext) -> Result<Launch, String> {
+        fn launch(&self, _: &LaunchContext) -> Result<Launch, LaunchError> {
             Err("never".into())
         }
         fn policy(&self) -> RestartPolicy {

@@ -15,7 +15,8 @@ use crate::containment::Containment;
 use crate::environ::EnvSpec;
 use crate::worker_type::WorkerType;
 pub use crate::worker_type::{
-    BackoffSpec, IntensitySpec, Launch, RestartPolicy, RestartType, ShutdownSpec,
+    BackoffSpec, IntensitySpec, Launch, LaunchError, MAX_MULTIPLIER, MAX_RESTARTS, RestartPolicy,
+    RestartType, ShutdownSpec,
 };
 
 /// Whether `name` can name a worker (and be its log file's stem): `[A-Za-z0-9._-]+`, at most

@@ -18,6 +18,15 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
+/// A stored RFC 3339 time shortened to whole seconds in UTC, `2026-11-28T22:10:03Z`; the text
+/// itself when it does not parse.
+pub fn whole_seconds(rfc3339: &str) -> String {
+    match rfc3339.parse::<jiff::Timestamp>() {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +40,10 @@ mod tests {
             "2025-12-02T16:24:54.982Z"
         );
         assert!(now_rfc3339().ends_with('Z'));
+        assert_eq!(
+            whole_seconds("2026-11-28T22:10:03.123456Z"),
+            "2026-11-28T22:10:03Z"
+        );
+        assert_eq!(whole_seconds("not a time"), "not a time");
     }
 }

@@ -31,6 +31,48 @@ pub struct LaunchContext {
     pub log_path: PathBuf,
 }
 
+/// Why a worker type could not build its command ([`WorkerType::launch`]): one sentence,
+/// recorded as the `spawn_failed` exit's reason.
+///
+/// Build it from a message: `LaunchError::new(format!(..))`, or `?` on a `String`/`&str` error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchError {
+    message: String,
+}
+
+impl LaunchError {
+    /// An error that says `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        LaunchError {
+            message: message.into(),
+        }
+    }
+
+    /// What went wrong, as given to [`LaunchError::new`].
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for LaunchError {
+    fn from(message: String) -> Self {
+        LaunchError::new(message)
+    }
+}
+
+impl From<&str> for LaunchError {
+    fn from(message: &str) -> Self {
+        LaunchError::new(message)
+    }
+}
+
+impl From<LaunchError> for String {
+    fn from(e: LaunchError) -> Self {
+        e.message
+    }
+}
+
 /// What a worker type decides about one exit, before the restart type is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitVerdict {
@@ -52,7 +94,7 @@ pub trait WorkerType: Any + fmt::Debug + Send + Sync + 'static {
 
     /// The command for the generation described by `ctx`. An error is recorded as a
     /// `spawn_failed` exit and backed off like any other failed start.
-    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, String>;
+    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, LaunchError>;
 
     /// The policy used where config does not override it. Required: there is no default
     /// restart policy, so no worker type can be registered without one.
@@ -97,7 +139,7 @@ impl WorkerType for CommandWorker {
         "command"
     }
 
-    fn launch(&self, _ctx: &LaunchContext) -> Result<Launch, String> {
+    fn launch(&self, _ctx: &LaunchContext) -> Result<Launch, LaunchError> {
         Ok(self.launch.clone())
     }
 
@@ -151,8 +193,9 @@ impl Default for BackoffSpec {
 }
 
 impl BackoffSpec {
-    /// Whether this backoff can work: multiplier a number `>= 1`, jitter in `[0, 1]`,
-    /// `initial <= max`. The message names the offending field.
+    /// Whether this backoff can work: multiplier a number `>= 1` (and at most
+    /// [`MAX_MULTIPLIER`]), jitter in `[0, 1]`, `initial <= max`. The message names the
+    /// offending field.
     pub fn check(&self) -> Result<(), String> {
         if !(self.multiplier.is_finite() && self.multiplier >= 1.0) {
             return Err(format!(
@@ -172,9 +215,21 @@ impl BackoffSpec {
                 self.initial, self.max
             ));
         }
+        if self.multiplier > MAX_MULTIPLIER {
+            return Err(format!(
+                "backoff.multiplier must be at most {MAX_MULTIPLIER}, got {}",
+                self.multiplier
+            ));
+        }
         Ok(())
     }
 }
+
+/// Largest `backoff.multiplier` accepted.
+pub const MAX_MULTIPLIER: f64 = 1000.0;
+
+/// Largest `intensity.max_restarts` accepted.
+pub const MAX_RESTARTS: u32 = 1_000_000;
 
 /// Restart intensity: more than `max_restarts` restarts within `within` is an escalation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,10 +251,17 @@ impl Default for IntensitySpec {
 }
 
 impl IntensitySpec {
-    /// Whether this window can work: `within` above zero.
+    /// Whether this window can work: `within` above zero, `max_restarts` at most
+    /// [`MAX_RESTARTS`].
     pub fn check(&self) -> Result<(), String> {
         if self.within.is_zero() {
             return Err("intensity.within must be above 0s".into());
+        }
+        if self.max_restarts > MAX_RESTARTS {
+            return Err(format!(
+                "intensity.max_restarts must be at most {MAX_RESTARTS}, got {}",
+                self.max_restarts
+            ));
         }
         Ok(())
     }
@@ -245,6 +307,17 @@ pub struct RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// Whether this policy can work, wherever it comes from (the tree builder or a config
+    /// file): a `heartbeat_timeout` above zero, then [`BackoffSpec::check`] and
+    /// [`IntensitySpec::check`]. The message names the offending field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.heartbeat_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("heartbeat_timeout must be above 0s (or None for no watchdog)".into());
+        }
+        self.backoff.check()?;
+        self.intensity.check()
+    }
+
     /// A permanent worker with the default backoff, intensity and shutdown, `running` after 1 s.
     pub fn permanent() -> Self {
         RestartPolicy {

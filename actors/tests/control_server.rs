@@ -535,29 +535,56 @@ async fn a_dead_root_gives_an_unavailable_reply() {
     assert_eq!(c.ask(json!({"cmd": "ping"})).await["ok"], true);
 }
 
-/// Run by `other_users_are_refused` in a child process with another uid: connect, send a ping,
-/// print the reply line. Ignored in a normal run (it is not a test of its own: it would pass
-/// without checking anything); `other_users_are_refused` runs it with `--ignored`.
-#[test]
-#[ignore = "a helper process of other_users_are_refused, which runs it"]
-fn peer_client_helper() {
-    let Ok(path) = std::env::var("VIGIL_TEST_PEER_SOCKET") else {
-        eprintln!("SKIP: peer_client_helper runs only as other_users_are_refused's child");
-        return;
-    };
+/// Connects to `socket` as uid/gid 65534 and returns the server's first reply line.
+///
+/// The credentials are dropped on a thread of its own with the raw syscalls, which (unlike
+/// libc's wrappers) change only the calling thread; the kernel records the connecting thread's
+/// credentials as the peer's, and the thread ends with them. Needs root.
+fn ask_as_nobody(socket: &Path) -> Result<String, String> {
     use std::io::{BufRead, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    // The server may refuse and close before reading: a broken pipe here is expected then,
-    // and the refusal is still waiting to be read.
-    let _ = stream.write_all(b"{\"cmd\":\"ping\"}\n");
-    let mut line = String::new();
-    std::io::BufReader::new(stream)
-        .read_line(&mut line)
-        .unwrap();
-    println!("PEER-REPLY {}", line.trim());
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || -> Result<String, String> {
+        let nobody: libc::c_long = 65534;
+        // SAFETY: plain syscalls on this thread's own credentials; no memory is passed but a
+        // null, empty group list.
+        let rc = unsafe {
+            if libc::syscall(
+                libc::SYS_setgroups,
+                0 as libc::c_long,
+                std::ptr::null::<libc::gid_t>(),
+            ) != 0
+            {
+                -1
+            } else if libc::syscall(libc::SYS_setresgid, nobody, nobody, nobody) != 0 {
+                -2
+            } else if libc::syscall(libc::SYS_setresuid, nobody, nobody, nobody) != 0 {
+                -3
+            } else {
+                0
+            }
+        };
+        if rc != 0 {
+            return Err(format!(
+                "cannot drop this thread's credentials (step {rc}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+            .map_err(|e| format!("connect {} as uid 65534: {e}", socket.display()))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| format!("set_read_timeout: {e}"))?;
+        // The server may refuse and close before reading: a broken pipe here is expected then,
+        // and the refusal is still waiting to be read.
+        let _ = stream.write_all(b"{\"cmd\":\"ping\"}\n");
+        let mut line = String::new();
+        std::io::BufReader::new(stream)
+            .read_line(&mut line)
+            .map_err(|e| format!("read the reply: {e}"))?;
+        Ok(line.trim().to_string())
+    })
+    .join()
+    .map_err(|_| "the client thread panicked".to_string())?
 }
 
 #[tokio::test]
@@ -566,7 +593,7 @@ async fn other_users_are_refused() {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
-            "SKIP: other_users_are_refused needs root to connect as another user; only our own uid was checked"
+            "SKIPPED: other_users_are_refused needs root to connect as another user; only our own uid was checked"
         );
         return;
     }
@@ -575,37 +602,12 @@ async fn other_users_are_refused() {
     let dir = f.socket.parent().unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&f.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let exe = std::env::current_exe().unwrap();
     let socket = f.socket.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(exe)
-            .args([
-                "peer_client_helper",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("VIGIL_TEST_PEER_SOCKET", &socket)
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.split_once("PEER-REPLY ").map(|(_, reply)| reply))
-        .unwrap_or_else(|| {
-            panic!(
-                "no reply line; stdout: {stdout}; stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-    let reply: Value = serde_json::from_str(line).unwrap();
+    let line = tokio::task::spawn_blocking(move || ask_as_nobody(&socket))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("no reply as uid 65534: {e}"));
+    let reply: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(reply["ok"], false, "{reply}");
     assert_eq!(reply["kind"], "permission_denied", "{reply}");
     assert!(

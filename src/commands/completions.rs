@@ -25,6 +25,6 @@ pub fn run(args: &CompletionsArgs) -> Result<ExitCode, CliError> {
     match out.write_all(&script).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(CliError::Stdout(e)),
     }
 }

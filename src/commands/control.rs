@@ -86,11 +86,10 @@ pub fn shutdown(config: &Path, socket: Option<&Path>) -> Result<ExitCode, CliErr
     // The reply comes once the workers are down; the server process exits right after, which
     // closes our connection.
     if !connection.wait_closed(EXIT_WAIT) {
-        return Err(CliError::Runtime(format!(
-            "every worker stopped, but the server did not exit within {} (socket {})",
-            render::duration(EXIT_WAIT),
-            server.socket.display()
-        )));
+        return Err(CliError::ServerDidNotExit {
+            waited: EXIT_WAIT,
+            socket: server.socket.clone(),
+        });
     }
     print(&format!(
         "vigil stopped ({})\n",
@@ -227,15 +226,14 @@ fn colour() -> bool {
 }
 
 fn client_error(err: ClientError) -> CliError {
-    CliError::Runtime(err.to_string())
+    CliError::Client(err)
 }
 
 /// The server's JSON text, decoded once, straight into the typed answer.
 fn decode<T: serde::de::DeserializeOwned>(data: &RawValue) -> Result<T, CliError> {
-    serde_json::from_str(data.get()).map_err(|err| {
-        CliError::Runtime(format!(
-            "the vigil server sent an answer this client does not understand: {err}"
-        ))
+    serde_json::from_str(data.get()).map_err(|source| CliError::Undecodable {
+        what: "an answer",
+        source,
     })
 }
 
@@ -248,8 +246,10 @@ fn print_json<T: serde::Serialize + serde::de::DeserializeOwned>(
 ) -> Result<(), CliError> {
     let mut text = if std::io::stdout().is_terminal() {
         let value: T = decode(data)?;
-        serde_json::to_string_pretty(&value)
-            .map_err(|err| CliError::Runtime(format!("cannot encode the answer as JSON: {err}")))?
+        serde_json::to_string_pretty(&value).map_err(|source| CliError::Encode {
+            what: "the answer",
+            source,
+        })?
     } else {
         data.get().to_string()
     };
@@ -263,6 +263,6 @@ fn print(text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(err) => Err(CliError::Runtime(format!("cannot write to stdout: {err}"))),
+        Err(err) => Err(CliError::Stdout(err)),
     }
 }

@@ -27,16 +27,13 @@ pub fn run(config: &Path, socket: Option<&Path>, args: &EventsArgs) -> Result<Ex
     let server = super::control::Server::from_config(config, socket)?;
     let socket = server.socket;
     let timeout = server.timeouts.query;
-    let runtime = |e: crate::control_client::ClientError| CliError::Runtime(e.to_string());
-    let mut connection = Connection::open(&socket).map_err(runtime)?;
-    let ack = connection
-        .request(&Request::Events, timeout)
-        .map_err(runtime)?;
-    let subscribed: Subscribed = serde_json::from_str(ack.get()).map_err(|err| {
-        CliError::Runtime(format!(
-            "the vigil server sent an answer this client does not understand: {err}"
-        ))
-    })?;
+    let mut connection = Connection::open(&socket)?;
+    let ack = connection.request(&Request::Events, timeout)?;
+    let subscribed: Subscribed =
+        serde_json::from_str(ack.get()).map_err(|source| CliError::Undecodable {
+            what: "an answer",
+            source,
+        })?;
     let mut human = Human {
         width: subscribed
             .workers
@@ -51,7 +48,7 @@ pub fn run(config: &Path, socket: Option<&Path>, args: &EventsArgs) -> Result<Ex
     };
     let mut line = Vec::with_capacity(1024);
     let mut out = io::stdout().lock();
-    while connection.next_line(&mut line).map_err(runtime)? {
+    while connection.next_line(&mut line)? {
         let text = if args.json {
             let mut l = line.clone();
             l.push(b'\n');
@@ -59,10 +56,11 @@ pub fn run(config: &Path, socket: Option<&Path>, args: &EventsArgs) -> Result<Ex
         } else {
             match serde_json::from_slice::<Event>(&line) {
                 Ok(event) => human.line(&event).into_bytes(),
-                Err(err) => {
-                    return Err(CliError::Runtime(format!(
-                        "the vigil server sent an event this client does not understand: {err}"
-                    )));
+                Err(source) => {
+                    return Err(CliError::Undecodable {
+                        what: "an event",
+                        source,
+                    });
                 }
             }
         };
@@ -70,7 +68,7 @@ pub fn run(config: &Path, socket: Option<&Path>, args: &EventsArgs) -> Result<Ex
             Ok(()) => {}
             // `vigil events | head`: the reader has what it wanted.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-            Err(e) => return Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+            Err(e) => return Err(CliError::Stdout(e)),
         }
     }
     // The server closed the stream: it has stopped.

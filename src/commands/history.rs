@@ -9,9 +9,8 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
-use vigil_actors::exit::{ExitReason, ExitRecord};
+use vigil_actors::exit::ExitRecord;
 use vigil_actors::history::{EventRecord, query_events, query_exits};
-use vigil_actors::signal::signal_name;
 
 use crate::cli::HistoryArgs;
 use crate::config;
@@ -25,16 +24,14 @@ pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
     let loaded = config::load_for_client(config)?;
     let db = loaded.tree.history_path();
     if args.events {
-        let events = query_events(&db, args.worker.as_deref(), args.limit)
-            .map_err(|e| CliError::Runtime(e.to_string()))?;
+        let events = query_events(&db, args.worker.as_deref(), args.limit)?;
         return write_out(&if args.json {
             json(&events)?
         } else {
             render_events(&events)
         });
     }
-    let records = query_exits(&db, args.worker.as_deref(), args.limit)
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let records = query_exits(&db, args.worker.as_deref(), args.limit)?;
     let text = if args.json {
         json(&records)?
     } else {
@@ -44,8 +41,10 @@ pub fn run(config: &Path, args: &HistoryArgs) -> Result<ExitCode, CliError> {
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String, CliError> {
-    let mut s = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::Runtime(format!("cannot encode the history as JSON: {e}")))?;
+    let mut s = serde_json::to_string_pretty(value).map_err(|source| CliError::Encode {
+        what: "the history",
+        source,
+    })?;
     s.push('\n');
     Ok(s)
 }
@@ -56,7 +55,7 @@ fn write_out(text: &str) -> Result<ExitCode, CliError> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         // `vigil history | head`: the reader has all it wanted.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(CliError::Stdout(e)),
     }
 }
 
@@ -130,44 +129,13 @@ fn render_text(records: &[ExitRecord], worker: Option<&str>, verbose: bool) -> S
 
 /// `2026-11-28T22:10:03Z` (whole seconds, UTC); the stored text if it does not parse.
 fn short_time(rfc3339: &str) -> String {
-    match rfc3339.parse::<jiff::Timestamp>() {
-        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Err(_) => rfc3339.to_string(),
-    }
+    vigil_actors::timefmt::whole_seconds(rfc3339)
 }
 
-/// `killed by SIGSEGV (core dumped)`, `exited with code 3`, `stopped (killed by SIGTERM)`, ...
+/// `killed by SIGSEGV (core dumped)`, `exited with code 3`, `stopped (killed by SIGTERM)`, ...:
+/// the library's one wording ([`ExitRecord::describe`]).
 fn what_happened(r: &ExitRecord) -> String {
-    let status = match (r.code, r.signal) {
-        (_, Some(sig)) => {
-            let name = r.signal_name.clone().unwrap_or_else(|| signal_name(sig));
-            let core = if r.core_dumped { " (core dumped)" } else { "" };
-            Some(format!("killed by {name}{core}"))
-        }
-        (Some(code), None) => Some(format!("exited with code {code}")),
-        (None, None) => None,
-    };
-    match (r.reason, status) {
-        (ExitReason::Exited | ExitReason::Killed, Some(s)) => s,
-        (ExitReason::Exited | ExitReason::Killed, None) => "ended (status unknown)".to_string(),
-        (ExitReason::Watchdog, Some(s)) => format!("watchdog: no heartbeat, {s}"),
-        (ExitReason::Watchdog, None) => "watchdog: no heartbeat".to_string(),
-        (ExitReason::Stopped, Some(s)) => format!("stopped ({s})"),
-        (ExitReason::Stopped, None) => "stopped".to_string(),
-        (ExitReason::SpawnFailed, _) => "failed to start".to_string(),
-        (ExitReason::Orphan, Some(s)) => format!("orphan of a dead server ({s})"),
-        (ExitReason::Orphan, None) => "orphan of a dead server, killed at startup".to_string(),
-        (ExitReason::Oom, status) => {
-            let peak = r
-                .memory_peak_bytes
-                .map(|b| format!(", peak {} MiB", b / (1024 * 1024)))
-                .unwrap_or_default();
-            match status {
-                Some(s) => format!("out of memory: OOM killer ({s}{peak})"),
-                None => format!("out of memory: OOM killer{peak}"),
-            }
-        }
-    }
+    r.describe()
 }
 
 /// The supervisor's decision, or the restart delay when no decision text was stored.
@@ -184,6 +152,7 @@ fn next_step(r: &ExitRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigil_actors::exit::ExitReason;
 
     fn rec() -> ExitRecord {
         ExitRecord {

@@ -33,11 +33,10 @@ const MAX_ROTATED: u32 = 1000;
 pub fn run(config: &Path, args: &LogsArgs) -> Result<ExitCode, CliError> {
     let loaded = config::load(config)?;
     let Some(spec) = loaded.tree.workers.iter().find(|w| w.name == args.worker) else {
-        return Err(CliError::Runtime(format!(
-            "no worker named {:?} in {}",
-            args.worker,
-            loaded.shown.display()
-        )));
+        return Err(CliError::NoSuchWorker {
+            worker: args.worker.clone(),
+            config: loaded.shown.to_path_buf(),
+        });
     };
     let log = spec.log.clone();
     let mut out = Output::new();
@@ -49,22 +48,21 @@ pub fn run(config: &Path, args: &LogsArgs) -> Result<ExitCode, CliError> {
     } else {
         let mut files = LogFiles::open(&log.path).map_err(|e| read_error(&log.path, e))?;
         if !files.any {
-            return Err(CliError::Runtime(format!(
-                "{} has no log yet: {} does not exist",
-                args.worker,
-                log.path.display()
-            )));
+            return Err(CliError::NoLog {
+                worker: args.worker.clone(),
+                log: log.path.clone(),
+                folder: false,
+            });
         }
         last_lines(&mut files, args.lines).map_err(|e| read_error(&log.path, e))?
     };
     let lines = match lines {
         Some(lines) => lines,
         None => {
-            return Err(CliError::Runtime(format!(
-                "{}: no generation before the current one in {} (or its rotated files)",
-                args.worker,
-                log.path.display()
-            )));
+            return Err(CliError::NoPreviousGeneration {
+                worker: args.worker.clone(),
+                log: log.path.clone(),
+            });
         }
     };
     for line in &lines {
@@ -74,7 +72,7 @@ pub fn run(config: &Path, args: &LogsArgs) -> Result<ExitCode, CliError> {
 }
 
 fn read_error(path: &Path, err: io::Error) -> CliError {
-    CliError::Runtime(format!("cannot read {}: {err}", path.display()))
+    CliError::io(format!("cannot read {}", path.display()), err)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -261,17 +259,18 @@ fn follow(worker: &str, log: &LogSpec, n: usize, out: &mut Output) -> Result<Exi
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| CliError::io("cannot start the runtime", e))?;
     runtime.block_on(async {
         // The watch comes first: whatever is written after the tail is read wakes it.
         let watch = Watch::directory(&dir).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                CliError::Runtime(format!(
-                    "{worker} has no log yet: the folder {} does not exist",
-                    dir.display()
-                ))
+                CliError::NoLog {
+                    worker: worker.to_string(),
+                    log: dir.to_path_buf(),
+                    folder: true,
+                }
             } else {
-                CliError::Runtime(format!("cannot watch {}: {e}", dir.display()))
+                CliError::io(format!("cannot watch {}", dir.display()), e)
             }
         })?;
         let mut tail = Follower::new(&log.path);
@@ -305,7 +304,7 @@ fn follow(worker: &str, log: &LogSpec, n: usize, out: &mut Output) -> Result<Exi
             }
             tokio::select! {
                 woken = watch.changed_entry(|entry| entry == name.as_slice()) => {
-                    woken.map_err(|e| CliError::Runtime(format!("cannot watch {}: {e}", dir.display())))?;
+                    woken.map_err(|e| CliError::io(format!("cannot watch {}", dir.display()), e))?;
                 }
                 _ = &mut interrupted => {
                     out.finish()?;
@@ -456,7 +455,7 @@ impl Output {
         match written {
             Ok(()) => Ok(false),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(true),
-            Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+            Err(e) => Err(CliError::Stdout(e)),
         }
     }
 

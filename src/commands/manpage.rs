@@ -16,11 +16,11 @@ pub fn run() -> Result<ExitCode, CliError> {
     let mut page = Vec::with_capacity(16 * 1024);
     clap_mangen::Man::new(Cli::command())
         .render(&mut page)
-        .map_err(|e| CliError::Runtime(format!("cannot render the man page: {e}")))?;
+        .map_err(|e| CliError::io("cannot render the man page", e))?;
     let mut out = io::stdout().lock();
     match out.write_all(&page).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
-        Err(e) => Err(CliError::Runtime(format!("cannot write to stdout: {e}"))),
+        Err(e) => Err(CliError::Stdout(e)),
     }
 }

@@ -52,18 +52,16 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
     let tree = loaded.tree;
     for dir in [&tree.data_dir, &tree.log_dir] {
         std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|e| CliError::io(format!("cannot create {}", dir.display()), e))?;
     }
     // The lock comes first: nothing of a running server (its log, socket, history, orphans)
     // is touched before we know we are alone.
-    let _lock =
-        InstanceLock::acquire_or_wait(&tree.lock_path(), |pid| {
-            // The server log is not open yet (the lock guards it): say it on stderr.
-            eprintln!(
-                "vigil: the previous server (pid {pid}) is gone; waiting for its guardian to finish killing what it left"
-            );
-        })
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let _lock = InstanceLock::acquire_or_wait(&tree.lock_path(), |pid| {
+        // The server log is not open yet (the lock guards it): say it on stderr.
+        eprintln!(
+            "vigil: the previous server (pid {pid}) is gone; waiting for its guardian to finish killing what it left"
+        );
+    })?;
     // Still one thread: the guardian is forked now, and shares the lock.
     let guardian = match guardian::start() {
         Ok(Role::Server(g)) => Ok(g),
@@ -79,7 +77,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "not starting");
-            return Err(CliError::Runtime(e.to_string()));
+            return Err(e.into());
         }
     };
     for dir in tree.containment.kill_roots() {
@@ -106,7 +104,7 @@ pub fn run(config_path: &Path) -> Result<ExitCode, CliError> {
         .enable_all()
         .thread_name("vigil")
         .build()
-        .map_err(|e| CliError::Runtime(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| CliError::io("cannot start the runtime", e))?;
     let containment = tree.containment.clone();
     let result = runtime.block_on(serve(tree, reload_source(config_path)));
     drop(runtime);
@@ -145,10 +143,10 @@ fn guardian_cleanup(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| CliError::Runtime(format!("guardian: cannot start a runtime: {e}")))?;
+        .map_err(|e| CliError::io("guardian: cannot start a runtime", e))?;
     runtime.block_on(async {
         let db = spec.history_path();
-        let history = History::open(&db).map_err(|e| CliError::Runtime(e.to_string()))?;
+        let history = History::open(&db)?;
         let report = orphan::sweep_after_crash(&history, &db, ORPHAN_GRACE, rows).await;
         // What left its process group (setsid, double fork) is still in the cgroups.
         let mut escaped = 0;
@@ -228,8 +226,7 @@ async fn serve(
     spec: vigil_actors::spec::TreeSpec,
     reload: vigil_actors::root::ReloadSource,
 ) -> Result<ExitCode, CliError> {
-    let history =
-        History::open(&spec.history_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let history = History::open(&spec.history_path())?;
     let mut recorded = std::collections::HashSet::new();
     match orphan::sweep(&history, &spec.history_path(), ORPHAN_GRACE).await {
         Ok(report) => {
@@ -270,17 +267,13 @@ async fn serve(
     vigil_actors::control::reserve_descriptor();
     // HTTP listens before the first worker starts: a bad address stops nothing.
     let (events, http) = start_http(&spec).await?;
-    let tree = Tree::start_with(spec, history.clone(), events, Some(reload))
-        .await
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let tree = Tree::start_with(spec, history.clone(), events, Some(reload)).await?;
     let control = match ControlServer::start_with(&socket, tree.root().clone(), timeouts) {
         Ok(c) => c,
         Err(e) => {
             tree.request_shutdown();
             tree.wait().await;
-            return Err(CliError::Runtime(format!(
-                "cannot open the control socket: {e}"
-            )));
+            return Err(CliError::ControlSocket(e));
         }
     };
     let sd = SdNotify::from_env();
@@ -355,9 +348,7 @@ async fn serve(
         Some(TreeOutcome::RootIntensityExceeded) => Err(CliError::RootIntensityExceeded(
             "the root restart intensity was exceeded; every worker was stopped".into(),
         )),
-        None => Err(CliError::Runtime(
-            "the root supervisor died unexpectedly; every worker was stopped".into(),
-        )),
+        None => Err(CliError::RootDied),
     }
 }
 
@@ -374,9 +365,7 @@ async fn start_http(
         &names,
         spec.containment.clone(),
     ));
-    let server = HttpServer::start(addr, exporter.clone())
-        .await
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let server = HttpServer::start(addr, exporter.clone()).await?;
     Ok((EventBus::new().with_tap(exporter), Some(server)))
 }
 
@@ -389,7 +378,7 @@ fn exit_now(signal: &str) -> ! {
 }
 
 fn signal_error(e: std::io::Error) -> CliError {
-    CliError::Runtime(format!("cannot install signal handlers: {e}"))
+    CliError::io("cannot install signal handlers", e)
 }
 
 /// `<log_dir>/vigil.log` and stderr, with the fields every supervision event carries.
@@ -404,10 +393,10 @@ fn init_server_log(
         .append(true)
         .open(log_dir.join("vigil.log"))
         .map_err(|e| {
-            CliError::Runtime(format!(
-                "cannot open {}: {e}",
-                log_dir.join("vigil.log").display()
-            ))
+            CliError::io(
+                format!("cannot open {}", log_dir.join("vigil.log").display()),
+                e,
+            )
         })?;
     // One formatting pass, one non-blocking writer for both destinations: the supervisors
     // never wait for a slow terminal or disk (lines are dropped if the queue fills).

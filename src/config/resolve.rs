@@ -37,10 +37,6 @@ pub const MIN_LOG_BYTES: u64 = 4096;
 pub const MAX_LOG_BYTES: u64 = 1 << 40;
 /// Largest `log.max_files` accepted: each rotation renames every kept file.
 pub const MAX_LOG_FILES: u32 = 1000;
-/// Largest `intensity.max_restarts` accepted.
-pub const MAX_RESTARTS: u32 = 1_000_000;
-/// Largest `backoff.multiplier` accepted.
-pub const MAX_MULTIPLIER: f64 = 1000.0;
 
 /// The indexing worker's database inside `data_dir`.
 const INDEX_DB: &str = "index.sqlite";
@@ -513,51 +509,52 @@ fn policy(base: RestartPolicy, w: &WorkerFile) -> Result<RestartPolicy, String> 
     let heartbeat_timeout = match w.heartbeat_timeout {
         None => base.heartbeat_timeout,
         Some(None) => None,
-        Some(Some(d)) if d.0.is_zero() => {
-            return Err("heartbeat_timeout must be above 0s (or None for no watchdog)".into());
-        }
         Some(Some(d)) => Some(d.0),
     };
-    Ok(RestartPolicy {
+    let b = w.backoff.clone().unwrap_or_default();
+    let i = w.intensity.clone().unwrap_or_default();
+    let policy = RestartPolicy {
         restart: w.restart.unwrap_or(base.restart),
-        backoff: backoff(base.backoff, &w.backoff.clone().unwrap_or_default())?,
-        intensity: intensity(base.intensity, &w.intensity.clone().unwrap_or_default())?,
+        backoff: backoff_fields(base.backoff, &b),
+        intensity: intensity_fields(base.intensity, &i),
         shutdown: shutdown(base.shutdown, &w.shutdown.clone().unwrap_or_default()),
         start_secs: w.start_secs.map_or(base.start_secs, |d| d.0),
         heartbeat_timeout,
-    })
+    };
+    policy.check()?;
+    Ok(policy)
 }
 
-fn backoff(base: BackoffSpec, f: &BackoffFile) -> Result<BackoffSpec, String> {
-    let b = BackoffSpec {
+/// The file's backoff fields laid over `base`, unchecked.
+fn backoff_fields(base: BackoffSpec, f: &BackoffFile) -> BackoffSpec {
+    BackoffSpec {
         initial: f.initial.map_or(base.initial, |d| d.0),
         max: f.max.map_or(base.max, |d| d.0),
         multiplier: f.multiplier.unwrap_or(base.multiplier),
         jitter: f.jitter.unwrap_or(base.jitter),
         reset_after: f.reset_after.map_or(base.reset_after, |d| d.0),
-    };
-    b.check()?;
-    if b.multiplier > MAX_MULTIPLIER {
-        return Err(format!(
-            "backoff.multiplier must be at most {MAX_MULTIPLIER}, got {}",
-            b.multiplier
-        ));
     }
+}
+
+/// The file's backoff laid over `base`, checked as the library checks every backoff.
+fn backoff(base: BackoffSpec, f: &BackoffFile) -> Result<BackoffSpec, String> {
+    let b = backoff_fields(base, f);
+    b.check()?;
     Ok(b)
 }
 
-fn intensity(base: IntensitySpec, f: &IntensityFile) -> Result<IntensitySpec, String> {
-    let i = IntensitySpec {
+/// The file's intensity fields laid over `base`, unchecked.
+fn intensity_fields(base: IntensitySpec, f: &IntensityFile) -> IntensitySpec {
+    IntensitySpec {
         max_restarts: f.max_restarts.unwrap_or(base.max_restarts),
         within: f.within.map_or(base.within, |d| d.0),
-    };
-    i.check()?;
-    if i.max_restarts > MAX_RESTARTS {
-        return Err(format!(
-            "intensity.max_restarts must be at most {MAX_RESTARTS}, got {}",
-            i.max_restarts
-        ));
     }
+}
+
+/// The file's intensity laid over `base`, checked as the library checks every intensity.
+fn intensity(base: IntensitySpec, f: &IntensityFile) -> Result<IntensitySpec, String> {
+    let i = intensity_fields(base, f);
+    i.check()?;
     Ok(i)
 }
 

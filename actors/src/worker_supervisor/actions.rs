@@ -45,8 +45,8 @@ pub enum StartError {
     #[error("start check failed: {0}")]
     StartCheck(String),
     /// The worker type could not say what to run ([`crate::worker_type::WorkerType::launch`]).
-    #[error("{0}")]
-    Launch(String),
+    #[error(transparent)]
+    Launch(crate::worker_type::LaunchError),
     /// The environment or credentials could not be prepared.
     #[error(transparent)]
     Environ(#[from] crate::environ::EnvError),

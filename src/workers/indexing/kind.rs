@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use vigil_actors::spec::{Launch, RestartPolicy};
-use vigil_actors::worker_type::{self, LaunchContext, WorkerType};
+use vigil_actors::worker_type::{self, LaunchContext, LaunchError, WorkerType};
 
 use super::IndexingSettings;
 
@@ -28,7 +28,7 @@ impl WorkerType for IndexingWorker {
         "indexing"
     }
 
-    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, String> {
+    fn launch(&self, ctx: &LaunchContext) -> Result<Launch, LaunchError> {
         let s = &self.settings;
         let mut argv = vec![
             self.exe.clone().into_os_string(),

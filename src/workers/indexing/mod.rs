@@ -87,7 +87,7 @@ pub fn run(settings: &IndexingSettings, once: bool) -> ExitCode {
         "indexing worker {} ready: {} root(s) every {}, index {}",
         settings.worker_name,
         settings.roots.len(),
-        humantime::format_duration(settings.interval),
+        vigil_actors::render::duration(settings.interval),
         settings.db_path.display()
     );
     let _ticker = Ticker::spawn(
