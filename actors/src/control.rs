@@ -49,6 +49,7 @@ use crate::protocol::{
     ErrorKind, MAX_REQUEST_BYTES, Reply, Request, Subscribed, Timeouts, parse_request,
 };
 use crate::root::RootMsg;
+use crate::timefmt::millis;
 
 /// Why the control server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -371,7 +372,7 @@ async fn send(
         Ok(Err(_)) => false,
         Err(_) => {
             tracing::warn!(
-                limit_ms = limit.as_millis() as u64,
+                limit_ms = millis(limit),
                 "control socket: the client did not read its reply; closing"
             );
             false
@@ -602,7 +603,7 @@ where
         Ok(CallResult::Timeout) => {
             tracing::warn!(
                 what,
-                timeout_ms = timeout.as_millis() as u64,
+                timeout_ms = millis(timeout),
                 "control socket: the tree did not answer in time"
             );
             Err(Reply::error(

@@ -45,6 +45,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use crate::exit::{ExitReason, ExitRecord};
+use crate::timefmt::millis;
 
 /// The most commands kept in memory while the database cannot be written.
 pub const MAX_PENDING: usize = 100_000;
@@ -412,7 +413,7 @@ impl History {
             self.inner.counters.abandon.store(true, Ordering::Relaxed);
             tracing::error!(
                 db = %self.inner.path.display(),
-                waited_ms = bound.as_millis() as u64,
+                waited_ms = millis(bound),
                 "history could not be flushed in time; going on without it"
             );
         }

@@ -48,6 +48,7 @@ use crate::protocol::{ControlError, WorkerAction};
 use crate::reload::{Class, ReloadReport, STRATEGY_FIELD, check_refused, root_changes, tree_diff};
 use crate::snapshot::{Dump, Node, NodeInfo, RootInfo, WorkerSnapshot, WorkerState};
 use crate::spec::{TreeSpec, WorkerSpec};
+use crate::timefmt::millis;
 use crate::worker_supervisor::{
     Carry, ChildNotice, Escalation, InitialState, ParentLink, WorkerArgs, WorkerMsg,
     WorkerSupervisor,
@@ -587,7 +588,7 @@ impl RootState {
             } => {
                 self.next_ticket += 1;
                 let ticket = self.next_ticket;
-                tracing::error!(worker = %name, delay_ms = delay.as_millis() as u64, "worker supervisor escalated: {reason}; fresh supervisor after its group's backoff");
+                tracing::error!(worker = %name, delay_ms = millis(delay), "worker supervisor escalated: {reason}; fresh supervisor after its group's backoff");
                 myself.send_after(delay, move || RootMsg::RestartSupervisor { ticket });
                 self.slots[i].state = SlotState::Failed {
                     until: Instant::now() + delay,
@@ -636,7 +637,7 @@ impl RootState {
                 reason: why.clone(),
             };
         }
-        tracing::error!(group = %group, delay_ms = delay.as_millis() as u64, "group failed: stopping {} and starting it afresh after its parent's backoff", names.join(", "));
+        tracing::error!(group = %group, delay_ms = millis(delay), "group failed: stopping {} and starting it afresh after its parent's backoff", names.join(", "));
         self.history.record_event(
             group,
             "group_restart",
@@ -1338,7 +1339,7 @@ impl RootState {
         WorkerSnapshot {
             generation: slot.carry.generation,
             restarts: slot.carry.restarts,
-            next_start_in_ms: next.map(|d| d.as_millis() as u64),
+            next_start_in_ms: next.map(millis),
             status_text,
             last_exit: slot.carry.last_exit.clone(),
             oom_kills: slot.carry.oom_kills,
@@ -1431,7 +1432,7 @@ impl RootState {
                 Phase::ShuttingDown { .. } => "stopping".into(),
             },
             pid: std::process::id(),
-            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            uptime_ms: millis(now.saturating_duration_since(self.started)),
             config_path: self
                 .spec
                 .config_path

@@ -1,9 +1,9 @@
-//! Timestamps as vigil writes them everywhere (history, events, the dump): RFC 3339 in UTC with
-//! milliseconds, `2026-12-02T16:24:54.982Z`.
+//! Times as vigil writes them everywhere (history, events, the dump): timestamps in RFC 3339,
+//! UTC, with milliseconds (`2026-12-02T16:24:54.982Z`), and durations as whole milliseconds.
 //!
 //! A leaf: imports nothing of the tree, so every module may use it without a cycle.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// `t` as RFC 3339 in UTC with milliseconds (the epoch for a time jiff cannot represent).
 pub fn rfc3339(t: SystemTime) -> String {
@@ -25,6 +25,11 @@ pub fn whole_seconds(rfc3339: &str) -> String {
         Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
         Err(_) => rfc3339.to_string(),
     }
+}
+
+/// `d` in whole milliseconds, as the dump and history fields (`*_ms`) carry it; saturates.
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -304,8 +304,6 @@ impl Actor for WorkerSupervisor {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
+use crate::timefmt::millis;
 
 pub use crate::timefmt::rfc3339;
