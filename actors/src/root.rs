@@ -106,7 +106,10 @@ pub enum RootMsg {
         ticket: u64,
     },
     /// Internal: the reload task has stopped the removed workers and restarted the changed ones.
-    ReloadStopped,
+    ReloadStopped {
+        /// The counters of the supervisors stopped to start afresh (a changed strategy).
+        carries: Vec<(String, Carry)>,
+    },
     /// Internal: the shutdown task has stopped every worker.
     ShutdownComplete,
     /// From a WorkerSupervisor, unasked: its worker is restarting, or a significant worker
@@ -119,6 +122,8 @@ pub enum RootMsg {
         group: String,
         /// The failure's ticket (the workers' slots carry it; stale ones are ignored).
         ticket: u64,
+        /// The counters of the supervisors that were stopped, for the fresh ones.
+        carries: Vec<(String, Carry)>,
     },
     /// Internal: the group restart of `group` is done.
     GroupRestarted {
@@ -338,7 +343,12 @@ impl Actor for RootSupervisor {
             RootMsg::GroupRestarted { group } => {
                 state.regrouping.remove(&group);
             }
-            RootMsg::RestartGroup { group, ticket } => {
+            RootMsg::RestartGroup {
+                group,
+                ticket,
+                carries,
+            } => {
+                state.take_carries(carries);
                 if matches!(state.phase, Phase::Running) {
                     state.restart_group(&myself, &group, ticket).await;
                 }
@@ -357,7 +367,8 @@ impl Actor for RootSupervisor {
                 state.queued.push_back((dry_run, reply));
                 state.next_reloads(&myself).await;
             }
-            RootMsg::ReloadStopped => {
+            RootMsg::ReloadStopped { carries } => {
+                state.take_carries(carries);
                 state.reload_stopped(&myself).await;
                 state.next_reloads(&myself).await;
             }
@@ -652,20 +663,28 @@ impl RootState {
         let group = group.to_string();
         tokio::spawn(async move {
             // Reverse start order, each gone before the next is signalled.
+            let mut carries = Vec::new();
             for (name, grace, child) in stopping.into_iter().rev() {
-                stop_confirmed(
-                    &child,
-                    WorkerMsg::Shutdown,
-                    grace,
-                    &name,
-                    "stopped: its group failed",
-                )
-                .await;
+                let carry = retire(&child, grace, &name, "stopped: its group failed").await;
                 child.stop(Some("its group failed".into()));
+                carries.extend(carry.map(|c| (name, c)));
             }
             tokio::time::sleep(delay).await;
-            let _ = root.cast(RootMsg::RestartGroup { group, ticket });
+            let _ = root.cast(RootMsg::RestartGroup {
+                group,
+                ticket,
+                carries,
+            });
         });
+    }
+
+    /// Counters of supervisors stopped to be started afresh: the fresh ones go on from them.
+    fn take_carries(&mut self, carries: Vec<(String, Carry)>) {
+        for (name, carry) in carries {
+            if let Some(slot) = self.slots.iter_mut().find(|s| s.spec.name == name) {
+                slot.carry = carry;
+            }
+        }
     }
 
     /// A failed group's backoff is over: start its slots (those still carrying `ticket`)
@@ -1078,15 +1097,16 @@ impl RootState {
                 .await;
             }
             // Reverse start order, as a group stop.
+            let mut carries = Vec::new();
             for (name, grace, child) in renewing.into_iter().rev() {
-                stop_confirmed(
+                let carry = retire(
                     &child,
-                    WorkerMsg::Shutdown,
                     grace,
                     &name,
                     "reload: stopped to start under its group's new strategy",
                 )
                 .await;
+                carries.extend(carry.map(|c| (name, c)));
             }
             for (name, grace, child, spec) in replacing {
                 let spec = Box::new(spec);
@@ -1108,7 +1128,7 @@ impl RootState {
                     }
                 }
             }
-            let _ = root.cast(RootMsg::ReloadStopped);
+            let _ = root.cast(RootMsg::ReloadStopped { carries });
         });
     }
 
@@ -1694,6 +1714,25 @@ async fn stop_confirmed(
             tracing::error!(worker = %name, "did not confirm its stop in time; killing its supervisor (its group is killed on drop)");
             child.kill();
         }
+    }
+}
+
+/// Stop `child` for good as [`stop_confirmed`] does, and take its counters (generation,
+/// restarts, last exit, OOM kills) so that the fresh supervisor started in its place goes on
+/// from them; `None` if it does not answer.
+async fn retire(
+    child: &ActorRef<WorkerMsg>,
+    grace: Duration,
+    name: &str,
+    done: &str,
+) -> Option<Carry> {
+    stop_confirmed(child, WorkerMsg::Shutdown, grace, name, done).await;
+    match child
+        .call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(s)) => Some(Carry::of(&s)),
+        Ok(_) | Err(_) => None,
     }
 }
 

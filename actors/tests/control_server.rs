@@ -191,7 +191,7 @@ impl Actor for FixedRoot {
             | RootMsg::Child(_)
             | RootMsg::RestartGroup { .. }
             | RootMsg::GroupRestarted { .. }
-            | RootMsg::ReloadStopped => {}
+            | RootMsg::ReloadStopped { .. } => {}
         }
         Ok(())
     }

@@ -100,6 +100,37 @@ impl Home {
 
 /// A running `vigil serve`. Dropping it stops the server (SIGTERM, then SIGKILL of its group)
 /// and kills any worker group it recorded, even when the test failed.
+/// Each thread of `pid`: name, state, and the kernel function it sleeps in (for a hang).
+pub fn threads_of(pid: u32) -> String {
+    let mut out = String::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "(gone)".into();
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  {} {:?} {} wchan={} syscall={}\n",
+            task.file_name().to_string_lossy(),
+            read("comm"),
+            state,
+            read("wchan"),
+            read("syscall").split_whitespace().next().unwrap_or("")
+        ));
+    }
+    out
+}
+
 pub struct Server {
     pub child: Child,
     pub pid: u32,
@@ -159,7 +190,15 @@ impl Server {
     /// SIGTERM and wait for the exit status (bounded).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         self.signal(libc::SIGTERM);
-        self.wait(within)
+        let status = self.wait(within);
+        if status.is_none() {
+            eprintln!(
+                "the server did not exit within {within:?} of SIGTERM; its threads:\n{}\nits stderr:\n{}",
+                threads_of(self.pid),
+                self.stderr()
+            );
+        }
+        status
     }
 
     pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {

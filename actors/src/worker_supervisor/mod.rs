@@ -183,6 +183,18 @@ pub struct Carry {
     pub oom_kills: u64,
 }
 
+impl Carry {
+    /// What a stopped supervisor leaves to the next one, read from its last snapshot.
+    pub fn of(snapshot: &WorkerSnapshot) -> Carry {
+        Carry {
+            restarts: snapshot.restarts,
+            generation: snapshot.generation,
+            last_exit: snapshot.last_exit.clone(),
+            oom_kills: snapshot.oom_kills,
+        }
+    }
+}
+
 /// The error a WorkerSupervisor fails with when its restart intensity is exceeded. The root
 /// receives it in `ActorFailed` and takes the [`Carry`] from it.
 #[derive(Debug, thiserror::Error)]
