@@ -785,3 +785,42 @@ fn a_failed_group_in_a_rest_for_one_parent_restarts_with_the_later_siblings() {
     assert_eq!(starts(&home).len(), 4, "{:?}", starts(&home));
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn a_failed_group_shows_failed_until_an_operator_starts_it() {
+    // The root's backoff (1 h) keeps the failed group down; `vigil start GROUP` starts it now.
+    let home = Home::new(
+        "root: (backoff: (initial: \"1h\", max: \"1h\", jitter: 0.0)),",
+        &limited_group("inner", "OneForOne", 0, &[member("y", ""), fails_once("x")]),
+    );
+    let mut server = home.serve();
+    control_wait_ready(&home);
+    let dump = wait_for(LONG, "inner failed", || {
+        let dump = control_json(&home, &["dump"]);
+        (dump["root"]["children"][0]["state"] == "failed").then_some(dump)
+    });
+    for node in dump["root"]["children"][0]["children"]
+        .as_array()
+        .expect("children")
+    {
+        assert_eq!(node["state"], "failed", "{dump}");
+        assert!(
+            node["next_start_in_ms"].as_u64().unwrap_or(0) > 60_000,
+            "{dump}"
+        );
+    }
+    let out = home.run(&["start", "inner"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(LONG, "inner running", || {
+        let dump = control_json(&home, &["dump"]);
+        (dump["root"]["children"][0]["state"] == "running").then_some(())
+    });
+    for (pid, _) in starts(&home) {
+        server.track(pid);
+    }
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}

@@ -678,6 +678,27 @@ impl RootState {
         });
     }
 
+    /// A failed group whose workers an operator started meanwhile (`vigil start`) is no longer
+    /// shown `failed`: its state comes from its children again.
+    fn forget_failed_groups(&mut self) {
+        let failed: Vec<String> = self
+            .regrouping
+            .iter()
+            .filter(|(_, state)| **state == "failed")
+            .map(|(g, _)| g.clone())
+            .collect();
+        for group in failed {
+            let members = self.spec.group_workers(&group).unwrap_or_default();
+            let still_failed = self.slots.iter().any(|s| {
+                members.contains(&s.spec.name.as_str())
+                    && matches!(s.state, SlotState::Failed { .. })
+            });
+            if !still_failed {
+                self.regrouping.remove(&group);
+            }
+        }
+    }
+
     /// Counters of supervisors stopped to be started afresh: the fresh ones go on from them.
     fn take_carries(&mut self, carries: Vec<(String, Carry)>) {
         for (name, carry) in carries {
@@ -1223,6 +1244,7 @@ impl RootState {
                 // The operator asks for a fresh try: its group's backoff starts again too.
                 self.levels.reset(&worker);
                 self.spawn_supervisor(myself, i, InitialState::Start).await;
+                self.forget_failed_groups();
                 match &self.slots[i].state {
                     SlotState::Live(child) => {
                         let _ = child.cast(WorkerMsg::Act {
