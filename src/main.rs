@@ -11,6 +11,7 @@ mod control_client;
 mod error;
 mod notify;
 mod server_record;
+mod server_signals;
 mod workers;
 
 use std::process::ExitCode;

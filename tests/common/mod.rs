@@ -119,14 +119,31 @@ pub fn threads_of(pid: u32) -> String {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_string))
             .unwrap_or_default();
+        let status = read("status");
+        let sig = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::trim)
+                .unwrap_or("")
+                .to_string()
+        };
         out.push_str(&format!(
-            "  {} {:?} {} wchan={} syscall={}\n",
+            "  {} {:?} {} wchan={} syscall={} SigPnd={} SigBlk={}\n",
             task.file_name().to_string_lossy(),
             read("comm"),
             state,
             read("wchan"),
-            read("syscall").split_whitespace().next().unwrap_or("")
+            read("syscall").split_whitespace().next().unwrap_or(""),
+            sig("SigPnd:"),
+            sig("SigBlk:"),
         ));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    for key in ["ShdPnd:", "SigIgn:", "SigCgt:"] {
+        if let Some(line) = status.lines().find(|l| l.starts_with(key)) {
+            out.push_str(&format!("  {line}\n"));
+        }
     }
     out
 }
@@ -191,6 +208,21 @@ impl Server {
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         self.signal(libc::SIGTERM);
         let status = self.wait(within);
+        // VIGIL_TEST_GDB=1: also every thread's stack (gdb), to find where a hang waits.
+        if status.is_none() && std::env::var_os("VIGIL_TEST_GDB").is_some() {
+            let bt = Command::new("gdb")
+                .args([
+                    "-p",
+                    &self.pid.to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt",
+                ])
+                .output();
+            if let Ok(bt) = bt {
+                eprintln!("GDB:\n{}", String::from_utf8_lossy(&bt.stdout));
+            }
+        }
         if status.is_none() {
             eprintln!(
                 "the server did not exit within {within:?} of SIGTERM; its threads:\n{}\nits stderr:\n{}",
