@@ -795,9 +795,15 @@ fn a_failed_group_shows_failed_until_an_operator_starts_it() {
     );
     let mut server = home.serve();
     control_wait_ready(&home);
+    // (A child whose supervisor is failing at that moment shows `unresponsive`, which also
+    // makes its group `failed`: wait for the group's own failure, every child `failed`.)
     let dump = wait_for(LONG, "inner failed", || {
         let dump = control_json(&home, &["dump"]);
-        (dump["root"]["children"][0]["state"] == "failed").then_some(dump)
+        let group = &dump["root"]["children"][0];
+        let all_failed = group["children"]
+            .as_array()
+            .is_some_and(|c| c.iter().all(|n| n["state"] == "failed"));
+        (group["state"] == "failed" && all_failed).then_some(dump)
     });
     for node in dump["root"]["children"][0]["children"]
         .as_array()

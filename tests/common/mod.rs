@@ -229,6 +229,18 @@ impl Server {
                 threads_of(self.pid),
                 self.stderr()
             );
+            // Was the signal lost on the way, or is the server deaf to it? Ask once more.
+            self.signal(libc::SIGTERM);
+            let again = self.wait(within);
+            eprintln!(
+                "after a second SIGTERM: {again:?}; stderr now ends:\n{}",
+                self.stderr()
+                    .lines()
+                    .rev()
+                    .take(5)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
         }
         status
     }
