@@ -830,3 +830,35 @@ fn a_failed_group_shows_failed_until_an_operator_starts_it() {
     }
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn a_child_dying_while_its_group_starts_restarts_the_group_from_it() {
+    // RestForOne a, b, c; b takes 2 s to count as running, so the group is still starting
+    // when a dies: b (already started) is stopped, and a, b, c start in order.
+    let home = Home::new(
+        "",
+        &group(
+            "chain",
+            "RestForOne",
+            &[
+                ready_member("a"),
+                member("b", "start_secs: \"2s\""),
+                ready_member("c"),
+            ],
+        ),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 2, "a and b started");
+    assert_eq!(
+        first.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    kill(first[0].0);
+    let seen = wait_starts(&home, &mut server, 5, "a, b and c after a died");
+    let names: Vec<&str> = seen.iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "a", "b", "c"], "{}", server.stderr());
+    wait_for(LONG, "the first b stopped", || {
+        (!alive(first[1].0)).then_some(())
+    });
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}

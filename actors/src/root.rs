@@ -129,6 +129,8 @@ pub enum RootMsg {
     GroupRestarted {
         /// The group.
         group: String,
+        /// Which (re)start (an aborted one's end is ignored).
+        epoch: u64,
     },
 }
 
@@ -255,6 +257,9 @@ pub struct RootState {
     /// Groups whose strategy restart is under way (one at a time per group).
     /// Value: the group's state meanwhile (`starting` or `restarting`).
     regrouping: HashMap<String, &'static str>,
+    /// The task carrying out each group's (re)start, by epoch: a child dying while its group
+    /// is still starting aborts it and restarts the group from that child.
+    group_tasks: HashMap<String, (u64, tokio::task::AbortHandle)>,
     /// Workers not yet started because the sibling before them is not `running` yet.
     waiting: Arc<Mutex<HashSet<String>>>,
     /// Set once shutdown begins: a group restart under way starts nothing more.
@@ -298,6 +303,7 @@ impl Actor for RootSupervisor {
             reloading: None,
             queued: VecDeque::new(),
             regrouping: HashMap::new(),
+            group_tasks: HashMap::new(),
             waiting: Arc::new(Mutex::new(HashSet::new())),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
@@ -340,8 +346,15 @@ impl Actor for RootSupervisor {
             RootMsg::Child(ChildNotice::Restarting { worker, delay }) => {
                 state.child_restarting(&myself, &worker, delay);
             }
-            RootMsg::GroupRestarted { group } => {
-                state.regrouping.remove(&group);
+            RootMsg::GroupRestarted { group, epoch } => {
+                if state
+                    .group_tasks
+                    .get(&group)
+                    .is_some_and(|(e, _)| *e == epoch)
+                {
+                    state.group_tasks.remove(&group);
+                    state.regrouping.remove(&group);
+                }
             }
             RootMsg::RestartGroup {
                 group,
@@ -658,6 +671,9 @@ impl RootState {
                 delay
             ),
         );
+        if let Some((_, task)) = self.group_tasks.remove(group) {
+            task.abort();
+        }
         self.regrouping.insert(group.to_string(), "failed");
         let root = myself.clone();
         let group = group.to_string();
@@ -755,8 +771,8 @@ impl RootState {
     /// reverse start order, and after the dying one's backoff all are started in order, each
     /// once the one before is `running` (a sibling an operator stopped stays stopped;
     /// `Temporary` siblings are left alone). The dying worker of such a group waits for the
-    /// group ([`WorkerMsg::Resume`]); elsewhere it restarts itself. One group restart at a time
-    /// per group: a death during one only resumes that worker after its backoff.
+    /// group ([`WorkerMsg::Resume`]); elsewhere it restarts itself. A death while the group is
+    /// still (re)starting abandons that start and applies the strategy from the dying child.
     /// The outermost `OneForAll`/`RestForOne` group holding `name`, if any.
     fn gated_ancestor(&self, name: &str) -> Option<String> {
         let mut found = None;
@@ -801,11 +817,15 @@ impl RootState {
         };
         let root = myself.clone();
         gate.set_waiting(&order, true);
-        tokio::spawn(async move {
+        self.next_ticket += 1;
+        let epoch = self.next_ticket;
+        let key = group.clone();
+        let task = tokio::spawn(async move {
             gate.start_in_order(&order).await;
             gate.set_waiting(&order, false);
-            let _ = root.cast(RootMsg::GroupRestarted { group });
+            let _ = root.cast(RootMsg::GroupRestarted { group, epoch });
         });
+        self.group_tasks.insert(key, (epoch, task.abort_handle()));
     }
 
     fn child_restarting(&mut self, myself: &ActorRef<RootMsg>, worker: &str, delay: Duration) {
@@ -820,13 +840,20 @@ impl RootState {
         };
         let dying_ref = dying_ref.clone();
         let (group, names) = restart_set(&self.spec, worker);
+        // A failed group is being restarted as a whole: that restart starts this one too.
         let Some(group) = group
             .and_then(|g| self.spec.group(g))
-            .filter(|g| !self.regrouping.contains_key(&g.name))
+            .filter(|g| self.regrouping.get(&g.name) != Some(&"failed"))
         else {
             resume_after(dying_ref, delay);
             return;
         };
+        // A child died while its group was still (re)starting: that start is abandoned and
+        // the strategy applies from this child, as after any death.
+        if let Some((_, task)) = self.group_tasks.remove(&group.name) {
+            tracing::warn!(group = %group.name, worker = %worker, "a child died while its group was starting; restarting the group from it");
+            task.abort();
+        }
         let order: Vec<Member> = names
             .into_iter()
             .filter_map(|n| self.slots.iter().find(|s| s.spec.name == n))
@@ -865,11 +892,16 @@ impl RootState {
             waiting: self.waiting.clone(),
             stopping: self.stopping.clone(),
         };
-        tokio::spawn(async move {
-            // A sibling an operator stopped stays stopped.
+        self.next_ticket += 1;
+        let epoch = self.next_ticket;
+        let task = tokio::spawn(async move {
+            // A sibling an operator stopped stays stopped (one still waiting for its turn in
+            // an abandoned start is not stopped by anyone: it starts).
             let mut kept = Vec::with_capacity(order.len());
             for m in order {
+                let waiting = gate.is_waiting(&m.name);
                 let held = !m.dying
+                    && !waiting
                     && matches!(
                         m.child.call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT)).await,
                         Ok(ractor::rpc::CallResult::Success(s)) if s.state == WorkerState::Stopped
@@ -897,8 +929,13 @@ impl RootState {
             tokio::time::sleep(delay).await;
             gate.start_in_order(&kept).await;
             gate.set_waiting(&kept, false);
-            let _ = root.cast(RootMsg::GroupRestarted { group: group_name });
+            let _ = root.cast(RootMsg::GroupRestarted {
+                group: group_name,
+                epoch,
+            });
         });
+        self.group_tasks
+            .insert(group.name.clone(), (epoch, task.abort_handle()));
     }
 
     /// Stop every worker in reverse start order, one after the other, on a separate task so the
@@ -1651,6 +1688,13 @@ struct Gate {
 }
 
 impl Gate {
+    fn is_waiting(&self, name: &str) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+    }
+
     fn set_waiting(&self, members: &[Member], on: bool) {
         let mut w = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         for m in members {
