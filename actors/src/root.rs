@@ -260,6 +260,9 @@ pub struct RootState {
     /// The task carrying out each group's (re)start, by epoch: a child dying while its group
     /// is still starting aborts it and restarts the group from that child.
     group_tasks: HashMap<String, (u64, tokio::task::AbortHandle)>,
+    /// Workers an operator stopped (`vigil stop`) and did not start again: a group restart
+    /// leaves them stopped. Read from history at start, kept up to date by [`RootMsg::Act`].
+    held: HashSet<String>,
     /// Workers not yet started because the sibling before them is not `running` yet.
     waiting: Arc<Mutex<HashSet<String>>>,
     /// Set once shutdown begins: a group restart under way starts nothing more.
@@ -304,9 +307,11 @@ impl Actor for RootSupervisor {
             queued: VecDeque::new(),
             regrouping: HashMap::new(),
             group_tasks: HashMap::new(),
+            held: HashSet::new(),
             waiting: Arc::new(Mutex::new(HashSet::new())),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
+        state.held = state.operator_stopped();
         let all: Vec<usize> = (0..state.slots.len()).collect();
         state.start_workers(&myself, &all, "starting").await;
         Ok(state)
@@ -682,7 +687,6 @@ impl RootState {
             let mut carries = Vec::new();
             for (name, grace, child) in stopping.into_iter().rev() {
                 let carry = retire(&child, grace, &name, "stopped: its group failed").await;
-                child.stop(Some("its group failed".into()));
                 carries.extend(carry.map(|c| (name, c)));
             }
             tokio::time::sleep(delay).await;
@@ -894,22 +898,12 @@ impl RootState {
         };
         self.next_ticket += 1;
         let epoch = self.next_ticket;
+        // A sibling an operator stopped stays stopped.
+        let kept: Vec<Member> = order
+            .into_iter()
+            .filter(|m| m.dying || !self.held.contains(&m.name))
+            .collect();
         let task = tokio::spawn(async move {
-            // A sibling an operator stopped stays stopped (one still waiting for its turn in
-            // an abandoned start is not stopped by anyone: it starts).
-            let mut kept = Vec::with_capacity(order.len());
-            for m in order {
-                let waiting = gate.is_waiting(&m.name);
-                let held = !m.dying
-                    && !waiting
-                    && matches!(
-                        m.child.call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT)).await,
-                        Ok(ractor::rpc::CallResult::Success(s)) if s.state == WorkerState::Stopped
-                    );
-                if !held {
-                    kept.push(m);
-                }
-            }
             for m in kept.iter().rev().filter(|m| !m.dying) {
                 let stopped = m
                     .child
@@ -1124,6 +1118,7 @@ impl RootState {
         for name in &report.removed {
             self.history
                 .record_event(name, EVENT_REMOVED, "removed from the config by a reload");
+            self.held.remove(name);
         }
         self.slots = slots;
         self.spec.root = new.root;
@@ -1245,6 +1240,10 @@ impl RootState {
         };
         // The operator's intent outlives this server: a stopped worker stays stopped across
         // reloads and restarts of the server, until `vigil start`.
+        match action {
+            WorkerAction::Stop => self.held.insert(worker.clone()),
+            WorkerAction::Start | WorkerAction::Restart => self.held.remove(&worker),
+        };
         match action {
             WorkerAction::Stop => self.history.record_event(
                 &worker,
@@ -1688,13 +1687,6 @@ struct Gate {
 }
 
 impl Gate {
-    fn is_waiting(&self, name: &str) -> bool {
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
-    }
-
     fn set_waiting(&self, members: &[Member], on: bool) {
         let mut w = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         for m in members {
@@ -1793,13 +1785,23 @@ async fn retire(
     done: &str,
 ) -> Option<Carry> {
     stop_confirmed(child, WorkerMsg::Shutdown, grace, name, done).await;
-    match child
+    let carry = match child
         .call(WorkerMsg::Snapshot, Some(SNAPSHOT_TIMEOUT))
         .await
     {
         Ok(ractor::rpc::CallResult::Success(s)) => Some(Carry::of(&s)),
         Ok(_) | Err(_) => None,
+    };
+    // Gone before its successor starts: its teardown (the worker's cgroup) must not race the
+    // new supervisor's spawn into the same cgroup.
+    if child
+        .stop_and_wait(Some(done.to_string()), Some(STOP_MARGIN))
+        .await
+        .is_err()
+    {
+        child.kill();
     }
+    carry
 }
 
 fn resume_after(child: ActorRef<WorkerMsg>, delay: Duration) {
