@@ -862,3 +862,30 @@ fn a_child_dying_while_its_group_starts_restarts_the_group_from_it() {
     });
     assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
 }
+
+#[test]
+fn a_sibling_an_operator_stopped_stays_stopped_through_a_group_restart() {
+    let home = Home::new(
+        "",
+        &group(
+            "all",
+            "OneForAll",
+            &[ready_member("a"), ready_member("b"), ready_member("c")],
+        ),
+    );
+    let mut server = home.serve();
+    let first = wait_starts(&home, &mut server, 3, "three started");
+    control_wait_ready(&home);
+    let out = home.run(&["stop", "b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill(pid_of(&first, "a").expect("a"));
+    let after = wait_starts(&home, &mut server, 5, "a and c restarted");
+    let names: Vec<&str> = after[3..].iter().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["a", "c"], "{after:?}");
+    assert_eq!(control_worker(&home, "b")["state"], "stopped");
+    assert_eq!(server.terminate(LONG).map(|s| s.code()), Some(Some(0)));
+}
