@@ -11,7 +11,6 @@ mod control_client;
 mod error;
 mod notify;
 mod server_record;
-mod server_signals;
 mod workers;
 
 use std::process::ExitCode;

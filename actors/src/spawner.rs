@@ -128,6 +128,13 @@ fn start_thread() -> Option<Spawner> {
     let started = std::thread::Builder::new()
         .name("vigil-spawner".into())
         .spawn(move || {
+            // This thread's descriptor table is its own: a signal handler run here would write
+            // to the wrong descriptors (tokio's and signal-hook's wake-up pipes are numbers in
+            // the shared table), and the signal would be lost — measured: a SIGTERM arriving
+            // during a spawn left the server running. So no signal is ever delivered here;
+            // the kernel gives process signals to the other threads. (The worker's child
+            // unblocks everything before exec.)
+            block_all_signals();
             let own = match private_table() {
                 Ok(own) => {
                     let _ = ready_tx.send(Ok(()));
@@ -155,6 +162,16 @@ fn start_thread() -> Option<Spawner> {
             None
         }
         Err(_) => None,
+    }
+}
+
+/// Block every signal on the calling thread, for good.
+fn block_all_signals() {
+    // SAFETY: sigfillset/pthread_sigmask on a sigset_t owned by this frame.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
     }
 }
 

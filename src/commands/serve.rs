@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::server_signals::ServerSignal;
+use tokio::signal::unix::{SignalKind, signal};
 use vigil_actors::cgroup;
 use vigil_actors::containment::Containment;
 use vigil_actors::control::ControlServer;
@@ -253,7 +253,10 @@ async fn serve(
         tokio::spawn(vigil_actors::reaper::run());
     }
     // Install the handlers before the tree starts, so an early SIGTERM is not lost.
-    let mut signals = crate::server_signals::listen().map_err(signal_error)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(signal_error)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(signal_error)?;
 
     let socket = spec.socket_path();
     let config_path = spec.config_path.clone();
@@ -292,30 +295,34 @@ async fn serve(
     let outcome = loop {
         tokio::select! {
             outcome = &mut wait => break outcome,
-            signal = signals.recv() => match signal {
-                Some(ServerSignal::Terminate | ServerSignal::Interrupt) => {
-                    let name = signal.map_or("a signal", ServerSignal::name);
-                    if stopping { exit_now(name); }
-                    stopping = true;
-                    tracing::info!("{name}: shutting down");
-                    if let Some(sd) = &sd { sd.stopping(); }
-                    let _ = root.cast(RootMsg::Shutdown(None));
-                }
-                Some(ServerSignal::Hangup) => {
-                    tracing::info!("SIGHUP: reloading the config");
-                    let _ = root.cast(RootMsg::Reload { dry_run: false, reply: None });
-                }
-                Some(ServerSignal::User1) => {
-                    match root.call(RootMsg::Dump, Some(Duration::from_secs(2))).await {
-                        Ok(ractor::rpc::CallResult::Success(dump)) => {
-                            tracing::info!("SIGUSR1 dump:\n{}", render::dump_text(&dump, false));
-                        }
-                        _ => tracing::warn!("SIGUSR1: the root did not answer in time"),
+            _ = sigterm.recv() => {
+                if stopping { exit_now("SIGTERM"); }
+                stopping = true;
+                tracing::info!("SIGTERM: shutting down");
+                if let Some(sd) = &sd { sd.stopping(); }
+
+                let _ = root.cast(RootMsg::Shutdown(None));
+            }
+            _ = sigint.recv() => {
+                if stopping { exit_now("SIGINT"); }
+                stopping = true;
+                tracing::info!("SIGINT: shutting down");
+                if let Some(sd) = &sd { sd.stopping(); }
+
+                let _ = root.cast(RootMsg::Shutdown(None));
+            }
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = root.cast(RootMsg::Reload { dry_run: false, reply: None });
+            }
+            _ = sigusr1.recv() => {
+                match root.call(RootMsg::Dump, Some(Duration::from_secs(2))).await {
+                    Ok(ractor::rpc::CallResult::Success(dump)) => {
+                        tracing::info!("SIGUSR1 dump:\n{}", render::dump_text(&dump, false));
                     }
+                    _ => tracing::warn!("SIGUSR1: the root did not answer in time"),
                 }
-                // The signal thread is gone (it never ends by itself): go on without it.
-                None => std::future::pending::<()>().await,
-            },
+            }
         }
     };
     control.close().await;
@@ -324,7 +331,8 @@ async fn serve(
     }
     tokio::select! {
         _ = history.flush_within(vigil_actors::history::FLUSH_BOUND) => {}
-        signal = next_stop_signal(&mut signals) => exit_now(signal.name()),
+        _ = sigterm.recv() => exit_now("SIGTERM"),
+        _ = sigint.recv() => exit_now("SIGINT"),
     }
     // Killed processes that had left their groups were adopted by us: reap the last ones.
     vigil_actors::reaper::reap_orphans();
@@ -367,19 +375,6 @@ fn exit_now(signal: &str) -> ! {
     tracing::warn!("second {signal} during shutdown: exiting now");
     eprintln!("vigil: second {signal} during shutdown: exiting now");
     std::process::exit(1);
-}
-
-/// The next SIGTERM or SIGINT (others are ignored during shutdown).
-async fn next_stop_signal(
-    signals: &mut tokio::sync::mpsc::UnboundedReceiver<ServerSignal>,
-) -> ServerSignal {
-    loop {
-        match signals.recv().await {
-            Some(s @ (ServerSignal::Terminate | ServerSignal::Interrupt)) => return s,
-            Some(_) => {}
-            None => std::future::pending::<()>().await,
-        }
-    }
 }
 
 fn signal_error(e: std::io::Error) -> CliError {
