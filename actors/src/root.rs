@@ -473,10 +473,10 @@ impl RootState {
         })
     }
 
-    /// `Stopped` for a worker an operator stopped, else `Start`.
-    fn initial_state(&self, held: &HashSet<String>, i: usize) -> InitialState {
+    /// `Stopped` for a worker an operator stopped ([`RootState::held`]), else `Start`.
+    fn initial_state(&self, i: usize) -> InitialState {
         let name = &self.slots[i].spec.name;
-        if held.contains(name) {
+        if self.held.contains(name) {
             tracing::info!(worker = %name, "not started: an operator stopped it (vigil stop); `vigil start {name}` starts it");
             InitialState::Stopped
         } else {
@@ -751,10 +751,9 @@ impl RootState {
         slots: &[usize],
         state: &'static str,
     ) {
-        let held = self.operator_stopped();
         let mut gated: Vec<(String, Vec<String>)> = Vec::new();
         for &i in slots {
-            let mut initial = self.initial_state(&held, i);
+            let mut initial = self.initial_state(i);
             let name = self.slots[i].spec.name.clone();
             if let (InitialState::Start, Some(group)) = (initial, self.gated_ancestor(&name)) {
                 initial = InitialState::Stopped;
@@ -790,6 +789,28 @@ impl RootState {
         found
     }
 
+    /// The live supervisors of `names`, in that order, for a group (re)start; `dying` is the
+    /// one whose death caused it (it waits for [`WorkerMsg::Resume`]).
+    fn members<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+        dying: Option<&str>,
+    ) -> Vec<Member> {
+        names
+            .filter_map(|n| self.slots.iter().find(|s| s.spec.name == n))
+            .filter_map(|s| match &s.state {
+                SlotState::Live(r) => Some(Member {
+                    name: s.spec.name.clone(),
+                    grace: s.spec.policy.shutdown.grace,
+                    start_secs: s.spec.policy.start_secs,
+                    child: r.clone(),
+                    dying: dying == Some(s.spec.name.as_str()),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Start the (stopped) `members` of `group` in order, each once the one before is
     /// `running`, on a task; the group shows `state` meanwhile.
     fn start_gated(
@@ -799,20 +820,7 @@ impl RootState {
         members: &[String],
         state: &'static str,
     ) {
-        let order: Vec<Member> = members
-            .iter()
-            .filter_map(|n| self.slots.iter().find(|s| &s.spec.name == n))
-            .filter_map(|s| match &s.state {
-                SlotState::Live(r) => Some(Member {
-                    name: s.spec.name.clone(),
-                    grace: s.spec.policy.shutdown.grace,
-                    start_secs: s.spec.policy.start_secs,
-                    child: r.clone(),
-                    dying: false,
-                }),
-                _ => None,
-            })
-            .collect();
+        let order = self.members(members.iter().map(String::as_str), None);
         self.regrouping.insert(group.clone(), state);
         let gate = Gate {
             events: self.events.clone(),
@@ -858,20 +866,7 @@ impl RootState {
             tracing::warn!(group = %group.name, worker = %worker, "a child died while its group was starting; restarting the group from it");
             task.abort();
         }
-        let order: Vec<Member> = names
-            .into_iter()
-            .filter_map(|n| self.slots.iter().find(|s| s.spec.name == n))
-            .filter_map(|s| match &s.state {
-                SlotState::Live(r) => Some(Member {
-                    name: s.spec.name.clone(),
-                    grace: s.spec.policy.shutdown.grace,
-                    start_secs: s.spec.policy.start_secs,
-                    child: r.clone(),
-                    dying: s.spec.name == worker,
-                }),
-                _ => None,
-            })
-            .collect();
+        let order = self.members(names.into_iter(), Some(worker));
         if order.len() < 2 {
             resume_after(dying_ref, delay);
             return;
