@@ -38,6 +38,15 @@ fn ready_member(name: &str) -> String {
         + ","
 }
 
+/// Group "all" with `strategy` over the ready members a, b, c.
+fn ready_trio(strategy: &str) -> String {
+    group(
+        "all",
+        strategy,
+        &[ready_member("a"), ready_member("b"), ready_member("c")],
+    )
+}
+
 fn group(name: &str, strategy: &str, members: &[String]) -> String {
     format!(
         "        (name: \"{name}\", kind: Group(strategy: {strategy}, backoff: (initial: \"0s\", max: \"1s\", jitter: 0.0), workers: [\n{}\n        ])),",
@@ -143,14 +152,7 @@ fn rest_for_one_restarts_the_later_siblings_in_order() {
 
 #[test]
 fn one_for_all_restarts_every_sibling_in_order() {
-    let home = Home::new(
-        "",
-        &group(
-            "all",
-            "OneForAll",
-            &[ready_member("a"), ready_member("b"), ready_member("c")],
-        ),
-    );
+    let home = Home::new("", &ready_trio("OneForAll"));
     let mut server = home.serve();
     let first = wait_starts(&home, &mut server, 3, "three started");
     let b = pid_of(&first, "b").unwrap();
@@ -865,14 +867,7 @@ fn a_child_dying_while_its_group_starts_restarts_the_group_from_it() {
 
 #[test]
 fn a_sibling_an_operator_stopped_stays_stopped_through_a_group_restart() {
-    let home = Home::new(
-        "",
-        &group(
-            "all",
-            "OneForAll",
-            &[ready_member("a"), ready_member("b"), ready_member("c")],
-        ),
-    );
+    let home = Home::new("", &ready_trio("OneForAll"));
     let mut server = home.serve();
     let first = wait_starts(&home, &mut server, 3, "three started");
     control_wait_ready(&home);
